@@ -1,0 +1,71 @@
+"""Input checks shared by the whole toolkit: fail early, name the argument and the value."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def finite_array(a, name: str, *, ndim: int | None = None, shape: tuple | None = None) -> np.ndarray:
+    """Return ``a`` as a float64 array, refusing NaN/inf and the wrong shape."""
+    try:
+        arr = np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of real numbers, got {type(a).__name__}: {exc}") from None
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {arr.shape}")
+    if shape is not None and arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {arr.shape}")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} contains NaN or inf ({int(bad.sum())} entries; first at index {idx})")
+    return arr
+
+
+def positive_float(x, name: str) -> float:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {x!r}") from None
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {x!r}")
+    return v
+
+
+def points(X, dim: int | None, name: str = "x") -> tuple[np.ndarray, bool]:
+    """Return ``(X2, single)`` with ``X2`` of shape (N, dim).
+
+    A single point of shape (dim,) is accepted; ``single`` then tells the
+    caller to return a scalar (or a (dim,) vector) rather than an array.
+    """
+    arr = finite_array(X, name)
+    single = False
+    if arr.ndim == 1 and dim is not None and arr.shape[0] == dim:
+        arr, single = arr[None, :], True
+    elif arr.ndim == 1 and dim == 1:
+        arr = arr[:, None]
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must have shape (N, {dim if dim else 'd'}) or ({dim},), got {arr.shape}")
+    if dim is not None and arr.shape[1] != dim:
+        raise ValueError(f"{name} has points of dimension {arr.shape[1]}, but the energy/density has dimension {dim}")
+    return np.ascontiguousarray(arr), single
+
+
+def spd_matrix(A, name: str, dim: int | None = None) -> np.ndarray:
+    """A symmetric positive-definite matrix, or a ValueError saying why not."""
+    A = finite_array(A, name)
+    if A.ndim == 0:
+        A = A.reshape(1, 1)
+    if A.ndim != 2 or A.shape[0] != A.shape[1]:
+        raise ValueError(f"{name} must be a square matrix, got shape {A.shape}")
+    if dim is not None and A.shape[0] != dim:
+        raise ValueError(f"{name} must be {dim}x{dim}, got {A.shape}")
+    scale = max(np.abs(A).max(), 1e-300)
+    if np.abs(A - A.T).max() > 1e-12 * scale:
+        raise ValueError(f"{name} must be symmetric; max |A - A^T| = {np.abs(A - A.T).max():.3g}")
+    A = 0.5 * (A + A.T)
+    try:
+        np.linalg.cholesky(A)
+    except np.linalg.LinAlgError:
+        lam = np.linalg.eigvalsh(A).min()
+        raise ValueError(f"{name} must be positive definite; its smallest eigenvalue is {lam:.3g}") from None
+    return A

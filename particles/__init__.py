@@ -1,0 +1,1 @@
+"""particles: numba-accelerated particle integrators and estimators (see issue: Particles)."""
