@@ -20,9 +20,15 @@ integrators:
     SDIRK2 (two-stage, L-stable, second order, both stages share the matrix
     ``I - gamma h L``) with a filtered embedded error estimate, steps on a
     power-of-two ladder so that each sparse LU factorisation is reused,
-    steps rejected when they would make a density negative.  ``tol`` is the
-    local L1 error per step; ``dt`` fixes the step (no error control).  For
-    long runs at moderate accuracy and for operators too large for ``exact``.
+    steps rejected when they would make a density negative.  ``tol`` bounds
+    an embedded first-order estimate of the local L1 error per step, which is
+    conservative: the global L1 error measured on the 2D eight Gaussians was
+    0.12 tol for tol = 1e-6, 1e-8, 1e-10.  ``dt`` fixes the step (no error
+    control; a warning if a density turns negative).  Measured against
+    ``exact`` on 64^2 cells to t = 5 it is 70x (tol 1e-6) to 500x (1e-8)
+    slower: there is no regime here where it wins, it is kept as an
+    independent check of ``exact`` and for generators whose exponential
+    is out of reach.
 """
 from __future__ import annotations
 
@@ -276,5 +282,9 @@ class FokkerPlanck:
                 bar.update(1)
         if bar is not None:
             bar.close()
-        info = {"steps": steps, "rejected": rejected, "factorisations": "cached per step size"}
+        info = {"steps": steps, "rejected": rejected, "factorisations": len(cache)}
+        if dt is not None and out.min() < 0:
+            warnings.warn(f"fixed step dt = {dt:g} produced negative densities (min {out.min():.3g}); "
+                          "SDIRK2 keeps positivity only for small enough steps: reduce dt or let the "
+                          "error control choose it (dt=None)", RuntimeWarning, stacklevel=3)
         return out.reshape(times.size, *self.grid.shape), info

@@ -1,0 +1,273 @@
+"""Grid Fokker-Planck: closed forms (OU), convergence order, invariants of the
+Scharfetter-Gummel scheme, agreement of the time integrators, HDF5 storage."""
+import math
+import os
+
+import h5py
+import numpy as np
+import pytest
+
+from fokkerplanck import FokkerPlanck, Grid, Trajectory, densities, energies as E
+from fokkerplanck import diagnostics as D
+from fokkerplanck.fluxes import bernoulli
+from fokkerplanck.trajectory import atomic_h5
+
+
+def order(errors, ns):
+    return np.log(np.asarray(errors[:-1]) / np.asarray(errors[1:])) / np.log(np.asarray(ns[1:]) / np.asarray(ns[:-1]))
+
+
+def ou_errors(A, m0, S0, box, ns, t, T=1.0):
+    A = np.atleast_2d(A)
+    d = A.shape[0]
+    U = E.Quadratic(A)
+    m, S = D.ou_moments(A, np.zeros(d), m0, S0, T, t)
+    kl_exact = D.gaussian_kl(m, S, np.zeros(d), T * np.linalg.inv(A))
+    l1, dkl = [], []
+    for n in ns:
+        g = Grid([box] * d, n)
+        tr = FokkerPlanck(U, g, T).solve(densities.Gaussian(m0, S0), [0.0, t])
+        l1.append(np.abs(tr.densities[-1] - D.ou_density(g, m, S)).sum() * g.cell_volume)
+        dkl.append(abs(tr.kl()[-1] - kl_exact))
+    return np.array(l1), np.array(dkl)
+
+
+def test_ou_1d_second_order():
+    ns = [50, 100, 200, 400]
+    l1, dkl = ou_errors([[2.0]], [1.0], [[0.25]], (-5, 5), ns, t=0.5, T=0.7)
+    assert l1[-1] < 2.5e-4  # measured 1.6e-4 at h = 0.025 (C h^2 with C ~ 0.26)
+    assert np.all((order(l1, ns) > 1.8) & (order(l1, ns) < 2.2)), order(l1, ns)
+    assert np.all((order(dkl, ns) > 1.8) & (order(dkl, ns) < 2.2)), order(dkl, ns)
+
+
+def test_ou_2d_anisotropic_second_order():
+    A = np.array([[1.5, 0.5], [0.5, 0.8]])
+    ns = [32, 64, 128]
+    l1, dkl = ou_errors(A, [1.0, -0.5], [[0.5, 0.1], [0.1, 0.3]], (-7, 7), ns, t=1.0)
+    assert l1[-1] < 2e-3
+    assert np.all((order(l1, ns) > 1.8) & (order(l1, ns) < 2.2)), order(l1, ns)
+    assert np.all((order(dkl, ns) > 1.8) & (order(dkl, ns) < 2.2)), order(dkl, ns)
+
+
+def test_ou_3d_64_cubed():
+    A = np.diag([1.0, 1.5, 2.0]) + 0.2 * (np.ones((3, 3)) - np.eye(3))
+    m0, S0 = np.array([0.5, -0.5, 0.3]), np.diag([0.5, 0.4, 0.3])
+    l1, dkl = ou_errors(A, m0, S0, (-6, 6), [64], t=1.0)
+    # second-order error constant measured on 32^3 -> 64^3 (8.9e-3 -> 2.2e-3)
+    assert l1[0] < 3e-3 and dkl[0] < 1e-3
+
+
+@pytest.fixture(scope="module")
+def ring_fp():
+    g = Grid([(-8, 8), (-8, 8)], 128)
+    return FokkerPlanck(E.GaussianMixture.ring(), g)
+
+
+def test_operator_structure(ring_fp):
+    fp = ring_fp
+    L, S = fp.generator, fp.symmetric
+    pi = fp.gibbs.ravel()
+    assert np.abs(L.sum(axis=0)).max() < 1e-10 * fp.lam_max           # columns sum to 0: mass
+    assert np.abs(L @ pi).max() < 1e-12 * fp.lam_max * pi.max()      # Gibbs vector stationary
+    off = L.copy(); off.setdiag(0)
+    assert off.min() >= 0                                             # M-matrix: positivity
+    Dh = np.sqrt(pi)
+    S2 = (L.multiply(1 / Dh[:, None]).multiply(Dh[None, :])).tocsr()  # D^-1/2 L D^1/2
+    assert abs(S2 - S2.T).max() < 1e-10 * fp.lam_max                   # detailed balance
+    assert abs(S2 - S).max() < 1e-10 * fp.lam_max
+
+
+def test_bernoulli_function():
+    z = np.array([-800.0, -30.0, -1e-9, 0.0, 1e-12, 2.5, 800.0])
+    with np.errstate(over="ignore", under="ignore"):
+        ref = np.array([800.0, 30 / (1 - math.exp(-30)), 1 + 0.5e-9, 1.0, 1 - 0.5e-12, 2.5 / math.expm1(2.5), 0.0])
+    np.testing.assert_allclose(bernoulli(z), ref, rtol=1e-12, atol=1e-300)
+    zz = z[np.abs(z) < 50]
+    np.testing.assert_allclose(bernoulli(-zz), np.exp(zz) * bernoulli(zz), rtol=1e-12)
+
+
+def test_gibbs_stationary(ring_fp):
+    tr = ring_fp.solve(ring_fp.gibbs, [0.0, 1.0, 10.0])
+    g = ring_fp.grid
+    assert np.abs(tr.densities[-1] - ring_fp.gibbs).sum() * g.cell_volume < 1e-12
+    assert np.all(np.abs(tr.kl()) < 1e-13)
+
+
+def test_eight_gaussians_invariants():
+    g = Grid([(-8, 8), (-8, 8)], 128)
+    fp = FokkerPlanck(E.GaussianMixture.ring(), g)
+    times = np.linspace(0, 5, 51)
+    # N(0, 3^2 I) puts 4e-3 of its mass within two cells of the walls of [-8, 8]^2: warned
+    with pytest.warns(RuntimeWarning, match="walls at t = 0"):
+        tr = fp.solve(densities.Gaussian([0, 0], 9.0), times)
+    assert np.abs(tr.mass() - 1).max() < 1e-12
+    assert tr.densities.min() >= 0
+    kl = tr.kl()
+    assert np.all(np.diff(kl) <= 0)
+    assert kl[-1] < 1e-4 and tr.tv()[-1] < 5e-3
+    # against an independent integrator (scipy's Taylor expm_multiply on L)
+    from scipy.sparse.linalg import expm_multiply
+    ref = expm_multiply(fp.generator, tr.densities[0].ravel(), start=0, stop=5, num=6, endpoint=True)
+    assert np.abs(tr.densities[::10].reshape(6, -1) - ref).sum(axis=1).max() * g.cell_volume < 1e-12
+
+
+def test_kl_derivative_is_minus_T_fisher():
+    g = Grid([(-8, 8), (-8, 8)], 96)
+    T = 0.8
+    fp = FokkerPlanck(E.GaussianMixture.ring(), g, T)
+    rho0 = densities.Gaussian([0.5, 0], 4.0)
+    for t in (0.3, 1.0, 3.0):
+        errs = []
+        I = fp.solve(rho0, [t]).fisher()[0]
+        for dlt in (4e-2, 2e-2, 1e-3):
+            kl = fp.solve(rho0, [t - dlt, t + dlt]).kl()
+            errs.append(abs((kl[1] - kl[0]) / (2 * dlt) + T * I) / (T * I))
+        assert 3.5 < errs[0] / errs[1] < 4.5, errs  # the O(dlt^2) of the central difference
+        # and the difference quotient converges to -T I: at dlt = 1e-3 the error is the
+        # O(dlt^2) term alone, or the round-off floor of a KL difference over 2e-3
+        # (measured 1.3e-9 relative at t = 3), nothing left over from the identity
+        assert errs[2] < max(1.1 * errs[1] * (1e-3 / 2e-2) ** 2, 2e-9), errs
+
+
+def test_exact_and_implicit_agree():
+    g = Grid([(-9, 9), (-9, 9)], 72)
+    fp = FokkerPlanck(E.GaussianMixture.paper_A(sigma=0.8), g)
+    rho0 = densities.Gaussian([1, 0], 2.0).on_grid(g)
+    times = np.linspace(0, 2, 5)
+    ex = fp.solve(rho0, times)
+    im = fp.solve(rho0, times, method="implicit", tol=1e-7)
+    err = np.abs(im.densities - ex.densities).sum(axis=(1, 2)) * g.cell_volume
+    assert err.max() < 1e-7 and im.densities.min() >= 0
+    assert im.info["steps"] > 0
+    # fixed steps: second order in time
+    e = [np.abs(fp.solve(rho0, times, method="implicit", dt=dt).densities - ex.densities).sum(axis=(1, 2)).max()
+         * g.cell_volume for dt in (0.05, 0.025, 0.0125)]
+    o = order(e, [1, 2, 4])
+    assert np.all((o > 1.8) & (o < 2.3)), (e, o)
+
+
+def test_spectral_gap_ou():
+    # OU generator spectrum {n a}: the gap is the smallest eigenvalue of A, to O(h^2)
+    g1 = Grid([(-6, 6)], 400)
+    gap = FokkerPlanck(E.Quadratic([[1.7]]), g1).spectral_gap()
+    assert gap == pytest.approx(1.7, rel=1e-3)
+    g2 = Grid([(-6, 6), (-5, 5)], (40, 64))  # 2560 cells: the sparse eigsh path
+    fp2 = FokkerPlanck(E.Quadratic(np.diag([1.0, 2.5])), g2)
+    gaps = fp2.spectral_gap(k=3)
+    # O(h^2) discretisation error of the eigenvalues at h = 0.3 / 0.16: measured 1.5%
+    np.testing.assert_allclose(gaps, [1.0, 2.0, 2.5], rtol=3e-2)
+    dense = -np.linalg.eigvalsh(fp2.symmetric.toarray())[::-1][1:4]
+    np.testing.assert_allclose(gaps, dense, rtol=1e-9)
+
+
+def test_periodic_axis():
+    g = Grid([(0, 1)], 64, periodic=True)
+
+    U = E.Sum([0.0], [E.Quadratic([[1.0]])])  # flat energy: pure diffusion on a circle
+    fp = FokkerPlanck(U, g, 0.5)
+    x = g.axes[0]
+    rho0 = 1 + 0.5 * np.cos(2 * np.pi * x)
+    tr = fp.solve(rho0, [0, 0.1])
+    # the discrete Fourier mode decays at rate T (2/h)^2 sin^2(pi h): exactly, no wall
+    h = g.spacing[0]
+    rate = 0.5 * (2 / h) ** 2 * math.sin(math.pi * h) ** 2
+    np.testing.assert_allclose(tr.densities[-1], 1 + 0.5 * math.exp(-rate * 0.1) * np.cos(2 * np.pi * x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("rho0, match", [
+    (np.full((64, 64), np.nan), "NaN"),
+    (-np.ones((64, 64)), "negative"),
+    (np.ones((32, 64)), "shape"),
+])
+def test_bad_initial_density(rho0, match):
+    fp = FokkerPlanck(E.Quadratic(np.eye(2)), Grid([(-5, 5)] * 2, 64))
+    with pytest.raises(ValueError, match=match):
+        fp.solve(rho0, [0, 1])
+
+
+def test_unnormalised_initial_density():
+    g = Grid([(-7, 7)], 140)
+    fp = FokkerPlanck(E.Quadratic([[1.0]]), g)
+    rho = 3 * densities.Gaussian([0.0], 1.0).on_grid(g)
+    with pytest.warns(RuntimeWarning, match="mass 3"):
+        tr = fp.solve(rho, [0, 1])
+    assert tr.mass()[0] == pytest.approx(1, abs=1e-14)
+    with pytest.raises(ValueError, match="not normalised"):
+        fp.solve(rho, [0, 1], normalise="raise")
+
+
+def test_bad_options():
+    fp = FokkerPlanck(E.Quadratic([[1.0]]), Grid([(-5, 5)], 50))
+    with pytest.raises(ValueError, match="method"):
+        fp.solve(densities.Gaussian([0.0], 1.0), [1.0], method="euler")
+    with pytest.raises(ValueError, match="times"):
+        fp.solve(densities.Gaussian([0.0], 1.0), [1.0, 0.5])
+    with pytest.raises(ValueError, match="dimension"):
+        FokkerPlanck(E.Quadratic(np.eye(2)), Grid([(-5, 5)], 50))
+
+
+def test_small_box_warns():
+    g = Grid([(-2, 2)], 80)
+    with pytest.warns(RuntimeWarning, match=r"mass .* within two cells of the walls at t = 1"):
+        FokkerPlanck(E.Quadratic([[1.0]]), g).solve(densities.Gaussian([0.0], 0.05), [0.0, 1.0])
+
+
+def test_hdf5_round_trip(tmp_path):
+    g = Grid([(-9, 9), (-9, 9)], 48)
+    tr = FokkerPlanck(E.GaussianMixture.paper_B(sigma=0.9), g, 1.2).solve(densities.Gaussian([0, 0], 2.0),
+                                                                          np.linspace(0, 1, 4))
+    p = tmp_path / "traj.h5"
+    tr.save(p)
+    back = Trajectory.load(p)
+    np.testing.assert_array_equal(back.densities, tr.densities)
+    np.testing.assert_array_equal(back.times, tr.times)
+    assert back.grid == tr.grid and back.temperature == 1.2 and back.flow == "fokker-planck"
+    assert back.scheme == tr.scheme
+    np.testing.assert_array_equal(back.kl(), tr.kl())
+    with h5py.File(p) as f:
+        np.testing.assert_array_equal(f["diagnostics/kl"][()], tr.kl())
+        np.testing.assert_array_equal(f["diagnostics/ratio"][()], tr.ratio())
+        assert f["densities"].chunks == (1, 48, 48) and f["densities"].compression == "gzip"
+    assert sorted(os.listdir(tmp_path)) == ["traj.h5"]
+
+
+def test_hdf5_bad_files(tmp_path):
+    p = tmp_path / "foreign.h5"
+    with h5py.File(p, "w") as f:
+        f["x"] = 1
+    with pytest.raises(ValueError, match="not a fokkerplanck trajectory"):
+        Trajectory.load(p)
+    with h5py.File(p, "w") as f:
+        f.attrs["format"] = "fokkerplanck.trajectory"
+        f.attrs["version"] = 99
+    with pytest.raises(ValueError, match="version 99"):
+        Trajectory.load(p)
+    q = tmp_path / "junk.h5"
+    q.write_bytes(b"not hdf5 at all")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        Trajectory.load(q)
+
+
+def test_atomic_write_leaves_nothing_on_crash(tmp_path):
+    p = tmp_path / "out.h5"
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_h5(p) as f:
+            f["a"] = np.arange(10)
+            raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trajectory_diagnostics_gaussian():
+    # moments, R_t and Fisher information against the OU closed forms
+    A = np.array([[1.2, 0.3], [0.3, 0.9]])
+    T, t = 1.0, 0.7
+    m0, S0 = np.array([0.8, -0.4]), np.array([[0.6, 0.0], [0.0, 0.4]])
+    g = Grid([(-7, 7)] * 2, 160)
+    tr = FokkerPlanck(E.Quadratic(A), g, T).solve(densities.Gaussian(m0, S0), [t])
+    m, S = D.ou_moments(A, [0, 0], m0, S0, T, t)
+    np.testing.assert_allclose(tr.mean()[0], m, atol=1e-3)
+    np.testing.assert_allclose(tr.cov()[0], S, atol=2e-3)
+    elap, eg2, R = D.gaussian_ratio(m, S, A, [0, 0], T)
+    assert tr.ratio()[0] == pytest.approx(R, rel=2e-3)
+    assert tr.fisher()[0] == pytest.approx(D.gaussian_fisher(m, S, A, [0, 0], T), rel=5e-3)
+    assert tr.expect(lambda X: X[:, 0])[0] == pytest.approx(m[0], abs=1e-3)
