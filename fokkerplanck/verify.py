@@ -67,3 +67,45 @@ def run_checks(names=None, quick: bool = True, progress=None) -> list[Check]:
             progress(name, time.perf_counter() - t0)
         out += res
     return out
+
+
+@register
+def check_fokker_planck(quick: bool = True) -> list[Check]:
+    """OU closed forms (density, KL) and second-order convergence; Lyapunov decay
+    of KL along Fokker-Planck and d/dt KL = -T I; Gibbs law stationary."""
+    import warnings
+
+    from . import densities
+    from . import diagnostics as D
+    from . import energies as E
+    from .grid import Grid
+    from .solvers import FokkerPlanck
+
+    A = np.array([[1.5, 0.5], [0.5, 0.8]])
+    m0, S0, t = np.array([1.0, -0.5]), np.array([[0.5, 0.1], [0.1, 0.3]]), 1.0
+    m, S = D.ou_moments(A, [0, 0], m0, S0, 1.0, t)
+    errs = []
+    ns = (32, 64) if quick else (64, 128, 256)
+    for n in ns:
+        g = Grid([(-7, 7)] * 2, n)
+        tr = FokkerPlanck(E.Quadratic(A), g).solve(densities.Gaussian(m0, S0), [t])
+        errs.append(np.abs(tr.densities[-1] - D.ou_density(g, m, S)).sum() * g.cell_volume)
+    p = np.log2(errs[-2] / errs[-1])
+    out = [below("OU 2D: L1 density error vs closed form", errs[-1], 5e-3 if quick else 5e-4),
+           Check("OU 2D: observed order in h", p, 0.2, bool(abs(p - 2) <= 0.2), "tolerance: |p - 2|")]
+    g = Grid([(-8, 8)] * 2, 96 if quick else 256)
+    fp = FokkerPlanck(E.GaussianMixture.ring(), g)
+    times = np.linspace(0, 5, 51)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2 at t = 0
+        tr = fp.solve(densities.Gaussian([0, 0], 9.0), times)
+    kl = tr.kl()
+    out.append(below("ring: max increase of KL between saves (Lyapunov)", max(np.diff(kl).max(), 0.0), 0.0))
+    out.append(below("ring: mass error", np.abs(tr.mass() - 1).max(), 1e-12))
+    I = fp.solve(densities.Gaussian([0, 0], 9.0), [1.0]).fisher()[0]
+    k = fp.solve(densities.Gaussian([0, 0], 9.0), [1 - 2e-3, 1 - 1e-3, 1 + 1e-3, 1 + 2e-3]).kl()
+    dkl = (4 * (k[2] - k[1]) / 2e-3 - (k[3] - k[0]) / 4e-3) / 3  # Richardson: O(dt^4)
+    out.append(below("ring: |dKL/dt + T I| / T I at t = 1", abs(dkl + I) / I, 1e-7))
+    st = fp.solve(fp.gibbs, [10.0]).densities[-1]
+    out.append(below("ring: Gibbs law drift in L1 over t = 10", np.abs(st - fp.gibbs).sum() * g.cell_volume, 1e-12))
+    return out
