@@ -9,7 +9,7 @@ import numpy as np
 from ._validate import finite_array, points, spd_matrix
 from .grid import Grid
 
-__all__ = ["Density", "Gaussian", "GridDensity", "from_spec"]
+__all__ = ["Density", "Gaussian", "GridDensity", "Gibbs", "from_spec"]
 
 
 class Density:
@@ -63,8 +63,40 @@ class Gaussian(Density):
         rng = np.random.default_rng(seed)
         return self.mean + rng.standard_normal((int(n), self.dim)) @ self._chol.T
 
+    def quadrature(self, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
+        """Tensor Gauss-Hermite rule with ``n`` nodes per axis: ``(nodes (n^d, d),
+        weights (n^d,))`` with ``sum w f(x) ~ E[f]``, exact for polynomials of degree
+        ``< 2n`` in each coordinate."""
+        xi, w = np.polynomial.hermite_e.hermegauss(int(n))  # weight exp(-x^2/2)
+        w = w / w.sum()
+        grids = np.meshgrid(*[xi] * self.dim, indexing="ij")
+        Xi = np.stack([g.ravel() for g in grids], axis=1)
+        W = np.prod(np.stack(np.meshgrid(*[w] * self.dim, indexing="ij")).reshape(self.dim, -1), axis=0)
+        return self.mean + Xi @ self._chol.T, W
+
     def to_spec(self):
         return {"type": "Gaussian", "mean": self.mean.tolist(), "cov": self.cov.tolist()}
+
+
+class Gibbs(Density):
+    """The Gibbs law ``exp(-U/T) / Z`` of an energy; ``log_partition`` defaults to
+    the energy's closed form (pass a grid quadrature value where there is none)."""
+
+    def __init__(self, energy, temperature: float = 1.0, log_partition: float | None = None):
+        self.energy, self.temperature, self.dim = energy, float(temperature), energy.dim
+        self.log_z = energy.log_partition(temperature) if log_partition is None else float(log_partition)
+
+    def logpdf(self, x):
+        return -np.asarray(self.energy.value(x)) / self.temperature - self.log_z
+
+    def sample(self, n: int, seed=None) -> np.ndarray:
+        if hasattr(self.energy, "sample") and self.temperature == 1.0:
+            return self.energy.sample(n, seed)
+        raise NotImplementedError("exact sampling of this Gibbs law: sample it from a grid (Grid.sample)")
+
+    def to_spec(self):
+        return {"type": "Gibbs", "energy": self.energy.to_spec(), "temperature": self.temperature,
+                "log_partition": self.log_z}
 
 
 class GridDensity(Density):
@@ -99,4 +131,7 @@ def from_spec(spec: dict) -> Density:
         return Gaussian(spec["mean"], spec["cov"])
     if kind == "GridDensity":
         return GridDensity(Grid.from_spec(spec["grid"]), np.asarray(spec["values"]))
+    if kind == "Gibbs":
+        from .energies import from_spec as energy_from_spec
+        return Gibbs(energy_from_spec(spec["energy"]), spec["temperature"], spec["log_partition"])
     raise ValueError(f"unknown density spec {spec!r}")

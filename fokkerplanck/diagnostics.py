@@ -20,12 +20,13 @@ def _stack(grid, rho):
     return R.reshape(-1, grid.size), single
 
 
-def kl_grid(grid, rho, pi):
-    """``sum vol rho log(rho / pi)`` with ``0 log 0 = 0`` (pi the normalised discrete Gibbs law)."""
+def kl_grid(grid, rho, log_pi):
+    """``sum vol rho (log rho - log pi)`` with ``0 log 0 = 0``; ``log_pi`` is the log of
+    the normalised discrete Gibbs law (logs, so that tails where ``pi`` underflows count)."""
     R, single = _stack(grid, rho)
-    p = np.asarray(pi).ravel()
+    lp = np.asarray(log_pi).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
-        term = np.where(R > 0, R * (np.log(R) - np.log(p)), 0.0)
+        term = np.where(R > 0, R * (np.log(R) - lp), 0.0)
     out = term.sum(axis=1) * grid.cell_volume
     return out[0] if single else out
 

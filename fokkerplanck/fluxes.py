@@ -107,25 +107,24 @@ def sg_symmetric(grid, U, temperature: float, fs: FaceSet | None = None) -> sp.c
     return sp.csr_matrix((np.concatenate([off, off, diag]), (rows, cols)), shape=(n, n))
 
 
-def sg_fisher(grid, U, temperature: float, rho, pi, fs: FaceSet | None = None) -> np.ndarray:
+def sg_fisher(grid, U, temperature: float, rho, fs: FaceSet | None = None) -> np.ndarray:
     """Discrete relative Fisher information consistent with the SG scheme:
     ``I = sum_faces vol/h^2 B(delta) pi_i (u_j - u_i)(log u_j - log u_i)``, with
-    ``u = rho / pi`` and ``pi`` the normalised discrete Gibbs density, so that
-    the semi-discrete flow has exactly ``d/dt KL = -T I``.
+    ``u = rho / pi``, so that the semi-discrete flow has exactly
+    ``d/dt KL = -T I``.  Written without ``pi`` (which underflows where U/T is
+    large): ``B(delta) pi_i (u_j - u_i) = B(-delta) rho_j - B(delta) rho_i`` and
+    ``log u_j - log u_i = log rho_j - log rho_i + delta``.
 
     ``rho`` may be one density (grid shape) or a stack (n, *grid shape)."""
     fs = fs or faces(grid)
     u_e = np.asarray(U, dtype=float).ravel()
     delta = (u_e[fs.right] - u_e[fs.left]) / float(temperature)
-    pi = np.asarray(pi).ravel()
-    coef = grid.cell_volume * fs.inv_h2 * bernoulli(delta) * pi[fs.left]
+    bp, bm = bernoulli(delta), bernoulli(-delta)
     R = np.asarray(rho).reshape(-1, grid.size)
+    rl, rr = R[:, fs.left], R[:, fs.right]
+    flux = bm * rr - bp * rl
     with np.errstate(divide="ignore", invalid="ignore"):
-        logu = np.log(R) - np.log(pi)
-        u = R / pi
-    du = u[:, fs.right] - u[:, fs.left]
-    dlog = logu[:, fs.right] - logu[:, fs.left]
-    # 0 * inf where both sides are empty: the face carries nothing
-    term = np.where(du == 0, 0.0, du * dlog)
-    out = term @ coef
+        dlog = np.log(rr) - np.log(rl) + delta
+        term = np.where(flux == 0, 0.0, flux * dlog)
+    out = term @ (grid.cell_volume * fs.inv_h2)
     return out if np.ndim(rho) > grid.ndim else out[0]

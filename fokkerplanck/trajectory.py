@@ -23,6 +23,7 @@ from functools import cached_property
 
 import h5py
 import numpy as np
+from scipy.special import logsumexp
 
 from . import diagnostics as D
 from . import energies as E
@@ -93,9 +94,15 @@ class Trajectory:
         return self.grid.evaluate(self.energy)
 
     @cached_property
+    def log_gibbs(self) -> np.ndarray:
+        """Log of the normalised discrete Gibbs density (finite where it underflows)."""
+        L = -self.energy_values / self.temperature
+        return L - (logsumexp(L) + np.log(self.grid.cell_volume))
+
+    @cached_property
     def gibbs(self) -> np.ndarray:
         """Normalised discrete Gibbs density on the grid."""
-        return self.grid.density_from_logpdf(-self.energy_values / self.temperature)
+        return np.exp(self.log_gibbs)
 
     # -- diagnostics -------------------------------------------------------------------
     def mass(self) -> np.ndarray:
@@ -103,13 +110,12 @@ class Trajectory:
 
     def kl(self) -> np.ndarray:
         """``KL(rho_t || rho*)`` against the discrete Gibbs law on the same grid."""
-        return D.kl_grid(self.grid, self.densities, self.gibbs)
+        return D.kl_grid(self.grid, self.densities, self.log_gibbs)
 
     def fisher(self) -> np.ndarray:
         """Discrete relative Fisher information consistent with the Scharfetter-Gummel
         scheme: ``d/dt KL = -T I`` holds exactly for the semi-discrete Fokker-Planck flow."""
-        return sg_fisher(self.grid, self.energy_values, self.temperature, self.densities, self.gibbs,
-                         self._faces)
+        return sg_fisher(self.grid, self.energy_values, self.temperature, self.densities, self._faces)
 
     @cached_property
     def _faces(self):

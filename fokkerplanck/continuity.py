@@ -1,0 +1,266 @@
+"""The deterministic gradient flow ``d_t rho = div(rho grad U)`` (noise removed).
+
+Three ways to compute it, one the reference of the others:
+
+``Continuity(energy, grid, method="finite-volume")``
+    Conservative MUSCL finite volumes: monotonised-central limited slopes,
+    upwind face fluxes with the exact face velocity ``-d_a U`` at the face
+    centre, zero-flux walls (periodic axes as the grid says), SSP-RK3 in
+    time.  Each forward-Euler stage keeps densities non-negative when
+    ``dt * sum_a max|v_a| / h_a <= 1/4`` (the reconstructed face values lie
+    in ``[0, 2 rho_i]``), so the default CFL number 0.2 is positive by
+    construction.  Second order where the solution is smooth; no
+    first-order upwinding, whose numerical diffusion ``|v| h / 2`` would act
+    as a fake temperature (DESIGN.md section 3).
+``Continuity(energy, grid, method="lagrangian")``
+    The exact density at the cell centres from backward characteristics
+    (:mod:`fokkerplanck.lagrangian`) to ODE tolerance; ``rho0`` must have a
+    log-pdf.  A characteristic that leaves the box takes ``rho0``'s value
+    there when ``rho0`` is analytic, zero for a grid density (the mass
+    affected is reported in ``info``).
+:func:`forward_lagrangian`
+    KL, ``E[lap U]``, ``E[|grad U|^2]`` and ``R_t`` from a quadrature of
+    ``rho0`` pushed forward with its log-densities: no density estimation,
+    exact up to quadrature and ODE tolerance.  The reference.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ._validate import positive_float
+from .densities import Gaussian, GridDensity
+from .lagrangian import integrate_characteristics
+from .solvers import _check_times, _initial_density, _progress, warn_wall_mass
+from .trajectory import Trajectory
+
+__all__ = ["Continuity", "forward_lagrangian", "LagrangianKL", "POSITIVE_CFL"]
+
+POSITIVE_CFL = 0.25
+
+
+def _mc_slopes(r):
+    """Monotonised-central limited slopes along axis 0 of a padded array (interior cells)."""
+    dm = r[1:-1] - r[:-2]
+    dp = r[2:] - r[1:-1]
+    s = np.minimum(np.minimum(2 * np.abs(dm), 2 * np.abs(dp)), 0.5 * np.abs(dm + dp))
+    return np.where(dm * dp > 0, np.sign(dm) * s, 0.0)
+
+
+class Continuity:
+    """Continuity equation ``d_t rho = div(rho grad U)`` on a grid.
+
+    ``temperature`` only sets the reference law ``rho* ~ exp(-U/T)`` of the
+    diagnostics: the flow itself has no noise.
+    """
+
+    flow = "continuity"
+
+    def __init__(self, energy, grid, *, method: str = "finite-volume", temperature: float = 1.0):
+        if energy.dim != grid.ndim:
+            raise ValueError(f"energy has dimension {energy.dim} but grid has {grid.ndim}")
+        if method not in ("finite-volume", "lagrangian"):
+            raise ValueError(f"method must be 'finite-volume' or 'lagrangian', got {method!r}")
+        self.energy, self.grid, self.method = energy, grid, method
+        self.temperature = positive_float(temperature, "temperature")
+
+    # -- finite volumes ----------------------------------------------------------------
+    @cached_property
+    def face_velocity(self) -> list[np.ndarray]:
+        """Per axis ``a``: ``v_a = -d_a U`` at the centres of the faces normal to ``a``,
+        shaped like the grid with axis ``a`` of length ``n_a - 1`` (walls) or ``n_a``
+        (periodic; the last face wraps)."""
+        g = self.grid
+        out = []
+        for a in range(g.ndim):
+            fa = g.faces[a][1:] if g.periodic[a] else g.faces[a][1:-1]
+            axes = list(g.axes)
+            axes[a] = fa
+            mesh = np.meshgrid(*axes, indexing="ij")
+            P = np.stack([m.ravel() for m in mesh], axis=1)
+            out.append(-self.energy.grad(P)[:, a].reshape(mesh[0].shape))
+        return out
+
+    @cached_property
+    def max_stable_dt(self) -> float:
+        """Largest step that keeps SSP-RK3 + MUSCL positive: ``1/4 / sum_a max|v_a|/h_a``."""
+        rate = sum(np.abs(v).max() / h for v, h in zip(self.face_velocity, self.grid.spacing))
+        return POSITIVE_CFL / rate if rate > 0 else np.inf
+
+    def rhs(self, rho) -> np.ndarray:
+        """Semi-discrete ``d rho / dt`` of the finite-volume scheme."""
+        g = self.grid
+        out = np.zeros_like(rho)
+        for a in range(g.ndim):
+            r = np.moveaxis(rho, a, 0)
+            v = np.moveaxis(self.face_velocity[a], a, 0)
+            if g.periodic[a]:
+                pad = np.concatenate([r[-2:], r, r[:2]])
+            else:  # mirror ghosts: zero slope in the boundary cells
+                pad = np.concatenate([r[:1], r[:1], r, r[-1:], r[-1:]])
+            s = _mc_slopes(pad)[1:-1]  # slopes of the real cells
+            if g.periodic[a]:
+                left = r + 0.5 * s                              # face i+1/2 seen from cell i
+                right = np.roll(r - 0.5 * s, -1, axis=0)        # ... from cell i+1
+                F = np.maximum(v, 0) * left + np.minimum(v, 0) * right
+                div = F - np.roll(F, 1, axis=0)
+            else:
+                left = (r + 0.5 * s)[:-1]
+                right = (r - 0.5 * s)[1:]
+                F = np.maximum(v, 0) * left + np.minimum(v, 0) * right
+                div = np.concatenate([F[:1], F[1:] - F[:-1], -F[-1:]])
+            np.moveaxis(out, a, 0)[...] -= div / g.spacing[a]
+        return out
+
+    def _finite_volume(self, rho0, times, dt, cfl, progress):
+        dt_max = self.max_stable_dt
+        if dt is not None:
+            dt = positive_float(dt, "dt")
+            if dt > dt_max * (1 + 1e-12):
+                raise ValueError(f"dt = {dt:g} violates the CFL condition of the positive MUSCL/SSP-RK3 scheme: "
+                                 f"the largest stable step is {dt_max:.6g}")
+            step = dt
+        else:
+            cfl = positive_float(cfl, "cfl")
+            if cfl > POSITIVE_CFL:
+                raise ValueError(f"cfl = {cfl:g} > {POSITIVE_CFL}: positivity is no longer guaranteed")
+            step = dt_max * cfl / POSITIVE_CFL
+        u = rho0.copy()
+        t = 0.0
+        out = np.empty((times.size, *self.grid.shape))
+        n_steps = 0
+        bar = _progress(progress, int(np.ceil(times[-1] / step)) if np.isfinite(step) else 0, "continuity (MUSCL)")
+        for j, tout in enumerate(times):
+            while tout - t > 1e-12 * max(1.0, tout):
+                h = min(step, tout - t)
+                u1 = u + h * self.rhs(u)
+                u2 = 0.75 * u + 0.25 * (u1 + h * self.rhs(u1))
+                u = (u + 2.0 * (u2 + h * self.rhs(u2))) / 3.0
+                t += h
+                n_steps += 1
+                if bar is not None:
+                    bar.update(1)
+            if not np.all(np.isfinite(u)):
+                raise FloatingPointError(f"finite-volume solution became non-finite before t = {tout:g}")
+            out[j] = u
+        if bar is not None:
+            bar.close()
+        return out, {"steps": n_steps, "dt": step, "dt_max": dt_max}
+
+    # -- Lagrangian ----------------------------------------------------------------------
+    def _escape(self, rho0):
+        """A ball outside which rho0 (or what it becomes) is negligible (< e^-3000)."""
+        lo, hi = np.array(self.grid.bounds).T
+        if isinstance(rho0, Gaussian):
+            return rho0.mean, float(np.sqrt(np.linalg.eigvalsh(rho0.cov).max() * 6000.0)) + \
+                np.linalg.norm(hi - lo)
+        return 0.5 * (lo + hi), 50.0 * float(np.linalg.norm(hi - lo))
+
+    def _lagrangian(self, rho0, times, rtol, atol):
+        if not hasattr(rho0, "logpdf"):
+            raise ValueError("method='lagrangian' needs rho0 as a density with logpdf (for example "
+                             "densities.Gaussian, densities.Gibbs, or densities.GridDensity(grid, values))")
+        centre, r_esc = self._escape(rho0)
+        Z, L, escaped = integrate_characteristics(self.energy, self.grid.points, times, direction="backward",
+                                                  rtol=rtol, atol=atol, centre=centre, r_escape=r_esc)
+        nt, n, d = Z.shape
+        with np.errstate(divide="ignore", under="ignore", over="ignore"):
+            logr = np.asarray(rho0.logpdf(Z.reshape(-1, d))).reshape(nt, n) + L
+            dens = np.where(escaped, 0.0, np.exp(logr))
+        info = {"escaped_points": int(escaped[-1].sum()), "rtol": rtol, "atol": atol}
+        if isinstance(rho0, GridDensity):
+            lo, hi = np.array(rho0.grid.bounds).T
+            outside = np.any((Z < lo) | (Z > hi), axis=2)
+            info["outside_points_final"] = int(outside[-1].sum())
+            # what the zero-extension loses: the mass the exact flow would carry in from outside
+            info["mass_from_outside"] = float(max(0.0, 1.0 - dens[-1].sum() * self.grid.cell_volume))
+        return dens.reshape(nt, *self.grid.shape), info
+
+    # -- entry point ---------------------------------------------------------------------
+    def solve(self, rho0, times, *, dt: float | None = None, cfl: float = 0.2, rtol: float = 1e-10,
+              atol: float = 1e-12, normalise: str = "warn", progress: bool = False) -> Trajectory:
+        """Densities at ``times`` from ``rho0`` at time 0.
+
+        finite-volume: ``rho0`` a grid density or a density object (evaluated on
+        the grid); ``cfl`` (<= 1/4) or a fixed ``dt`` (ValueError above the
+        largest stable step, which the message names).
+        lagrangian: ``rho0`` a density object with ``logpdf``; ``rtol``/``atol``
+        are the ODE tolerances.  The densities are point values at the cell
+        centres (not renormalised: ``Trajectory.mass()`` shows the quadrature
+        error, which grows as the flow concentrates mass below the cell size).
+        """
+        times = _check_times(times)
+        t0 = time.perf_counter()
+        if self.method == "finite-volume":
+            r0 = _initial_density(self.grid, rho0, normalise)
+            dens, info = self._finite_volume(r0, times, dt, cfl, progress)
+            scheme = {"method": "finite-volume", "space": "MUSCL (MC limiter), upwind fluxes", "time": "SSP-RK3",
+                      "dt": info["dt"]}
+        else:
+            dens, info = self._lagrangian(rho0, times, rtol, atol)
+            scheme = {"method": "lagrangian", "rtol": rtol, "atol": atol}
+        info["wall_time"] = time.perf_counter() - t0
+        info["min_density"] = float(dens.min())
+        with warnings.catch_warnings():
+            if self.method == "lagrangian":
+                warnings.simplefilter("ignore")  # point values, no walls: nothing is lost at the box
+            info["max_wall_mass"] = warn_wall_mass(self.grid, times, dens)
+        return Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow, scheme=scheme,
+                          info=info)
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass
+class LagrangianKL:
+    """Diagnostics along the exact deterministic flow from a quadrature of rho0."""
+
+    times: np.ndarray
+    kl: np.ndarray
+    e_lap: np.ndarray
+    e_grad2: np.ndarray
+    temperature: float
+    n_nodes: int
+
+    @property
+    def ratio(self) -> np.ndarray:
+        return self.temperature * self.e_lap / self.e_grad2
+
+    def dkl_dt(self) -> np.ndarray:
+        """The identity ``d/dt KL = E[lap U] - E[|grad U|^2] / T`` evaluated exactly."""
+        return self.e_lap - self.e_grad2 / self.temperature
+
+
+def forward_lagrangian(energy, rho0, times, *, temperature: float = 1.0, nodes: int = 40,
+                       log_partition: float | None = None, rtol: float = 1e-11, atol: float = 1e-13) -> LagrangianKL:
+    """KL(rho_t || rho*), E[lap U], E[|grad U|^2] and R_t along the deterministic flow.
+
+    rho0 : :class:`~fokkerplanck.densities.Gaussian` (tensor Gauss-Hermite rule
+        with ``nodes`` per axis) or :class:`~fokkerplanck.densities.GridDensity`
+        (the cells as nodes, weights ``rho_i vol``).
+    log_partition : ``log Z`` of ``exp(-U/T)``; default the energy's closed form.
+    """
+    T = positive_float(temperature, "temperature")
+    times = _check_times(times)
+    if isinstance(rho0, Gaussian):
+        X, W = rho0.quadrature(nodes)
+        logr0 = rho0.logpdf(X)
+    elif isinstance(rho0, GridDensity):
+        v = rho0.values.ravel()
+        keep = v > 0
+        X, W, logr0 = rho0.grid.points[keep], v[keep] * rho0.grid.cell_volume, np.log(v[keep])
+    else:
+        raise ValueError(f"forward_lagrangian needs a Gaussian or GridDensity rho0, got {type(rho0).__name__}")
+    logz = energy.log_partition(T) if log_partition is None else float(log_partition)
+    Z, L, _ = integrate_characteristics(energy, X, times, direction="forward", rtol=rtol, atol=atol)
+    kl, el, eg = (np.empty(times.size) for _ in range(3))
+    for j in range(times.size):
+        z = Z[j]
+        kl[j] = np.sum(W * (logr0 + L[j] + energy.value(z) / T + logz))
+        el[j] = np.sum(W * energy.laplacian(z))
+        eg[j] = np.sum(W * np.sum(energy.grad(z) ** 2, axis=1))
+    return LagrangianKL(times, kl, el, eg, T, int(X.shape[0]))
+
