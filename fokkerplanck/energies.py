@@ -433,27 +433,99 @@ def _gm_g(x, p, k, g):
 
 
 @jit(cache=True)
+def _gm_quad(x, p, off, d):
+    """(x - m_k)^T P_k (x - m_k) for the component at offset ``off``."""
+    q = 0.0
+    for i in range(d):
+        gi = 0.0
+        for j in range(d):
+            gi += p[off + 1 + d + i * d + j] * (x[j] - p[off + 1 + j])
+        q += (x[i] - p[off + 1 + i]) * gi
+    return q
+
+
+@jit(cache=True)
 def _gm_value(x, p):
-    ls = np.empty(int(p[0]))
-    lmax = _gm_logits(x, p, ls)
-    tot = 0.0
-    for k in range(ls.shape[0]):
-        tot += math.exp(ls[k] - lmax)
-    return -(lmax + math.log(tot))
+    # one pass, online log-sum-exp, no allocation (this runs inside particle loops)
+    K = int(p[0])
+    d = x.shape[0]
+    stride = 1 + d + d * d
+    m = -np.inf
+    s = 0.0
+    for k in range(K):
+        off = 1 + k * stride
+        lk = p[off] - 0.5 * _gm_quad(x, p, off, d)
+        if lk > m:
+            s = s * math.exp(m - lk) + 1.0
+            m = lk
+        else:
+            s += math.exp(lk - m)
+    return -(m + math.log(s))
+
+
+@jit(cache=True)
+def _gm_grad2(x, p, out):
+    """2D fast path of :func:`_gm_grad`: scalars in registers (``out`` may alias ``p``
+    as far as LLVM knows, so the generic loop reloads parameters after every store)."""
+    K = int(p[0])
+    m = -np.inf
+    s = 0.0
+    o0 = 0.0
+    o1 = 0.0
+    x0 = x[0]
+    x1 = x[1]
+    for k in range(K):
+        off = 1 + 7 * k
+        y0 = x0 - p[off + 1]
+        y1 = x1 - p[off + 2]
+        g0 = p[off + 3] * y0 + p[off + 4] * y1
+        g1 = p[off + 5] * y0 + p[off + 6] * y1
+        lk = p[off] - 0.5 * (y0 * g0 + y1 * g1)
+        if lk > m:
+            sc = math.exp(m - lk)
+            s *= sc
+            o0 *= sc
+            o1 *= sc
+            m = lk
+        w = math.exp(lk - m)
+        s += w
+        o0 += w * g0
+        o1 += w * g1
+    out[0] = o0 / s
+    out[1] = o1 / s
 
 
 @jit(cache=True)
 def _gm_grad(x, p, out):
-    K = int(p[0])
+    # grad U = sum_k r_k P_k (x - m_k): one pass, online log-sum-exp, no allocation
     d = x.shape[0]
-    r = np.empty(K)
-    g = np.empty(d)
-    _gm_resp(x, p, r)
-    out[:] = 0.0
+    if d == 2:
+        _gm_grad2(x, p, out)
+        return
+    K = int(p[0])
+    stride = 1 + d + d * d
+    m = -np.inf
+    s = 0.0
+    for i in range(d):
+        out[i] = 0.0
     for k in range(K):
-        _gm_g(x, p, k, g)
+        off = 1 + k * stride
+        lk = p[off] - 0.5 * _gm_quad(x, p, off, d)
+        if lk > m:
+            scale = math.exp(m - lk)
+            s *= scale
+            for i in range(d):
+                out[i] *= scale
+            m = lk
+        w = math.exp(lk - m)
+        s += w
         for i in range(d):
-            out[i] += r[k] * g[i]
+            gi = 0.0
+            for j in range(d):
+                gi += p[off + 1 + d + i * d + j] * (x[j] - p[off + 1 + j])
+            out[i] += w * gi
+    for i in range(d):
+        out[i] /= s
 
 
 @jit(cache=True)

@@ -1,0 +1,277 @@
+"""Running ensembles: seeding, the save schedule, storage, progress, the result.
+
+``langevin(energy, x0, dt, n_steps, ...)`` and ``gradient_flow(energy, x0, dt,
+n_steps, ...)`` call the compiled kernels of :mod:`particles.integrators`
+between saves; Python work scales with the number of saves, not steps.
+
+Storage (``store=``): ``"memory"`` keeps every saved snapshot (n_saves, N, d);
+``"summaries"`` keeps only per-save summaries (moments, ``E[lap U]``,
+``E[|grad U|^2]``, ``R_t``, tracked KL); a file path streams the snapshots
+to HDF5 one save at a time (atomically: the file appears under its name only
+when the run has finished) and keeps the summaries in memory.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fokkerplanck._validate import finite_array, positive_float
+from fokkerplanck.trajectory import atomic_h5
+
+from . import estimators as est
+from .integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
+from .rng import seed_key
+
+__all__ = ["Ensemble", "langevin", "gradient_flow"]
+
+FORMAT = "particles.ensemble"
+VERSION = 1
+
+
+@dataclass
+class Ensemble:
+    """Result of a particle run.
+
+    times, steps : (n_saves,) save times and step indices.
+    positions : (n_saves, N, d) or None (``store="summaries"`` or a file).
+    logdensity : (n_saves, N) tracked ``log rho_t(X_t)`` (deterministic flows) or None.
+    summaries : dict of (n_saves, ...) arrays: ``mean, mean_se, cov, e_lap, e_lap_se,
+        e_grad2, e_grad2_se, ratio, ratio_se`` and, with a log-density, ``kl, kl_se``.
+    alive : (n_saves,) number of particles still in the box and finite.
+    escaped, nonfinite : counts at the end.
+    acceptance : MALA acceptance rate per particle, or None.
+    meta : the run's settings (energy spec, scheme, dt, seed, ...).
+    """
+
+    times: np.ndarray
+    steps: np.ndarray
+    positions: np.ndarray | None
+    logdensity: np.ndarray | None
+    summaries: dict
+    alive: np.ndarray
+    escaped: int
+    nonfinite: int
+    acceptance: np.ndarray | None
+    meta: dict = field(default_factory=dict)
+    path: str | None = None
+
+    def __repr__(self):
+        return (f"Ensemble({self.meta.get('scheme')}, N={self.meta.get('n_particles')}, "
+                f"{self.times.size} saves to t={self.times[-1]:g}, escaped={self.escaped}, nonfinite={self.nonfinite})")
+
+
+def _summaries(X, energy, T, logrho, log_z):
+    m = est.moments(X)
+    r = est.ratio(X, energy, T)
+    out = {"mean": m["mean"], "mean_se": m["mean_se"], "cov": m["cov"], "cov_se": m["cov_se"],
+           "e_lap": r["e_lap"].value, "e_lap_se": r["e_lap"].stderr,
+           "e_grad2": r["e_grad2"].value, "e_grad2_se": r["e_grad2"].stderr,
+           "ratio": r["ratio"].value, "ratio_se": r["ratio"].stderr}
+    if logrho is not None and log_z is not None:
+        k = est.kl_tracked(X, logrho, energy, T, log_partition=log_z)
+        out["kl"], out["kl_se"] = k.value, k.stderr
+    return out
+
+
+def _check_common(energy, x0, dt, n_steps, save_every, box):
+    X = finite_array(x0, "x0")
+    if X.ndim == 1 and energy.dim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[1] != energy.dim:
+        raise ValueError(f"x0 must have shape (N, {energy.dim}), got {X.shape}")
+    if X.shape[0] < 1:
+        raise ValueError("x0 holds no particles")
+    dt = positive_float(dt, "dt")
+    if int(n_steps) != n_steps or n_steps < 0:
+        raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
+    n_steps = int(n_steps)
+    save_every = n_steps if save_every is None else int(save_every)
+    if save_every < 1 and n_steps > 0:
+        raise ValueError(f"save_every must be a positive integer, got {save_every!r}")
+    if box is None:
+        lo, hi = np.full(energy.dim, -np.inf), np.full(energy.dim, np.inf)
+    else:
+        b = finite_array(box, "box")
+        if b.ndim == 1:
+            b = np.broadcast_to(b, (energy.dim, 2))
+        if b.shape != (energy.dim, 2) or np.any(b[:, 0] >= b[:, 1]):
+            raise ValueError(f"box must be [(lo, hi)] * {energy.dim} with lo < hi, got {b.tolist()}")
+        lo, hi = b[:, 0].copy(), b[:, 1].copy()
+        outside = np.any((X < lo) | (X > hi), axis=1)
+        if outside.any():
+            raise ValueError(f"{int(outside.sum())} particles of x0 lie outside the box")
+    return np.ascontiguousarray(X.copy()), dt, n_steps, max(save_every, 1), lo, hi
+
+
+def _stability(energy, X, dt, T=None):
+    """Warn when the explicit step is beyond the stability limit ``dt * max eig(hess U) < 2``
+    at the initial particles (a sample of them)."""
+    if not getattr(energy, "has_hessian", True):
+        return
+    idx = np.linspace(0, X.shape[0] - 1, min(X.shape[0], 2000)).astype(int)
+    lam = np.linalg.eigvalsh(energy.hessian(X[idx])).max()
+    if dt * lam >= 2.0:
+        warnings.warn(f"dt = {dt:g} is beyond the explicit stability limit 2/max eig(hess U) = {2 / lam:.3g} "
+                      "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=3)
+
+
+def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress):
+    n, d = X.shape
+    save_steps = list(range(0, n_steps, save_every)) + [n_steps]
+    save_steps = sorted(set(save_steps))
+    ns = len(save_steps)
+    keep = store == "memory"
+    path = None if store in ("memory", "summaries") else os.fspath(store)
+    positions = np.empty((ns, n, d)) if keep else None
+    logs = np.empty((ns, n)) if (logrho is not None and keep) else None
+    summ: list[dict] = []
+    alive = np.empty(ns, dtype=np.int64)
+    status = np.zeros(n, dtype=np.int8)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_steps, desc=meta["scheme"], unit="step", leave=False)
+
+    def record(j, f):
+        ok = status == 0
+        alive[j] = int(ok.sum())
+        if keep:
+            positions[j] = X
+            if logs is not None:
+                logs[j] = logrho
+        if f is not None:
+            f["positions"][j] = X
+            if logrho is not None:
+                f["logdensity"][j] = logrho
+        Xa = X[ok]
+        la = None if logrho is None else logrho[ok]
+        summ.append(_summaries(Xa, energy, T, la, log_z) if Xa.shape[0] > 1 else {})
+
+    def loop(f):
+        record(0, f)
+        for j in range(1, ns):
+            k = save_steps[j] - save_steps[j - 1]
+            advance(save_steps[j - 1], k, status)
+            record(j, f)
+            if bar is not None:
+                bar.update(k)
+
+    t0 = time.perf_counter()
+    if path is None:
+        loop(None)
+    else:
+        with atomic_h5(path) as f:
+            f.attrs.update({"format": FORMAT, "version": VERSION, "meta": json.dumps(meta, default=str)})
+            f.create_dataset("positions", shape=(ns, n, d), dtype="f8", chunks=(1, min(n, 1 << 16), d))
+            if logrho is not None:
+                f.create_dataset("logdensity", shape=(ns, n), dtype="f8", chunks=(1, min(n, 1 << 16)))
+            f["times"] = np.array(save_steps) * dt
+            f["steps"] = np.array(save_steps)
+            loop(f)
+            f["alive"] = alive
+            g = f.create_group("summaries")
+            for key in summ[0]:
+                g[key] = np.array([s[key] for s in summ])
+    if bar is not None:
+        bar.close()
+    meta["wall_time"] = time.perf_counter() - t0
+    summaries = {key: np.array([s.get(key, np.nan) for s in summ]) for key in (summ[0] if summ[0] else {})}
+    escaped = int(np.sum(status == 1))
+    nonfinite = int(np.sum(status == 2))
+    if nonfinite:
+        warnings.warn(f"{nonfinite} of {n} particles became non-finite (frozen and excluded from the summaries): "
+                      "the step is likely too large", RuntimeWarning, stacklevel=3)
+    if escaped:
+        warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
+                      RuntimeWarning, stacklevel=3)
+    return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summaries, alive, escaped,
+                    nonfinite, None, meta, path)
+
+
+def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
+             save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
+             progress: bool = False) -> Ensemble:
+    """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
+
+    method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
+    save_every : steps between saves (default: only the start and the end).
+    seed : any integer; the same seed gives the same bits whatever the thread
+        count or chunking (counter-based Philox keyed by particle and step).
+    box : optional ``[(lo, hi)] * d``: particles leaving it are frozen and counted.
+    store : ``"memory"``, ``"summaries"`` or an HDF5 path (see module docstring).
+    """
+    if method not in LANGEVIN_SCHEMES:
+        raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
+    X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
+    T = positive_float(temperature, "temperature")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    k0, k1 = seed_key(seed)
+    if method != "mala":
+        _stability(energy, X, dt)
+    kernel = langevin_kernel(energy.kernels, method)
+    accepted = np.zeros(X.shape[0], dtype=np.int64)
+    p = energy.params
+
+    def advance(step0, k, status):
+        kernel(X, step0, k, dt, T, p, k0, k1, lo, hi, status, accepted)
+
+    meta = {"flow": "langevin", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
+            "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "energy": energy.to_spec()}
+    res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
+               progress=progress)
+    if method == "mala":
+        res.acceptance = accepted / max(n_steps, 1)
+        meta["acceptance_mean"] = float(res.acceptance.mean())
+    return res
+
+
+def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler", save_every: int | None = None,
+                  track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
+                  box=None, store="memory", progress: bool = False) -> Ensemble:
+    """Deterministic flow ``dX/dt = -grad U(X)`` for the particles ``x0`` (N, d).
+
+    method : ``"euler"``, ``"heun"``, ``"rk4"``.
+    track_logdensity : carry ``log rho_t(X_t)``; ``logrho0`` (N,) gives ``log rho_0(x0)``
+        (default 0: then the tracked values are the log-density increments).
+        Euler uses the exact change ``-log|det(I - dt hess U)|`` of its map,
+        Heun and RK4 integrate ``lap U`` by their own rule.
+    temperature, log_partition : the reference ``rho* ~ exp(-U/T)`` of the tracked KL
+        summary (``log Z`` from the energy's closed form when not given; without
+        either, no KL summary).
+    """
+    if method not in FLOW_SCHEMES:
+        raise ValueError(f"method must be one of {sorted(FLOW_SCHEMES)}, got {method!r}")
+    X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
+    T = positive_float(temperature, "temperature")
+    if track_logdensity and method == "euler" and not getattr(energy, "has_hessian", True):
+        raise ValueError("Euler log-density tracking needs the Hessian kernel, which this energy lacks")
+    _stability(energy, X, dt)
+    if track_logdensity:
+        LOG = np.zeros(X.shape[0]) if logrho0 is None else finite_array(logrho0, "logrho0", shape=(X.shape[0],)).copy()
+    else:
+        LOG = np.zeros(X.shape[0])
+    log_z = None
+    if track_logdensity and logrho0 is not None:
+        try:
+            log_z = energy.log_partition(T) if log_partition is None else float(log_partition)
+        except NotImplementedError:
+            log_z = None
+    kernel = flow_kernel(energy.kernels, method, bool(track_logdensity))
+    p = energy.params
+
+    def advance(step0, k, status):
+        kernel(X, LOG, k, dt, p, lo, hi, status)
+
+    meta = {"flow": "gradient", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
+            "temperature": T, "n_particles": X.shape[0], "track_logdensity": bool(track_logdensity),
+            "energy": energy.to_spec()}
+    return _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T,
+                logrho=LOG if track_logdensity else None, log_z=log_z, meta=meta, progress=progress)
