@@ -240,7 +240,14 @@ def forward_lagrangian(energy, rho0, times, *, temperature: float = 1.0, nodes: 
 
     rho0 : :class:`~fokkerplanck.densities.Gaussian` (tensor Gauss-Hermite rule
         with ``nodes`` per axis) or :class:`~fokkerplanck.densities.GridDensity`
-        (the cells as nodes, weights ``rho_i vol``).
+        (the cells as nodes, weights ``rho_i vol``: the midpoint rule).
+        Gauss-Hermite is exact for quadratic energies (polynomial integrands)
+        but converges slowly once the flow map steepens between basins of a
+        mixture: for the eight Gaussians from N(0, 4 I) at t = 0.4 it is 0.04
+        off in KL with 80 nodes per axis, where the midpoint rule on 256^2
+        cells is within 5e-4.  Use a GridDensity for multimodal energies.
+        Whatever the rule, ``d/dt KL = E[lap U] - E|grad U|^2 / T`` holds node
+        by node, so ``tau_det`` is exactly the argmin of the computed KL.
     log_partition : ``log Z`` of ``exp(-U/T)``; default the energy's closed form.
     """
     T = positive_float(temperature, "temperature")

@@ -67,6 +67,14 @@ class Ensemble:
 
 
 def _summaries(X, energy, T, logrho, log_z):
+    if X.shape[0] < 2:  # nothing left to average: same keys, NaN values
+        d = energy.dim
+        out = {"mean": np.full(d, np.nan), "mean_se": np.full(d, np.nan), "cov": np.full((d, d), np.nan),
+               "cov_se": np.full((d, d), np.nan)}
+        out.update({k: np.nan for k in ("e_lap", "e_lap_se", "e_grad2", "e_grad2_se", "ratio", "ratio_se")})
+        if logrho is not None and log_z is not None:
+            out["kl"] = out["kl_se"] = np.nan
+        return out
     m = est.moments(X)
     r = est.ratio(X, energy, T)
     out = {"mean": m["mean"], "mean_se": m["mean_se"], "cov": m["cov"], "cov_se": m["cov_se"],
@@ -98,8 +106,8 @@ def _check_common(energy, x0, dt, n_steps, save_every, box):
         lo, hi = np.full(energy.dim, -np.inf), np.full(energy.dim, np.inf)
     else:
         b = finite_array(box, "box")
-        if b.ndim == 1:
-            b = np.broadcast_to(b, (energy.dim, 2))
+        if b.shape in ((2,), (1, 2)):  # one (lo, hi) for every axis
+            b = np.broadcast_to(b.reshape(1, 2), (energy.dim, 2))
         if b.shape != (energy.dim, 2) or np.any(b[:, 0] >= b[:, 1]):
             raise ValueError(f"box must be [(lo, hi)] * {energy.dim} with lo < hi, got {b.tolist()}")
         lo, hi = b[:, 0].copy(), b[:, 1].copy()
@@ -152,7 +160,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
                 f["logdensity"][j] = logrho
         Xa = X[ok]
         la = None if logrho is None else logrho[ok]
-        summ.append(_summaries(Xa, energy, T, la, log_z) if Xa.shape[0] > 1 else {})
+        summ.append(_summaries(Xa, energy, T, la, log_z))
 
     def loop(f):
         record(0, f)
@@ -182,7 +190,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     if bar is not None:
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
-    summaries = {key: np.array([s.get(key, np.nan) for s in summ]) for key in (summ[0] if summ[0] else {})}
+    summaries = {key: np.array([s[key] for s in summ]) for key in summ[0]}
     escaped = int(np.sum(status == 1))
     nonfinite = int(np.sum(status == 2))
     if nonfinite:
@@ -197,7 +205,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
 
 def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
              save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
-             progress: bool = False) -> Ensemble:
+             index_offset: int = 0, progress: bool = False) -> Ensemble:
     """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
 
     method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
@@ -206,6 +214,8 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
         count or chunking (counter-based Philox keyed by particle and step).
     box : optional ``[(lo, hi)] * d``: particles leaving it are frozen and counted.
     store : ``"memory"``, ``"summaries"`` or an HDF5 path (see module docstring).
+    index_offset : global index of the first particle (a shard of a larger
+        ensemble computes exactly the bits of those particles in the whole).
     """
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
@@ -217,14 +227,18 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     if method != "mala":
         _stability(energy, X, dt)
     kernel = langevin_kernel(energy.kernels, method)
+    if int(index_offset) != index_offset or index_offset < 0:
+        raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
+    offset = int(index_offset)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
     p = energy.params
 
     def advance(step0, k, status):
-        kernel(X, step0, k, dt, T, p, k0, k1, lo, hi, status, accepted)
+        kernel(X, step0, k, dt, T, p, k0, k1, lo, hi, status, accepted, offset)
 
     meta = {"flow": "langevin", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
-            "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "energy": energy.to_spec()}
+            "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "index_offset": offset,
+            "energy": energy.to_spec()}
     res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
                progress=progress)
     if method == "mala":

@@ -174,6 +174,9 @@ def ratio(x, energy, temperature: float = 1.0) -> dict:
     b = np.sum(energy.grad(X) ** 2, axis=1)
     n = X.shape[0]
     ma, mb = a.mean(), b.mean()
+    if mb == 0:  # every particle at a critical point: R undefined
+        nan = Estimate(np.nan, np.nan, "ratio undefined: E|grad U|^2 = 0")
+        return {"e_lap": Estimate(float(ma), _se(a), "mean"), "e_grad2": Estimate(0.0, 0.0, "mean"), "ratio": nan}
     R = temperature * ma / mb
     C = np.cov(np.stack([a, b])) / n
     var_R = temperature**2 * (C[0, 0] / mb**2 - 2 * ma * C[0, 1] / mb**3 + ma**2 * C[1, 1] / mb**4)

@@ -6,9 +6,9 @@ particles do not interact), and returns to Python only at a save.  Noise is
 drawn from the counter-based generator keyed by ``(seed, particle, step)``
 (:mod:`particles.rng`), so results do not depend on threads or chunking.
 
-A particle that becomes non-finite (status 2) or leaves the box ``[lo, hi]``
-(status 1) is frozen where it was and counted by the caller; it is never
-silently carried along as NaN.
+A particle that becomes non-finite (status 2; frozen at its last finite
+state) or leaves the box ``[lo, hi]`` (status 1; frozen where it left) is
+counted by the caller; it is never silently carried along as NaN.
 
 Schemes (``ORDER`` = weak order of the invariant-measure bias for Langevin,
 strong order for the deterministic flow):
@@ -87,7 +87,8 @@ def _key(kind, kernels, scheme, extra=()):
 
 
 def langevin_kernel(kernels, scheme: str):
-    """``run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted)``: advance in place."""
+    """``run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset)``: advance
+    in place; particle ``i`` draws the noise of global index ``offset + i``."""
     code = LANGEVIN_SCHEMES[scheme]
     key = _key("langevin", kernels, code)
     if key in _BUILT:
@@ -95,18 +96,20 @@ def langevin_kernel(kernels, scheme: str):
     value, grad = kernels.value, kernels.grad
 
     @pjit
-    def run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted):
+    def run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset):
         n, d = X.shape
         s2 = math.sqrt(2.0 * T * dt)
         for i in prange(n):
+            gi = offset + i
             if status[i] != 0:
                 continue
             x = X[i].copy()
+            xp = np.empty(d)
             g = np.empty(d)
             z = np.empty(d)
             if code == 1:  # Leimkuhler-Matthews carries xi_k between steps
                 znext = np.empty(d)
-                fill_normals(z, k0, k1, i, step0, STREAM_NOISE)
+                fill_normals(z, k0, k1, gi, step0, STREAM_NOISE)
             if code == 2:
                 y = np.empty(d)
                 gy = np.empty(d)
@@ -114,19 +117,21 @@ def langevin_kernel(kernels, scheme: str):
                 grad(x, p, g)
             for k in range(nsteps):
                 step = step0 + k
+                for a in range(d):
+                    xp[a] = x[a]
                 if code == 0:
                     grad(x, p, g)
-                    fill_normals(z, k0, k1, i, step, STREAM_NOISE)
+                    fill_normals(z, k0, k1, gi, step, STREAM_NOISE)
                     for a in range(d):
                         x[a] += -dt * g[a] + s2 * z[a]
                 elif code == 1:
                     grad(x, p, g)
-                    fill_normals(znext, k0, k1, i, step + 1, STREAM_NOISE)
+                    fill_normals(znext, k0, k1, gi, step + 1, STREAM_NOISE)
                     for a in range(d):
                         x[a] += -dt * g[a] + 0.5 * s2 * (z[a] + znext[a])
                         z[a] = znext[a]
                 else:
-                    fill_normals(z, k0, k1, i, step, STREAM_NOISE)
+                    fill_normals(z, k0, k1, gi, step, STREAM_NOISE)
                     for a in range(d):
                         y[a] = x[a] - dt * g[a] + s2 * z[a]
                     uy = value(y, p)
@@ -137,7 +142,7 @@ def langevin_kernel(kernels, scheme: str):
                         fwd += (s2 * z[a]) ** 2
                         bwd += (x[a] - y[a] + dt * gy[a]) ** 2
                     log_alpha = -(uy - ux) / T - (bwd - fwd) / (4.0 * T * dt)
-                    if math.log(uniform(k0, k1, i, step, STREAM_ACCEPT)) < log_alpha:
+                    if math.log(uniform(k0, k1, gi, step, STREAM_ACCEPT)) < log_alpha:
                         for a in range(d):
                             x[a] = y[a]
                             g[a] = gy[a]
@@ -146,6 +151,9 @@ def langevin_kernel(kernels, scheme: str):
                 st = _check(x, lo, hi)
                 if st != 0:
                     status[i] = st
+                    if st == 2:  # keep the last finite position
+                        for a in range(d):
+                            x[a] = xp[a]
                     break
             X[i] = x
 
@@ -177,7 +185,11 @@ def flow_kernel(kernels, scheme: str, track: bool):
             k3 = np.empty(d)
             k4 = np.empty(d)
             y = np.empty(d)
+            xp = np.empty(d)
             for _ in range(nsteps):
+                for a in range(d):
+                    xp[a] = x[a]
+                ellp = ell
                 if code == 0:
                     grad(x, p, g)
                     if track:
@@ -217,6 +229,10 @@ def flow_kernel(kernels, scheme: str, track: bool):
                     st = 2
                 if st != 0:
                     status[i] = st
+                    if st == 2:  # keep the last finite state
+                        for a in range(d):
+                            x[a] = xp[a]
+                        ell = ellp
                     break
             X[i] = x
             LOG[i] = ell
