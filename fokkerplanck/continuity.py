@@ -11,7 +11,8 @@ Three ways to compute it, one the reference of the others:
     in ``[0, 2 rho_i]``), so the default CFL number 0.2 is positive by
     construction.  Second order where the solution is smooth; no
     first-order upwinding, whose numerical diffusion ``|v| h / 2`` would act
-    as a fake temperature (DESIGN.md section 3).
+    as a fake temperature (DESIGN.md section 3; ``reconstruction="upwind"``
+    exists only to measure that, see benchmarks/study_upwind.py).
 ``Continuity(energy, grid, method="lagrangian")``
     The exact density at the cell centres from backward characteristics
     (:mod:`fokkerplanck.lagrangian`) to ODE tolerance; ``rho0`` must have a
@@ -60,12 +61,16 @@ class Continuity:
 
     flow = "continuity"
 
-    def __init__(self, energy, grid, *, method: str = "finite-volume", temperature: float = 1.0):
+    def __init__(self, energy, grid, *, method: str = "finite-volume", temperature: float = 1.0,
+                 reconstruction: str = "muscl"):
         if energy.dim != grid.ndim:
             raise ValueError(f"energy has dimension {energy.dim} but grid has {grid.ndim}")
         if method not in ("finite-volume", "lagrangian"):
             raise ValueError(f"method must be 'finite-volume' or 'lagrangian', got {method!r}")
-        self.energy, self.grid, self.method = energy, grid, method
+        if reconstruction not in ("muscl", "upwind"):
+            raise ValueError(f"reconstruction must be 'muscl' or 'upwind' (first order, for comparison), "
+                             f"got {reconstruction!r}")
+        self.energy, self.grid, self.method, self.reconstruction = energy, grid, method, reconstruction
         self.temperature = positive_float(temperature, "temperature")
 
     # -- finite volumes ----------------------------------------------------------------
@@ -102,7 +107,7 @@ class Continuity:
                 pad = np.concatenate([r[-2:], r, r[:2]])
             else:  # mirror ghosts: zero slope in the boundary cells
                 pad = np.concatenate([r[:1], r[:1], r, r[-1:], r[-1:]])
-            s = _mc_slopes(pad)[1:-1]  # slopes of the real cells
+            s = _mc_slopes(pad)[1:-1] if self.reconstruction == "muscl" else np.zeros_like(r)
             if g.periodic[a]:
                 left = r + 0.5 * s                              # face i+1/2 seen from cell i
                 right = np.roll(r - 0.5 * s, -1, axis=0)        # ... from cell i+1
@@ -198,8 +203,9 @@ class Continuity:
         if self.method == "finite-volume":
             r0 = _initial_density(self.grid, rho0, normalise)
             dens, info = self._finite_volume(r0, times, dt, cfl, progress)
-            scheme = {"method": "finite-volume", "space": "MUSCL (MC limiter), upwind fluxes", "time": "SSP-RK3",
-                      "dt": info["dt"]}
+            space = ("MUSCL (MC limiter), upwind fluxes" if self.reconstruction == "muscl"
+                     else "first-order upwind (comparison only)")
+            scheme = {"method": "finite-volume", "space": space, "time": "SSP-RK3", "dt": info["dt"]}
         else:
             dens, info = self._lagrangian(rho0, times, rtol, atol)
             scheme = {"method": "lagrangian", "rtol": rtol, "atol": atol}

@@ -109,3 +109,81 @@ def check_fokker_planck(quick: bool = True) -> list[Check]:
     st = fp.solve(fp.gibbs, [10.0]).densities[-1]
     out.append(below("ring: Gibbs law drift in L1 over t = 10", np.abs(st - fp.gibbs).sum() * g.cell_volume, 1e-12))
     return out
+
+
+@register
+def check_deterministic(quick: bool = True) -> list[Check]:
+    """Deterministic flow: OU closed forms (forward Lagrangian), tau_det = argmin KL
+    (exact flow, grid Lagrangian, finite volumes), the non-stationarity theorem."""
+    import warnings
+
+    from . import densities
+    from . import diagnostics as D
+    from . import energies as E
+    from .continuity import Continuity, forward_lagrangian
+    from .grid import Grid
+    from .stopping import kl_argmin, tau_det
+    from .theory import nonstationarity_check
+
+    A = np.array([[1.5, 0.5], [0.5, 0.8]])
+    m0, S0 = np.array([1.0, -0.5]), np.array([[2.0, 0.3], [0.3, 1.5]])
+    t = 0.7
+    m, S = D.ou_moments(A, [0, 0], m0, S0, 1.0, t, flow="continuity")
+    fl = forward_lagrangian(E.Quadratic(A), densities.Gaussian(m0, S0), [t], nodes=4)
+    out = [below("OU continuity: Lagrangian KL rel. error",
+                 abs(fl.kl[0] / D.gaussian_kl(m, S, [0, 0], np.linalg.inv(A)) - 1), 1e-8)]
+    U, rho0 = E.GaussianMixture.ring(), densities.Gaussian([0, 0], 9.0)
+    times = np.linspace(0, 0.6, 61)
+    fl = forward_lagrangian(U, rho0, times, nodes=40)
+    tau = tau_det(times, fl.ratio).time
+    out.append(below("ring: |tau_det - argmin KL|, exact flow", abs(tau - kl_argmin(times, fl.kl).time), 1e-3))
+    g = Grid([(-8, 8)] * 2, 64 if quick else 128)
+    for method in ("lagrangian", "finite-volume"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2
+            tr = Continuity(U, g, method=method).solve(rho0, times)
+        out.append(below(f"ring: |tau_det - argmin KL|, {method} {g.cells[0]}^2",
+                         abs(tau_det(times, tr.ratio()).time - kl_argmin(times, tr.kl()).time), times[1],
+                         "tolerance: the save spacing"))
+    for name, energy, grid in (("ring", U, Grid([(-8, 8)] * 2, 96 if quick else 192)),
+                               ("double well", E.DoubleWell(1), Grid([(-3, 3)], 600))):
+        r = nonstationarity_check(energy, grid)
+        out += [below(f"theorem {name}: |R_0 - 1| at rho*", abs(r.ratio_at_target - 1), 1e-10),
+                Check(f"theorem {name}: h(min) > 0 > h(far)", min(r.h_at_minimum, -r.h_min), 0.0,
+                      r.h_at_minimum > 0 > r.h_min),
+                below(f"theorem {name}: KL/t^2 vs E[(h/T)^2]/2 (rel)", r.coefficient_rel_error, 0.01),
+                below(f"theorem {name}: Fokker-Planck drift from rho*", r.fokker_planck_drift, 1e-12)]
+    return out
+
+
+@register
+def check_particles(quick: bool = True) -> list[Check]:
+    """Particles against the grid: k-NN KL of a Langevin ensemble vs the Fokker-Planck
+    KL; tracked-log-density KL of a deterministic ensemble vs the exact flow."""
+    import particles
+    from particles import estimators as est
+
+    from . import densities
+    from . import energies as E
+    from .continuity import forward_lagrangian
+    from .grid import Grid
+    from .solvers import FokkerPlanck
+
+    U = E.GaussianMixture.ring()
+    g = Grid([(-10, 10)] * 2, 160 if quick else 320)
+    rho0 = densities.Gaussian([0, 0], 4.0).on_grid(g)
+    n = 30_000 if quick else 200_000
+    r = particles.langevin(U, g.sample(rho0, n, seed=1), 2e-3, 500, seed=2)
+    kl_grid = FokkerPlanck(U, g).solve(rho0, [1.0]).kl()[0]
+    e = est.kl_knn(r.positions[-1], U)
+    out = [Check("ring: |kNN KL - grid KL| / stderr at t = 1", abs(e.value - kl_grid) / e.stderr, 4.0,
+                 abs(e.value - kl_grid) < 4 * e.stderr + 1e-2, "plus 1e-2 for the O(dt) and grid bias")]
+    G = densities.Gaussian([0, 0], 4.0)
+    x0 = G.sample(n, seed=3)
+    f = particles.gradient_flow(U, x0, 1e-3, 300, method="rk4", track_logdensity=True, logrho0=G.logpdf(x0))
+    gg = Grid([(-12, 12)] * 2, 128 if quick else 256)
+    ref = forward_lagrangian(U, densities.GridDensity(gg, G.on_grid(gg)), [0.3]).kl[0]
+    s = f.summaries
+    out.append(Check("ring: |tracked KL - Lagrangian KL| / stderr at t = 0.3", abs(s["kl"][-1] - ref) / s["kl_se"][-1],
+                     4.0, abs(s["kl"][-1] - ref) < 4 * s["kl_se"][-1] + 2e-3))
+    return out

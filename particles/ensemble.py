@@ -129,7 +129,9 @@ def _stability(energy, X, dt, T=None):
                       "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=3)
 
 
-def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress):
+def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress, summaries=True):
+    if store == "summaries" and not summaries:
+        raise ValueError("store='summaries' with summaries=False would keep nothing")
     n, d = X.shape
     save_steps = list(range(0, n_steps, save_every)) + [n_steps]
     save_steps = sorted(set(save_steps))
@@ -158,9 +160,8 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             f["positions"][j] = X
             if logrho is not None:
                 f["logdensity"][j] = logrho
-        Xa = X[ok]
-        la = None if logrho is None else logrho[ok]
-        summ.append(_summaries(Xa, energy, T, la, log_z))
+        if summaries:
+            summ.append(_summaries(X[ok], energy, T, None if logrho is None else logrho[ok], log_z))
 
     def loop(f):
         record(0, f)
@@ -185,12 +186,12 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             loop(f)
             f["alive"] = alive
             g = f.create_group("summaries")
-            for key in summ[0]:
+            for key in (summ[0] if summ else ()):
                 g[key] = np.array([s[key] for s in summ])
     if bar is not None:
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
-    summaries = {key: np.array([s[key] for s in summ]) for key in summ[0]}
+    summ_arrays = {key: np.array([s[key] for s in summ]) for key in (summ[0] if summ else ())}
     escaped = int(np.sum(status == 1))
     nonfinite = int(np.sum(status == 2))
     if nonfinite:
@@ -199,13 +200,13 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     if escaped:
         warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
                       RuntimeWarning, stacklevel=3)
-    return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summaries, alive, escaped,
+    return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summ_arrays, alive, escaped,
                     nonfinite, None, meta, path)
 
 
 def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
              save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
-             index_offset: int = 0, progress: bool = False) -> Ensemble:
+             index_offset: int = 0, summaries: bool = True, progress: bool = False) -> Ensemble:
     """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
 
     method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
@@ -216,6 +217,8 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     store : ``"memory"``, ``"summaries"`` or an HDF5 path (see module docstring).
     index_offset : global index of the first particle (a shard of a larger
         ensemble computes exactly the bits of those particles in the whole).
+    summaries : compute the per-save summaries (moments, R_t with error bars);
+        False skips that numpy work (benchmarks, or when only positions matter).
     """
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
@@ -240,7 +243,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
             "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "index_offset": offset,
             "energy": energy.to_spec()}
     res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
-               progress=progress)
+               progress=progress, summaries=summaries)
     if method == "mala":
         res.acceptance = accepted / max(n_steps, 1)
         meta["acceptance_mean"] = float(res.acceptance.mean())

@@ -158,7 +158,7 @@ def test_euler_tracked_logdensity_is_exact_for_quadratic():
 @pytest.fixture(scope="module")
 def ring_reference():
     U = E.GaussianMixture.ring()
-    g = Grid([(-9, 9)] * 2, 216)
+    g = Grid([(-10, 10)] * 2, 240)
     rho0 = densities.Gaussian([0, 0], 4.0).on_grid(g)
     times = np.array([0.0, 0.5, 1.0])
     tr = FokkerPlanck(U, g).solve(rho0, times)
