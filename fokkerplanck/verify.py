@@ -137,7 +137,7 @@ def check_deterministic(quick: bool = True) -> list[Check]:
     fl = forward_lagrangian(U, rho0, times, nodes=40)
     tau = tau_det(times, fl.ratio).time
     out.append(below("ring: |tau_det - argmin KL|, exact flow", abs(tau - kl_argmin(times, fl.kl).time), 1e-3))
-    g = Grid([(-8, 8)] * 2, 64 if quick else 128)
+    g = Grid([(-8, 8)] * 2, 128 if quick else 256)
     for method in ("lagrangian", "finite-volume"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2
