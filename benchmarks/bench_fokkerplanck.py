@@ -9,9 +9,12 @@ Problems
   ring2d the eight Gaussians on [-8, 8]^2, rho0 = N(0, 9 I), KL at 51 times in
          [0, 5]; error: L1 at t = 5 against this toolkit on 512^2 cells,
          cell-averaged onto the coarse grid.
-Every solver's time is the median of 3 runs (operator assembly + time
-integration: what a user waits for); stationarity drift is the L1 change of
-each solver's own discrete Gibbs law over [0, 5].
+This toolkit's and fplanck's times are the median of 3 runs (operator
+assembly + time integration: what a user waits for); py-pde and FiPy, which
+take minutes, run once (py-pde's time includes its numba compilation of the
+right-hand side, as a user meets it).  Stationarity drift is the L1 change of
+each solver's own discrete Gibbs law over [0, 5] (not measured for py-pde and
+FiPy: their Gibbs law is not a discrete fixed point, PEERS.md).
 Peers that are not installed (the ``bench`` extra) are reported as such.
 """
 from __future__ import annotations
@@ -97,8 +100,57 @@ def fplanck_solver(U, grid, rho0_fn, times):
     return t, dens, drift
 
 
+# ---------------------------------------------------------------------------- py-pde, FiPy
+def pypde_solver(U, grid, rho0, times):
+    """py-pde: central differences, RK45 adaptive (its implicit steppers are fixed-point
+    iterations); no built-in drift, so ``laplace(c) + divergence(c * V)`` with V = grad U."""
+    import pde
+
+    n = grid.cells[0]
+    pg = pde.CartesianGrid([list(b) for b in grid.bounds], list(grid.cells))
+    V = pde.VectorField(pg, np.moveaxis(U.grad(grid.points).reshape(*grid.shape, 2), -1, 0))
+    eq = pde.PDE({"c": "laplace(c) + divergence(c * V)"}, consts={"V": V}, bc={"derivative": 0},
+                 bc_ops={"c:divergence": {"value": 0}})
+
+    def run():
+        st = pde.MemoryStorage()
+        eq.solve(pde.ScalarField(pg, rho0), t_range=float(times[-1]), dt=1e-4, solver="runge-kutta",
+                 adaptive=True, tracker=[st.tracker(float(times[1] - times[0]))])
+        return np.array([f.data for f in st])
+
+    t0 = time.perf_counter()
+    dens = run()  # includes its numba compilation of the right-hand side, as a user sees it
+    return time.perf_counter() - t0, dens, np.nan
+
+
+def fipy_solver(U, grid, rho0, times, dt=0.01):
+    """FiPy: Scharfetter-Gummel (ExponentialConvectionTerm), backward Euler at fixed dt,
+    re-assembled and re-factorised each step; LU tolerance 1e-15 (PEERS.md)."""
+    import fipy
+
+    n = grid.cells[0]
+    h = grid.spacing[0]
+    mesh = fipy.Grid2D(dx=h, dy=h, nx=n, ny=n) + ((grid.bounds[0][0],), (grid.bounds[1][0],))
+    xc = np.stack([np.asarray(mesh.cellCenters[0]), np.asarray(mesh.cellCenters[1])], axis=1)
+    Uc = fipy.CellVariable(mesh=mesh, value=U.value(xc))
+    # fipy orders cells x-fastest; our grid is C order (x slowest): transpose in and out
+    rho = fipy.CellVariable(mesh=mesh, value=rho0.T.ravel())
+    eq = fipy.TransientTerm() == fipy.DiffusionTerm(coeff=1.0) + fipy.ExponentialConvectionTerm(
+        coeff=Uc.faceGrad * mesh.interiorFaces)
+    solver = fipy.LinearLUSolver(tolerance=1e-15)
+    every = int(round((times[1] - times[0]) / dt))
+    t0 = time.perf_counter()
+    out = [rho0]
+    for k in range(1, int(round(times[-1] / dt)) + 1):
+        eq.solve(var=rho, dt=dt, solver=solver)
+        if k % every == 0:
+            out.append(np.asarray(rho.value).reshape(n, n).T.copy())
+    return time.perf_counter() - t0, np.array(out), np.nan
+
+
 # ---------------------------------------------------------------------------- problems
-def ring2d(ns, ref_n=512):
+def ring2d(ns, ref_n=512, peers_2d=None):
+    peers_2d = peers_2d or {}
     U = E.GaussianMixture.ring()
     times = np.linspace(0, 5, 51)
     g_ref = Grid([(-8, 8)] * 2, ref_n)
@@ -121,6 +173,18 @@ def ring2d(ns, ref_n=512):
         except ImportError as exc:
             rows.append(dict(problem="ring2d", solver="fplanck", n=f"{n}^2", note=f"not installed: {exc}"))
         print(rows[-2], rows[-1], file=sys.stderr)
+        for name, fn, sizes in (("py-pde (RK45, 1 run)", pypde_solver, peers_2d.get("py-pde", ())),
+                                ("FiPy (backward Euler dt=0.01, 1 run)", fipy_solver, peers_2d.get("fipy", ()))):
+            if n not in sizes:
+                continue
+            try:
+                tp, dens_p, _ = fn(U, g, G.on_grid(g), times)
+                rows.append(dict(problem="ring2d", solver=name, n=f"{n}^2", time_s=tp,
+                                 l1_error=np.abs(dens_p[-1] - r).sum() * g.cell_volume, gibbs_drift=np.nan,
+                                 note=f"min density {dens_p.min():.2g}"))
+            except ImportError as exc:
+                rows.append(dict(problem="ring2d", solver=name, n=f"{n}^2", note=f"not installed: {exc}"))
+            print(rows[-1], file=sys.stderr)
     return rows
 
 
@@ -154,17 +218,17 @@ def write(rows, name):
         w.writeheader()
         for r in rows:
             w.writerow({k: r.get(k, "") for k in keys})
-    lines = ["| problem | solver | cells | time (s) | L1 error | Gibbs drift | speed-up vs fplanck |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| problem | solver | cells | time (s) | L1 error | Gibbs drift | speed-up vs fplanck | note |",
+             "|---|---|---|---|---|---|---|---|"]
     peer = {(r["problem"], r["n"]): r["time_s"] for r in rows if r["solver"] == "fplanck" and "time_s" in r}
     for r in rows:
         if "time_s" not in r:
-            lines.append(f"| {r['problem']} | {r['solver']} | {r['n']} | | | | {r.get('note', '')} |")
+            lines.append(f"| {r['problem']} | {r['solver']} | {r['n']} | | | | | {r.get('note', '')} |")
             continue
         sp = peer.get((r["problem"], r["n"]))
-        ratio = f"{sp / r['time_s']:.1f}x" if sp and r["solver"] != "fplanck" else ""
+        ratio = f"{sp / r['time_s']:.3g}x" if sp and r["solver"] != "fplanck" else ""
         lines.append(f"| {r['problem']} | {r['solver']} | {r['n']} | {r['time_s']:.3f} | {r['l1_error']:.2e} | "
-                     f"{r['gibbs_drift']:.1e} | {ratio} |")
+                     f"{r['gibbs_drift']:.1e} | {ratio} | {r.get('note', '')} |")
     table = "\n".join(lines)
     with open(os.path.join(RESULTS, name + ".md"), "w") as f:
         f.write(f"Command: `python benchmarks/bench_fokkerplanck.py{' --quick' if name.endswith('quick') else ''}`\n\n")
@@ -177,9 +241,10 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     args = p.parse_args(argv)
     if args.quick:
-        rows = ou1d([200, 400]) + ring2d([64], ref_n=256)
+        rows = ou1d([200, 400]) + ring2d([64], ref_n=256, peers_2d={"py-pde": (64,), "fipy": (64,)})
     else:
-        rows = ou1d([200, 400, 800, 1600]) + ring2d([128, 256])
+        rows = ou1d([200, 400, 800, 1600]) + ring2d([64, 128, 256], peers_2d={"py-pde": (128, 256),
+                                                                              "fipy": (64, 128)})
     write(rows, "fokkerplanck_quick" if args.quick else "fokkerplanck")
 
 
