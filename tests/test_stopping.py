@@ -1,0 +1,56 @@
+"""Stopping rules: tau_det and argmin on closed forms; tau_Lang with certified and
+estimated log-Sobolev constants."""
+import numpy as np
+import pytest
+
+from fokkerplanck import FokkerPlanck, Grid, densities, energies as E
+from fokkerplanck.stopping import (bakry_emery, holley_stroock, kl_argmin, observed_rate, spectral_gap_estimate,
+                                   tau_det, tau_lang)
+
+
+def test_tau_det_interpolation_and_argmin_refinement():
+    t = np.linspace(0, 2, 21)
+    R = 0.3 + 0.5 * t            # crosses 1 at t = 1.4
+    st = tau_det(t, R)
+    assert st.time == pytest.approx(1.4, abs=1e-12) and st.index == 14 and st.step(0.01) == 140
+    assert tau_det(t, R - 5).time == np.inf and tau_det(t, R + 1).time == 0.0
+    kl = (t - 0.737) ** 2 + 1     # parabola: the vertex is recovered exactly
+    assert kl_argmin(t, kl).time == pytest.approx(0.737, abs=1e-12)
+    with pytest.raises(ValueError, match="equal length"):
+        tau_det(t, R[:-1])
+
+
+def test_tau_lang_certified_ou_kl_below_eps():
+    A = np.array([[1.5, 0.5], [0.5, 0.8]])
+    U = E.Quadratic(A)
+    g = Grid([(-8, 8)] * 2, 96)
+    c = bakry_emery(U, g)
+    assert c.certified and c.value == pytest.approx(np.linalg.eigvalsh(A).min(), rel=1e-12)
+    assert "over the grid" not in c.source  # constant Hessian: exact
+    fp = FokkerPlanck(U, g)
+    rho0 = densities.Gaussian([2.0, -1.0], [[0.3, 0.0], [0.0, 0.5]])
+    kl0 = fp.solve(rho0, [0.0]).kl()[0]
+    for eps in (1e-1, 1e-2, 1e-4):
+        tau = tau_lang(eps, kl0, c)
+        assert fp.solve(rho0, [tau.time]).kl()[0] <= eps
+    # the estimates: the spectral gap is a Poincare constant >= C_LS; the observed rate too
+    gap = spectral_gap_estimate(fp)
+    # for OU they are equal in the continuum; the discrete gap is O(h^2) below (0.44% at h = 1/6)
+    assert not gap.certified and gap.value >= c.value * (1 - 1e-2)
+    tr = fp.solve(rho0, np.linspace(0, 4, 41))
+    obs = observed_rate(tr)
+    assert not obs.certified and obs.value >= c.value * (1 - 1e-2)
+
+
+def test_holley_stroock_bounded_perturbation():
+    # U = |x|^2/2 + W with W = 0.5 cos(3 x1) bounded: C_LS >= exp(-osc W) = e^{-1}
+    W = E.Sum([0.5], [E.GaussianMixture([[0.0, 0.0]], 0.7)])
+    U0 = E.Quadratic(np.eye(2))
+    g = Grid([(-6, 6)] * 2, 64)
+    c = holley_stroock(1.0, -W, g)       # W' = -0.5 * log N: bounded on the box
+    osc = g.evaluate(-W).max() - g.evaluate(-W).min()
+    assert c.value == pytest.approx(np.exp(-osc)) and c.certified
+    fp = FokkerPlanck(U0 - W, g)
+    assert spectral_gap_estimate(fp).value >= c.value
+    with pytest.raises(ValueError, match="not strongly convex"):
+        bakry_emery(E.DoubleWell(2), g)
