@@ -106,7 +106,6 @@ def pypde_solver(U, grid, rho0, times):
     iterations); no built-in drift, so ``laplace(c) + divergence(c * V)`` with V = grad U."""
     import pde
 
-    n = grid.cells[0]
     pg = pde.CartesianGrid([list(b) for b in grid.bounds], list(grid.cells))
     V = pde.VectorField(pg, np.moveaxis(U.grad(grid.points).reshape(*grid.shape, 2), -1, 0))
     eq = pde.PDE({"c": "laplace(c) + divergence(c * V)"}, consts={"V": V}, bc={"derivative": 0},

@@ -13,18 +13,17 @@ Peers that are not installed are listed as such.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
 import numpy as np
+from _results import write_table
 
 import particles
 from fokkerplanck import energies as E
-from particles.integrators import gradient_only_kernel, langevin_kernel
+from particles.integrators import gradient_only_kernel
 from particles import estimators as est
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 U = E.GaussianMixture.ring()
 DT = 1e-3
 
@@ -147,11 +146,7 @@ def main(argv=None):
                 note = f" ({r[p + '_steps']} steps)" if r[p + "_steps"] != steps else ""
                 cells += [f"{v / 1e6:.3f}{note}", f"{r['ours'] / v:.1f}x"]
         lines.append("| " + " | ".join(cells) + " |")
-    text = "\n".join(lines)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "particles_quick.md" if args.quick else "particles.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_table("particles", lines, args.quick)
 
 
 if __name__ == "__main__":

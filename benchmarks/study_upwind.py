@@ -12,15 +12,14 @@ onto the minima, lowers the KL minimum and delays/advances tau_det.
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 
 import numpy as np
+from _results import write_table
 
 from fokkerplanck import Continuity, Grid, densities, energies as E, forward_lagrangian
 from fokkerplanck.stopping import kl_argmin, tau_det
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None):
@@ -46,11 +45,7 @@ def main(argv=None):
     kref = rows[0][4]
     for r in rows:
         lines.append(f"| {r[0]} | {r[1]} | {r[2]:.4f} | {r[3]:.4f} | {r[4]:.4f} | {r[4] - kref:+.4f} |")
-    text = "\n".join(lines)
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "upwind_quick.md" if args.quick else "upwind.md"), "w") as f:
-        f.write(text + "\n")
-    print(text)
+    write_table("upwind", lines, args.quick)
 
 
 if __name__ == "__main__":

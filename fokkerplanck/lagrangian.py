@@ -51,7 +51,7 @@ def _build(kernels):
     if key in _BUILT:
         return _BUILT[key][1]
     grad, lap = kernels.grad, kernels.lap
-    A, B, Ecoef = _A, _B, _E
+    A, Ecoef = _A, _E
 
     @pjit
     def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0):

@@ -187,3 +187,26 @@ def check_particles(quick: bool = True) -> list[Check]:
     out.append(Check("ring: |tracked KL - Lagrangian KL| / stderr at t = 0.3", abs(s["kl"][-1] - ref) / s["kl_se"][-1],
                      4.0, abs(s["kl"][-1] - ref) < 4 * s["kl_se"][-1] + 2e-3))
     return out
+
+
+@register
+def check_stopping(quick: bool = True) -> list[Check]:
+    """Langevin stopping: grid KL at tau_Lang(eps) is below eps for a certified C_LS."""
+    from . import densities
+    from . import energies as E
+    from .grid import Grid
+    from .solvers import FokkerPlanck
+    from .stopping import bakry_emery, tau_lang
+
+    A = np.array([[1.5, 0.5], [0.5, 0.8]])
+    U = E.Quadratic(A)
+    g = Grid([(-8, 8)] * 2, 96 if quick else 192)
+    fp = FokkerPlanck(U, g)
+    rho0 = densities.Gaussian([2.0, -1.0], [[0.3, 0.0], [0.0, 0.5]])
+    c = bakry_emery(U, g)
+    kl0 = fp.solve(rho0, [0.0]).kl()[0]
+    out = []
+    for eps in (1e-2, 1e-4):
+        tau = tau_lang(eps, kl0, c).time
+        out.append(below(f"OU: KL(tau_Lang(eps={eps:g})) / eps, {c.source}", fp.solve(rho0, [tau]).kl()[0] / eps, 1.0))
+    return out

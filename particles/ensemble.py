@@ -13,7 +13,6 @@ when the run has finished) and keeps the summaries in memory.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 import warnings

@@ -1,7 +1,6 @@
 """Energies: derivatives against finite differences and closed forms, kernels equal
 to the vectorised methods, log-partition functions, specs, algebra, bad input."""
 import math
-import warnings
 
 import numba
 import numpy as np

@@ -121,7 +121,7 @@ def test_leimkuhler_matthews_second_order_bias():
         for dt in (0.1, 0.05):
             s = particles.langevin(U, x0, dt, int(round(3 / dt)), method=m, seed=2, store="summaries").summaries
             bias[m, dt] = (s["cov"][-1][0, 0] + s["mean"][-1][0] ** 2 - m2, s["cov_se"][-1][0, 0])
-    (b1, se1), (b2, se2) = bias["euler-maruyama", 0.1], bias["euler-maruyama", 0.05]
+    (b1, se1), (b2, _) = bias["euler-maruyama", 0.1], bias["euler-maruyama", 0.05]
     assert b1 > 10 * se1 and 1.5 < b1 / b2 < 3.0, bias         # first order
     for dt in (0.1, 0.05):
         # LM's O(dt^2) bias is below the noise (4 standard errors ~ 5e-3) at both steps,
