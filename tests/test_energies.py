@@ -174,7 +174,7 @@ def test_confinement_check():
     assert rep.ok and rep.boundary_mass < 1e-6 and rep.min_growth > 0
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)  # reproducible in CI
 @given(K=st.integers(1, 5), d=st.integers(1, 3), seed=st.integers(0, 2**31 - 1),
        coef=st.floats(-0.5, 2.0), compose=st.sampled_from(["none", "sum", "softmin"]))
 def test_random_mixtures_and_compositions(K, d, seed, coef, compose):
