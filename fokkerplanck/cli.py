@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import numpy as np
+
 
 def _verify(args) -> int:
     from .verify import CHECKS, run_checks
@@ -24,6 +26,40 @@ def _verify(args) -> int:
     return 0 if not failed else 1
 
 
+def _info(args) -> int:
+    from .trajectory import Trajectory
+
+    try:
+        tr = Trajectory.load(args.file)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fpk info: {exc}", file=sys.stderr)
+        return 2
+    kl, R = tr.kl(), tr.ratio()
+    print(f"{args.file}: {tr!r}")
+    print(f"  energy: {tr.energy!r}   temperature: {tr.temperature:g}")
+    print(f"  grid: {tr.grid!r}")
+    print(f"  scheme: {tr.scheme}")
+    print(f"  {'t':>10} {'KL':>12} {'R_t':>10} {'mass':>14}")
+    for j in np.unique(np.linspace(0, len(tr) - 1, min(len(tr), args.rows)).astype(int)):
+        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {tr.mass()[j]:14.12f}")
+    return 0
+
+
+def _plot(args) -> int:
+    from .plots import plot_trajectory
+    from .trajectory import Trajectory
+
+    try:
+        tr = Trajectory.load(args.file)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fpk plot: {exc}", file=sys.stderr)
+        return 2
+    out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
+    plot_trajectory(tr, out)
+    print(out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fpk", description="Fokker-Planck / gradient-flow toolkit")
     sub = p.add_subparsers(dest="cmd")
@@ -31,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
     v.add_argument("--only", nargs="*", help="run only these checks")
     v.set_defaults(func=_verify)
+    i = sub.add_parser("info", help="summary of a trajectory file (HDF5)")
+    i.add_argument("file")
+    i.add_argument("--rows", type=int, default=11, help="how many saved times to list")
+    i.set_defaults(func=_info)
+    pl = sub.add_parser("plot", help="figure of a trajectory file: snapshots, KL and R_t with stopping times")
+    pl.add_argument("file")
+    pl.add_argument("-o", "--output", help="image path (default: the file name with .png)")
+    pl.set_defaults(func=_plot)
     return p
 
 

@@ -14,3 +14,47 @@ def test_verify_unknown_check():
 
 def test_checks_registered():
     assert "energies" in CHECKS
+
+
+def _trajectory(tmp_path, flow):
+    import numpy as np
+
+    from fokkerplanck import Continuity, FokkerPlanck, Grid, densities, energies as E
+
+    g = Grid([(-4, 4)], 160)
+    U = E.DoubleWell(1)
+    solver = FokkerPlanck(U, g) if flow == "fp" else Continuity(U, g, method="lagrangian")
+    tr = solver.solve(densities.Gaussian([0.0], 0.5), np.linspace(0, 0.4, 21))
+    p = tmp_path / f"{flow}.h5"
+    tr.save(p)
+    return p, tr
+
+
+def test_info_and_plot(tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    from fokkerplanck.plots import plot_trajectory
+    from fokkerplanck.stopping import tau_det
+
+    for flow in ("fp", "det"):
+        p, tr = _trajectory(tmp_path, flow)
+        assert cli.main(["info", str(p)]) == 0
+        out = capsys.readouterr().out
+        assert "KL" in out and f"{tr.kl()[-1]:12.6g}".strip() in out
+        assert cli.main(["plot", str(p), "-o", str(tmp_path / f"{flow}.png")]) == 0
+        img = mpimg.imread(tmp_path / f"{flow}.png")
+        assert img.shape[0] > 300 and img.std() > 0.01  # a real picture, not blank
+        fig = plot_trajectory(tr)
+        ax_kl = fig.subfigs[1].axes[0]
+        assert ax_kl.get_xlabel() == "time t" and "KL" in ax_kl.get_ylabel()
+        if flow == "det":  # the stopping time is marked where R_t crosses 1
+            labels = [t.get_text() for t in ax_kl.get_legend().get_texts()]
+            td = tau_det(tr.times, tr.ratio()).time
+            assert any(f"tau_det = {td:.4g}" in s for s in labels), labels
+
+
+def test_info_bad_file(tmp_path, capsys):
+    q = tmp_path / "junk.h5"
+    q.write_bytes(b"nope")
+    assert cli.main(["info", str(q)]) == 2
+    assert "not a readable HDF5" in capsys.readouterr().err

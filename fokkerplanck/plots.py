@@ -1,0 +1,98 @@
+"""Figures a reader understands without the code: labelled axes, time units,
+stopping times marked, error bands."""
+from __future__ import annotations
+
+import numpy as np
+
+from .stopping import kl_argmin, tau_det
+
+__all__ = ["plot_trajectory", "plot_kl", "plot_snapshots"]
+
+
+def _plt():
+    import matplotlib
+
+    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _has_display():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _has_display() -> bool:
+    import os
+
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "", color=None):
+    """KL(rho_t || rho*) against t on ``ax`` (log scale), with a +-2 stderr band and,
+    for the deterministic flow, ``tau_det`` (R_t = 1) and the argmin of KL marked."""
+    times, kl = np.asarray(times), np.asarray(kl)
+    (line,) = ax.plot(times, kl, label=label, color=color)
+    if stderr is not None:
+        se = np.asarray(stderr)
+        ax.fill_between(times, np.maximum(kl - 2 * se, 1e-300), kl + 2 * se, color=line.get_color(), alpha=0.25,
+                        lw=0, label=f"{label} +- 2 s.e.")
+    if ratio is not None:
+        td = tau_det(times, ratio)
+        if np.isfinite(td.time):
+            ax.axvline(td.time, color=line.get_color(), ls="--", lw=1, label=f"tau_det = {td.time:.4g} (R_t = 1)")
+        am = kl_argmin(times, kl)
+        ax.plot([am.time], [np.interp(am.time, times, kl)], "o", color=line.get_color(), ms=5,
+                label=f"argmin KL = {am.time:.4g}")
+    ax.set_xlabel("time t")
+    ax.set_ylabel("KL(rho_t || rho*)")
+    if np.all(kl > 0):
+        ax.set_yscale("log")
+    ax.set_title(f"KL to the Gibbs law{': ' + flow if flow else ''}")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def plot_snapshots(fig, trajectory, indices=None):
+    """Densities of a 1D or 2D trajectory at a few saved times, one panel each."""
+    g = trajectory.grid
+    idx = list(indices) if indices is not None else list(np.linspace(0, len(trajectory) - 1, 4).astype(int))
+    axes = fig.subplots(1, len(idx), squeeze=False)[0]
+    for ax, j in zip(axes, idx):
+        rho = trajectory.densities[j]
+        if g.ndim == 1:
+            ax.plot(g.axes[0], rho, label="rho_t")
+            ax.plot(g.axes[0], trajectory.gibbs, ls=":", label="rho*")
+            ax.set_xlabel("x")
+            ax.set_ylabel("density")
+            ax.legend(fontsize="small")
+        elif g.ndim == 2:
+            (x0, x1), (y0, y1) = g.bounds
+            im = ax.imshow(rho.T, origin="lower", extent=(x0, x1, y0, y1), cmap="viridis", aspect="equal")
+            ax.set_xlabel("x_1")
+            ax.set_ylabel("x_2")
+            fig.colorbar(im, ax=ax, fraction=0.046, label="density")
+        else:
+            raise ValueError("snapshots are drawn for 1D and 2D grids only")
+        ax.set_title(f"t = {trajectory.times[j]:.3g}")
+    fig.suptitle(f"{trajectory.flow} ({trajectory.scheme.get('method')}), T = {trajectory.temperature:g}")
+    return axes
+
+
+def plot_trajectory(trajectory, path=None):
+    """Two-row summary figure of a trajectory: snapshots, then KL and R_t against time.
+    Saved to ``path`` when given; returns the figure."""
+    plt = _plt()
+    fig = plt.figure(figsize=(12, 7), layout="constrained")
+    top, bottom = fig.subfigures(2, 1)
+    if trajectory.grid.ndim <= 2:
+        plot_snapshots(top, trajectory)
+    ax_kl, ax_r = bottom.subplots(1, 2)
+    det = trajectory.flow == "continuity"
+    R = trajectory.ratio()
+    plot_kl(ax_kl, trajectory.times, trajectory.kl(), label="grid", ratio=R if det else None, flow=trajectory.flow)
+    ax_r.plot(trajectory.times, R)
+    ax_r.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax_r.set_xlabel("time t")
+    ax_r.set_ylabel("R_t = T E[lap U] / E[|grad U|^2]")
+    ax_r.set_title("R_t (deterministic flow: KL falls while R_t < 1)")
+    if path is not None:
+        fig.savefig(path, dpi=110)
+    return fig
