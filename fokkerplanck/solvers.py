@@ -226,12 +226,11 @@ class FokkerPlanck:
                 W = (np.exp(np.outer(rest, lam)) * (V.T @ w0)) @ V.T
                 info.update(exact="eigh", lam_max=float(-lam.min()))
             else:
-                cb = None
-                if bar is not None:
-                    def cb(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
-                        _bar.n = _j + int((times.size - _j) * k / K)
-                        _bar.refresh()
-                W = chebyshev_expm_multiply(self.symmetric.dot, w0, rest, self.lam_max, tol=tol, callback=cb)
+                def progress_cb(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
+                    _bar.n = _j + int((times.size - _j) * k / K)
+                    _bar.refresh()
+                W = chebyshev_expm_multiply(self.symmetric.dot, w0, rest, self.lam_max, tol=tol,
+                                            callback=progress_cb if bar is not None else None)
                 info.update(exact="chebyshev", lam_max=self.lam_max,
                             chebyshev_matvecs=n_terms(float(rest.max()), self.lam_max, tol))
             out[j:] = W * sp_
