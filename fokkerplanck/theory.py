@@ -79,3 +79,50 @@ def nonstationarity_check(energy, grid, temperature: float = 1.0, times=None) ->
         coefficient_exact=float(coef), coefficient_lagrangian=_fit_coefficient(times, lag.kl),
         coefficient_finite_volume=_fit_coefficient(times, tr.kl()),
         fokker_planck_drift=float(np.abs(st.densities[-1] - fp.gibbs).sum() * vol))
+
+
+def stationary_law(fokker_planck) -> np.ndarray:
+    """The stationary law of the discrete generator, computed independently of any
+    initial law: the sparse LU solve of ``L x = 0`` with one equation replaced by
+    the normalisation ``sum x vol = 1``.  Its forward error is ~ eps / lambda_1
+    (the spectral gap): metastable laws are determined less precisely."""
+    import scipy.sparse.linalg as spla
+
+    fp = fokker_planck
+    n = fp.grid.size
+    L = fp.generator.tolil()
+    L[n - 1, :] = np.full(n, fp.grid.cell_volume)
+    b = np.zeros(n)
+    b[-1] = 1.0
+    return spla.spsolve(L.tocsc(), b).reshape(fp.grid.shape)
+
+
+@dataclass(frozen=True)
+class CompositionResult:
+    confining: bool
+    residual: float        # ||L rho*||_1 / (||L||_1 ||rho*||_1): rho* = exp(-U/T)/Z is a null vector
+    forward_error: float   # ||stationary_law - rho*||_1
+    spectral_gap: float    # lambda_1: the forward error's conditioning is ~ 1 / lambda_1
+
+    @property
+    def forward_tolerance(self) -> float:
+        return 1e-12 + 1e-14 / self.spectral_gap
+
+
+def composition_check(grid, temperature: float = 1.0) -> dict:
+    """The paper's compositions of experts A and B (conjunction ``U_A + U_B``,
+    disjunction ``-log(e^{-U_A} + e^{-U_B})``, negation ``U_B - 0.35 U_A``): each is
+    confining on ``grid`` and the stationary law of its Fokker-Planck generator is
+    ``exp(-U/T) / Z``.  Returns ``{name: CompositionResult}``."""
+    from . import energies as E
+
+    A, B = E.GaussianMixture.paper_A(), E.GaussianMixture.paper_B()
+    out = {}
+    for name, U in (("conjunction", A + B), ("disjunction", E.softmin(A, B)), ("negation", B - 0.35 * A)):
+        fp = FokkerPlanck(U, grid, temperature)
+        pi = fp.gibbs.ravel()
+        L = fp.generator
+        residual = float(np.abs(L @ pi).sum() / (abs(L).sum(axis=0).max() * np.abs(pi).sum()))
+        fwd = float(np.abs(stationary_law(fp) - fp.gibbs).sum() * grid.cell_volume)
+        out[name] = CompositionResult(E.check_confining(U, grid, temperature).ok, residual, fwd, fp.spectral_gap())
+    return out

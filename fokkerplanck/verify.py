@@ -210,3 +210,19 @@ def check_stopping(quick: bool = True) -> list[Check]:
         tau = tau_lang(eps, kl0, c).time
         out.append(below(f"OU: KL(tau_Lang(eps={eps:g})) / eps, {c.source}", fp.solve(rho0, [tau]).kl()[0] / eps, 1.0))
     return out
+
+
+@register
+def check_composition(quick: bool = True) -> list[Check]:
+    """Composition keeps a Gibbs invariant law: conjunction, disjunction, negation of
+    the paper's experts A and B are confining and exp(-U)/Z is the stationary law."""
+    from .grid import Grid
+    from .theory import composition_check
+
+    out = []
+    for name, r in composition_check(Grid([(-9, 9)] * 2, 96 if quick else 192)).items():
+        out += [Check(f"{name}: confining on [-9, 9]^2", float(r.confining), 1.0, r.confining),
+                below(f"{name}: ||L rho*|| / (||L|| ||rho*||)", r.residual, 1e-14),
+                below(f"{name}: stationary law vs exp(-U)/Z (L1)", r.forward_error, r.forward_tolerance,
+                      f"tolerance 1e-12 + 1e-14 / gap, gap = {r.spectral_gap:.3g}")]
+    return out
