@@ -30,7 +30,7 @@ def _info(args) -> int:
     from .trajectory import Trajectory
 
     try:
-        tr = Trajectory.load(args.file)
+        tr = Trajectory.load(args.file, args.group)
     except (ValueError, FileNotFoundError) as exc:
         print(f"fpk info: {exc}", file=sys.stderr)
         return 2
@@ -50,13 +50,31 @@ def _plot(args) -> int:
     from .trajectory import Trajectory
 
     try:
-        tr = Trajectory.load(args.file)
+        tr = Trajectory.load(args.file, args.group)
     except (ValueError, FileNotFoundError) as exc:
         print(f"fpk plot: {exc}", file=sys.stderr)
         return 2
     out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
     plot_trajectory(tr, out)
     print(out)
+    return 0
+
+
+def _run(args) -> int:
+    from .runner import load_config, run
+
+    try:
+        cfg = load_config(args.config)
+    except ValueError as exc:
+        print(f"fpk run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(cfg, args.output, progress=not args.quiet, log=(lambda *a: None) if args.quiet else
+            (lambda *a: print(*a, file=sys.stderr)))
+    except KeyboardInterrupt:
+        print(f"fpk run: interrupted; {args.output} was not written", file=sys.stderr)
+        return 130
+    print(args.output)
     return 0
 
 
@@ -67,13 +85,20 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
     v.add_argument("--only", nargs="*", help="run only these checks")
     v.set_defaults(func=_verify)
+    r = sub.add_parser("run", help="an experiment from a TOML config (or a built-in name) into one HDF5 file")
+    r.add_argument("config", help="CONFIG.toml or a built-in name (eight_gaussians, double_well)")
+    r.add_argument("-o", "--output", required=True, help="output HDF5 file (written atomically)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r.set_defaults(func=_run)
     i = sub.add_parser("info", help="summary of a trajectory file (HDF5)")
     i.add_argument("file")
     i.add_argument("--rows", type=int, default=11, help="how many saved times to list")
+    i.add_argument("--group", help="flow of an fpk run file: fokker-planck or continuity")
     i.set_defaults(func=_info)
     pl = sub.add_parser("plot", help="figure of a trajectory file: snapshots, KL and R_t with stopping times")
     pl.add_argument("file")
     pl.add_argument("-o", "--output", help="image path (default: the file name with .png)")
+    pl.add_argument("--group", help="flow of an fpk run file: fokker-planck or continuity")
     pl.set_defaults(func=_plot)
     return p
 

@@ -184,9 +184,10 @@ class Trajectory:
             dg.create_dataset(name, data=getattr(self, name)())
 
     @classmethod
-    def load(cls, path) -> "Trajectory":
-        """Read a file written by :meth:`save`; a foreign or damaged file raises a
-        ValueError that says what is wrong."""
+    def load(cls, path, group: str | None = None) -> "Trajectory":
+        """Read a file written by :meth:`save`, or one flow's group of an ``fpk run``
+        file (``group``: ``"fokker-planck"`` or ``"continuity"``, default the first
+        present); a foreign or damaged file raises a ValueError that says what is wrong."""
         try:
             f = h5py.File(path, "r")
         except FileNotFoundError:
@@ -194,6 +195,12 @@ class Trajectory:
         except OSError as exc:
             raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
         with f:
+            if f.attrs.get("format") == "fokkerplanck.run":
+                names = [k for k in ("fokker-planck", "continuity") if k in f]
+                g = group or (names[0] if names else None)
+                if g not in names:
+                    raise ValueError(f"{path} has no trajectory group {g!r}; available: {names}")
+                return cls.read(f[g], f"{path}:{g}")
             return cls.read(f, str(path))
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Built-in experiment configs for ``fpk run NAME``."""
