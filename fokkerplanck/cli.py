@@ -26,33 +26,37 @@ def _verify(args) -> int:
     return 0 if not failed else 1
 
 
-def _info(args) -> int:
+def _load(args, cmd: str):
+    """The trajectory named on the command line, or None after saying what is wrong."""
     from .trajectory import Trajectory
 
     try:
-        tr = Trajectory.load(args.file, args.group)
+        return Trajectory.load(args.file, args.group)
     except (ValueError, FileNotFoundError) as exc:
-        print(f"fpk info: {exc}", file=sys.stderr)
+        print(f"fpk {cmd}: {exc}", file=sys.stderr)
+        return None
+
+
+def _info(args) -> int:
+    tr = _load(args, "info")
+    if tr is None:
         return 2
-    kl, R = tr.kl(), tr.ratio()
+    kl, R, mass = tr.kl(), tr.ratio(), tr.mass()
     print(f"{args.file}: {tr!r}")
     print(f"  energy: {tr.energy!r}   temperature: {tr.temperature:g}")
     print(f"  grid: {tr.grid!r}")
     print(f"  scheme: {tr.scheme}")
     print(f"  {'t':>10} {'KL':>12} {'R_t':>10} {'mass':>14}")
     for j in np.unique(np.linspace(0, len(tr) - 1, min(len(tr), args.rows)).astype(int)):
-        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {tr.mass()[j]:14.12f}")
+        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {mass[j]:14.12f}")
     return 0
 
 
 def _plot(args) -> int:
     from .plots import plot_trajectory
-    from .trajectory import Trajectory
 
-    try:
-        tr = Trajectory.load(args.file, args.group)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"fpk plot: {exc}", file=sys.stderr)
+    tr = _load(args, "plot")
+    if tr is None:
         return 2
     out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
     plot_trajectory(tr, out)
