@@ -394,14 +394,7 @@ def _gm_logits(x, p, ls):
     lmax = -np.inf
     for k in range(K):
         off = 1 + k * stride
-        q = 0.0
-        for i in range(d):
-            yi = x[i] - p[off + 1 + i]
-            s = 0.0
-            for j in range(d):
-                s += p[off + 1 + d + i * d + j] * (x[j] - p[off + 1 + j])
-            q += yi * s
-        ls[k] = p[off] - 0.5 * q
+        ls[k] = p[off] - 0.5 * _gm_quad(x, p, off, d)
         if ls[k] > lmax:
             lmax = ls[k]
     return lmax

@@ -64,8 +64,7 @@ def nonstationarity_check(energy, grid, temperature: float = 1.0, times=None) ->
     coef = 0.5 * np.sum(w * (h / T) ** 2)
     times = (np.linspace(0.2, 1.0, 5) * 0.1 / np.sqrt(2 * coef) if times is None
              else np.asarray(times, dtype=float))
-    logz = float(np.log(np.sum(np.exp(-(grid.evaluate(energy) - energy.value(X).min()) / T)) * vol)
-                 - energy.value(X).min() / T)
+    logz = grid.log_partition(energy, T)
     lag = forward_lagrangian(energy, GridDensity(grid, pi, normalise="silent"), times, temperature=T,
                              log_partition=logz)
     with warnings.catch_warnings():

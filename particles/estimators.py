@@ -68,13 +68,19 @@ def _knn_log_dist(X, k: int, workers: int = -1):
     return np.log(dist)
 
 
+def _kl_entropy_terms(X, k: int) -> np.ndarray:
+    """Per-point Kozachenko-Leonenko terms ``psi(N) - psi(k) + log V_d + d log eps_k(x_i)``;
+    their mean is the entropy estimate."""
+    n, d = X.shape
+    log_vd = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1)
+    return digamma(n) - digamma(k) + log_vd + d * _knn_log_dist(X, k)
+
+
 def knn_entropy(x, k: int = 1) -> Estimate:
     """Kozachenko-Leonenko: ``H = psi(N) - psi(k) + log V_d + d mean(log eps_k)``."""
     X, _ = points(x, None)
-    n, d = X.shape
-    log_vd = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1)
-    terms = d * _knn_log_dist(X, k)
-    return Estimate(float(digamma(n) - digamma(k) + log_vd + terms.mean()), _se(terms), f"kNN(k={k})")
+    terms = _kl_entropy_terms(X, k)
+    return Estimate(float(terms.mean()), _se(terms), f"kNN(k={k})")
 
 
 def _cross(X, energy, T, log_partition):
@@ -84,11 +90,8 @@ def _cross(X, energy, T, log_partition):
 def kl_knn(x, energy, temperature: float = 1.0, *, k: int = 1, log_partition=None) -> Estimate:
     """``KL(rho || rho*)`` from samples of ``rho``: k-NN entropy + exact cross term."""
     X, _ = points(x, energy.dim)
-    n, d = X.shape
-    log_vd = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1)
     # per-point terms: log rho_hat(x_i) - log rho*(x_i)
-    terms = -(digamma(n) - digamma(k) + log_vd + d * _knn_log_dist(X, k)) - _cross(X, energy, temperature,
-                                                                                    log_partition)
+    terms = -_kl_entropy_terms(X, k) - _cross(X, energy, temperature, log_partition)
     return Estimate(float(terms.mean()), _se(terms), f"kNN(k={k}) + exact cross term")
 
 
