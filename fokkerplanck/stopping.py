@@ -18,24 +18,32 @@ __all__ = ["tau_det", "kl_argmin", "StoppingTime", "LSConstant", "bakry_emery", 
 
 @dataclass(frozen=True)
 class StoppingTime:
-    """A stopping time, the step index ``k*`` of the first save at or after it, and how it was found."""
+    """A stopping time, the step index ``k*`` of the first save at or after it, how it
+    was found, and its standard error when it was estimated from noisy data."""
 
     time: float
     index: int
     source: str
+    stderr: float = 0.0
 
     def step(self, dt: float) -> int:
         """``k*`` for a scheme of step ``dt``: the first step index with ``k dt >= time``."""
         return int(np.ceil(self.time / dt - 1e-9))
 
 
-def tau_det(times, ratio, *, source: str = "R_t") -> StoppingTime:
+def tau_det(times, ratio, *, stderr=None, source: str = "R_t") -> StoppingTime:
     """First time ``R_t`` reaches 1, linearly interpolated between saved times
-    (error O(dt^2)); ``time = inf`` if it never does, ``0`` if ``R_0 >= 1``."""
+    (error O(dt^2)); ``time = inf`` if it never does, ``0`` if ``R_0 >= 1``.
+
+    ``stderr`` (same shape as ``ratio``): standard errors of a particle estimate of
+    ``R_t``; the time's standard error is then the delta-method one,
+    ``se(R) / |dR/dt|`` at the crossing."""
     t = np.asarray(times, dtype=float)
     R = np.asarray(ratio, dtype=float)
     if t.shape != R.shape or t.ndim != 1:
         raise ValueError(f"times and ratio must be 1-D arrays of equal length, got {t.shape} and {R.shape}")
+    if stderr is not None and np.shape(stderr) != R.shape:
+        raise ValueError(f"stderr must have the shape of ratio {R.shape}, got {np.shape(stderr)}")
     above = np.flatnonzero(R >= 1.0)
     if above.size == 0:
         return StoppingTime(np.inf, t.size, source)
@@ -43,7 +51,12 @@ def tau_det(times, ratio, *, source: str = "R_t") -> StoppingTime:
     if k == 0:
         return StoppingTime(float(t[0]), 0, source)
     s = (1.0 - R[k - 1]) / (R[k] - R[k - 1])
-    return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source)
+    se = 0.0
+    if stderr is not None:
+        se_r = np.asarray(stderr, dtype=float)
+        slope = (R[k] - R[k - 1]) / (t[k] - t[k - 1])
+        se = float(((1 - s) * se_r[k - 1] + s * se_r[k]) / abs(slope))
+    return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source, se)
 
 
 def kl_argmin(times, kl, *, source: str = "argmin KL") -> StoppingTime:

@@ -20,6 +20,21 @@ def test_tau_det_interpolation_and_argmin_refinement():
         tau_det(t, R[:-1])
 
 
+def test_tau_det_stderr_delta_method_matches_monte_carlo():
+    """se(tau) = se(R) / |dR/dt|: the spread of tau_det over noisy copies of a linear
+    R_t (independent N(0, se^2) noise per save) agrees with the reported stderr."""
+    t = np.linspace(0, 2, 201)
+    R = 0.3 + 0.5 * t
+    se = 2e-3
+    st = tau_det(t, R, stderr=np.full_like(t, se))
+    assert st.stderr == pytest.approx(se / 0.5, rel=1e-12)
+    rng = np.random.default_rng(0)
+    taus = [tau_det(t, R + rng.normal(0, se, t.size)).time for _ in range(4000)]
+    # linear interpolation of independent noise: the spread is between sqrt(1/2) and 1 of se/slope
+    assert 0.7 * st.stderr < np.std(taus) < 1.05 * st.stderr
+    assert abs(np.mean(taus) - 1.4) < 4 * np.std(taus) / np.sqrt(4000) + 1e-4
+
+
 def test_tau_lang_certified_ou_kl_below_eps():
     A = np.array([[1.5, 0.5], [0.5, 0.8]])
     U = E.Quadratic(A)
