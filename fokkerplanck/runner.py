@@ -1,6 +1,9 @@
 """``fpk run CONFIG.toml -o out.h5``: one experiment from a TOML file into one HDF5 file.
 
-Config (TOML; every table but ``energy``, ``grid``, ``initial``, ``times`` is optional)::
+Three kinds of experiment (``kind = ...`` at the top of the config):
+
+``kind = "flows"`` (the default): both density flows of one energy from one
+initial law, on the grid and with particles::
 
     temperature = 1.0
     [energy]                      # an energy spec (Energy.to_spec()), or a named constructor:
@@ -18,20 +21,40 @@ Config (TOML; every table but ``energy``, ``grid``, ``initial``, ``times`` is op
     num = 51
     [fokker_planck]               # grid Langevin density: method = "exact" | "implicit"
     [continuity]                  # grid deterministic flow: method = "lagrangian" | "finite-volume"
-    [particles]                   # Langevin particles from the grid's initial law
+    [particles]                   # Langevin particles, sampled from the grid's initial law
     n = 10000
     dt = 1e-3
     seed = 1
+    method = "euler-maruyama"
+    [deterministic_particles]     # dX/dt = -grad U from rho0 itself, tracking log rho_t(X_t)
+    n = 10000
+    dt = 1e-3
+    method = "rk4"
+    [stopping]                    # tau_Lang(eps) for these eps (needs [fokker_planck])
+    eps = [1e-2, 1e-3]
 
-Layout of the output: root attrs ``format = "fokkerplanck.run"``, ``config`` (JSON);
-one group per flow (``fokker-planck``, ``continuity``) in the Trajectory layout;
-``particles`` with ``times``, ``positions`` of the last save and the summaries
-(plus ``kl_knn``/``kl_knn_se`` per save).  Written atomically: Ctrl-C leaves no file.
+``kind = "composition"``: the paper's experts A and B and their conjunction,
+disjunction and negation; Langevin samples of each, counted near the A and B
+centres and held against the grid Fokker-Planck law at the same time and the
+Gibbs law (see :func:`run_composition`).
+
+``kind = "theorem"``: the deterministic flow started at ``rho*`` (see
+:func:`run_theorem`).
+
+Layout of the output: root attrs ``format = "fokkerplanck.run"``, ``kind``,
+``config`` (JSON).  Flows: one group per grid flow (``fokker-planck``,
+``continuity``) in the Trajectory layout; ``particles`` and
+``deterministic-particles`` with ``times``, ``steps``, ``snapshots`` (at most
+``keep`` particles per save, default 2000), the summaries and, for Langevin,
+``kl_knn``/``kl_knn_se``; ``closed-form`` (quadratic energy, Gaussian start);
+the root attr ``stopping`` (JSON list of stopping times with their sources).
+Written atomically: Ctrl-C leaves no file.
 """
 from __future__ import annotations
 
 import json
 import tomllib
+import warnings
 from importlib import resources
 
 import numpy as np
@@ -41,9 +64,12 @@ from . import energies as E
 from .grid import Grid
 from .trajectory import atomic_h5
 
-__all__ = ["load_config", "run", "build_energy", "builtin_configs"]
+__all__ = ["load_config", "run", "build_energy", "builtin_configs", "read_run", "KINDS"]
 
 FORMAT = "fokkerplanck.run"
+REQUIRED = {"flows": ("energy", "grid", "initial", "times"), "composition": ("grid", "initial", "composition"),
+            "theorem": ("energy", "grid", "times")}
+KINDS = tuple(REQUIRED)
 
 
 def builtin_configs() -> list[str]:
@@ -67,9 +93,12 @@ def load_config(path_or_name) -> dict:
         cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{name}: not valid TOML: {exc}") from None
-    missing = [k for k in ("energy", "grid", "initial", "times") if k not in cfg]
+    kind = cfg.get("kind", "flows")
+    if kind not in REQUIRED:
+        raise ValueError(f"{name}: kind must be one of {list(KINDS)}, got {kind!r}")
+    missing = [k for k in REQUIRED[kind] if k not in cfg]
     if missing:
-        raise ValueError(f"{name}: config lacks the tables {missing}")
+        raise ValueError(f"{name}: a {kind!r} config lacks the tables {missing}")
     return cfg
 
 
@@ -86,50 +115,306 @@ def build_energy(spec: dict) -> E.Energy:
     return E.from_spec(spec)
 
 
+def _grid(cfg) -> Grid:
+    return Grid(cfg["grid"]["bounds"], cfg["grid"]["cells"], cfg["grid"].get("periodic", False))
+
+
+def _times(cfg) -> np.ndarray:
+    t = cfg["times"]
+    return np.linspace(float(t.get("start", 0.0)), float(t["stop"]), int(t.get("num", 51)))
+
+
 def run(cfg: dict, out: str, *, progress: bool = True, log=print) -> None:
+    """Run the experiment ``cfg`` (a dict as :func:`load_config` returns) into ``out``."""
+    kind = cfg.get("kind", "flows")
+    if kind not in REQUIRED:
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    with atomic_h5(out) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["kind"] = kind
+        f.attrs["config"] = json.dumps(cfg)
+        {"flows": run_flows, "composition": run_composition, "theorem": run_theorem}[kind](
+            cfg, f, progress=progress, log=log)
+
+
+# ---------------------------------------------------------------------------------------
+# kind = "flows"
+def _save_schedule(times, dt):
+    """``save_every`` and ``n_steps`` so that the particle saves fall on ``times``."""
+    n_steps = int(round(times[-1] / dt))
+    if times.size > 1:
+        every = (times[1] - times[0]) / dt
+        if abs(every - round(every)) > 1e-6 or abs(times[0]) > 1e-12:
+            raise ValueError(f"the save spacing {times[1] - times[0]:g} (from t = 0) must be a multiple of dt = {dt:g}")
+        return max(1, int(round(every))), n_steps
+    return None, n_steps
+
+
+def _write_ensemble(g, ens, keep: int):
+    g.attrs["meta"] = json.dumps(ens.meta, default=str)
+    g["times"], g["steps"], g["alive"] = ens.times, ens.steps, ens.alive
+    n = ens.positions.shape[1]
+    idx = np.linspace(0, n - 1, min(n, keep)).astype(int)
+    g["snapshots"] = ens.positions[:, idx]
+    for k, v in ens.summaries.items():
+        g[f"summaries/{k}"] = v
+
+
+def run_flows(cfg, f, *, progress=True, log=print) -> dict:
     from .continuity import Continuity
     from .solvers import FokkerPlanck
 
     T = float(cfg.get("temperature", 1.0))
     U = build_energy(cfg["energy"])
-    grid = Grid(cfg["grid"]["bounds"], cfg["grid"]["cells"], cfg["grid"].get("periodic", False))
+    grid = _grid(cfg)
     rho0 = Dn.from_spec(cfg["initial"])
-    t = cfg["times"]
-    times = np.linspace(float(t.get("start", 0.0)), float(t["stop"]), int(t.get("num", 51)))
-    with atomic_h5(out) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["config"] = json.dumps(cfg)
-        if "fokker_planck" in cfg:
-            log("Fokker-Planck on the grid ...")
-            tr = FokkerPlanck(U, grid, T).solve(rho0, times, progress=progress, **cfg["fokker_planck"])
-            tr.write(f.create_group("fokker-planck"))
-        if "continuity" in cfg:
-            log("deterministic flow on the grid ...")
-            c = dict(cfg["continuity"])
-            solver = Continuity(U, grid, method=c.pop("method", "lagrangian"), temperature=T)
-            tr = solver.solve(rho0, times, progress=progress, **c)
-            tr.write(f.create_group("continuity"))
-        if "particles" in cfg:
-            import particles
-            from particles import estimators as est
+    times = _times(cfg)
+    res = {}
+    if "fokker_planck" in cfg:
+        log("Fokker-Planck on the grid ...")
+        fp = FokkerPlanck(U, grid, T)
+        res["fokker-planck"] = fp.solve(rho0, times, progress=progress, **cfg["fokker_planck"])
+        res["fokker-planck"].write(f.create_group("fokker-planck"))
+    if "continuity" in cfg:
+        log("deterministic flow on the grid ...")
+        c = dict(cfg["continuity"])
+        solver = Continuity(U, grid, method=c.pop("method", "lagrangian"), temperature=T)
+        res["continuity"] = solver.solve(rho0, times, progress=progress, **c)
+        res["continuity"].write(f.create_group("continuity"))
+    if "particles" in cfg:
+        import particles
+        from particles import estimators as est
 
-            p = cfg["particles"]
-            dt = float(p["dt"])
-            save_every = max(1, int(round((times[1] - times[0]) / dt))) if times.size > 1 else None
-            n_steps = int(round(times[-1] / dt))
-            x0 = grid.sample(rho0.on_grid(grid), int(p["n"]), seed=int(p.get("seed", 0)))
-            log(f"{int(p['n'])} Langevin particles, {n_steps} steps ...")
-            ens = particles.langevin(U, x0, dt, n_steps, method=p.get("method", "euler-maruyama"), temperature=T,
-                                     save_every=save_every, seed=int(p.get("seed", 0)), progress=progress)
-            g = f.create_group("particles")
-            g.attrs["meta"] = json.dumps(ens.meta, default=str)
-            g["times"] = ens.times
-            g["positions_last"] = ens.positions[-1]
-            for k, v in ens.summaries.items():
-                g[f"summaries/{k}"] = v
-            try:
-                kl = [est.kl_knn(x, U, T) for x in ens.positions]
-                g["kl_knn"] = [e.value for e in kl]
-                g["kl_knn_se"] = [e.stderr for e in kl]
-            except ValueError as exc:  # no closed-form log Z: say so in the file
-                g.attrs["kl_knn"] = f"not computed: {exc}"
+        p = cfg["particles"]
+        dt = float(p["dt"])
+        save_every, n_steps = _save_schedule(times, dt)
+        seed = int(p.get("seed", 0))
+        x0 = grid.sample(rho0.on_grid(grid), int(p["n"]), seed=seed)
+        log(f"{int(p['n'])} Langevin particles, {n_steps} steps ...")
+        ens = particles.langevin(U, x0, dt, n_steps, method=p.get("method", "euler-maruyama"), temperature=T,
+                                 save_every=save_every, seed=seed, progress=progress)
+        g = f.create_group("particles")
+        _write_ensemble(g, ens, int(p.get("keep", 2000)))
+        try:
+            kl = [est.kl_knn(x, U, T) for x in ens.positions]
+            g["kl_knn"] = [e.value for e in kl]
+            g["kl_knn_se"] = [e.stderr for e in kl]
+        except ValueError as exc:  # no closed-form log Z: say so in the file
+            g.attrs["kl_knn"] = f"not computed: {exc}"
+        res["particles"] = ens
+    if "deterministic_particles" in cfg:
+        import particles
+
+        p = cfg["deterministic_particles"]
+        dt = float(p["dt"])
+        save_every, n_steps = _save_schedule(times, dt)
+        x0 = rho0.sample(int(p["n"]), seed=int(p.get("seed", 0)))
+        log(f"{int(p['n'])} deterministic particles, {n_steps} steps ...")
+        ens = particles.gradient_flow(U, x0, dt, n_steps, method=p.get("method", "rk4"), save_every=save_every,
+                                      track_logdensity=True, logrho0=rho0.logpdf(x0), temperature=T,
+                                      progress=progress)
+        _write_ensemble(f.create_group("deterministic-particles"), ens, int(p.get("keep", 2000)))
+        res["deterministic-particles"] = ens
+    if isinstance(U, E.Quadratic) and isinstance(rho0, Dn.Gaussian):
+        res["closed-form"] = _closed_form(U, rho0, T, times)
+        g = f.create_group("closed-form")
+        g["times"] = times
+        for k, v in res["closed-form"].items():
+            g[k] = v
+    stops = stopping_summary(res, U, cfg, T)
+    f.attrs["stopping"] = json.dumps(stops)
+    for s in stops:
+        log(f"  {s['name']}: t = {s['time']:.6g}" + (f" +- {s['stderr']:.2g}" if s.get("stderr") else "")
+            + (f", step {s['step']}" if "step" in s else "") + f"  ({s['source']})")
+    return res
+
+
+def _closed_form(U, rho0, T, times) -> dict:
+    from . import diagnostics as D
+
+    A = U.A
+    mstar, Sstar = U.mean, T * np.linalg.inv(A)
+    out = {}
+    for flow, key in (("fokker-planck", "kl_fokker_planck"), ("continuity", "kl_continuity")):
+        kl = []
+        for t in times:
+            m, S = D.ou_moments(A, U.mean, rho0.mean, rho0.cov, T, t, flow=flow)
+            kl.append(D.gaussian_kl(m, S, mstar, Sstar))
+        out[key] = np.array(kl)
+    return out
+
+
+def stopping_summary(res: dict, U, cfg, T) -> list[dict]:
+    """The stopping times of a flows run, each with its source: ``tau_det`` and
+    ``argmin KL`` of every deterministic result (grid and particles, with the
+    step index ``k*`` for the particles' dt and the step of minimal tracked KL),
+    and ``tau_Lang(eps)`` from the Fokker-Planck result (spectral gap and observed
+    rate: estimated; Bakry-Emery when U is convex on the box: certified)."""
+    from .stopping import bakry_emery, kl_argmin, observed_rate, spectral_gap_estimate, tau_det, tau_lang
+
+    out = []
+    if "continuity" in res:
+        tr = res["continuity"]
+        for st in (tau_det(tr.times, tr.ratio(), source="grid R_t"), kl_argmin(tr.times, tr.kl(), source="grid KL")):
+            out.append({"name": "tau_det" if "R_t" in st.source else "argmin KL", "time": st.time,
+                        "source": f"{st.source} ({tr.scheme['method']})"})
+    if "deterministic-particles" in res:
+        ens = res["deterministic-particles"]
+        s, dt = ens.summaries, ens.meta["dt"]
+        st = tau_det(ens.times, s["ratio"], stderr=s["ratio_se"], source="particle R_t")
+        out.append({"name": "tau_det", "time": st.time, "stderr": st.stderr, "step": st.step(dt) if np.isfinite(st.time)
+                    else -1, "source": f"particle R_t ({ens.meta['scheme']}, dt = {dt:g}): predicted k*"})
+        if "kl" in s:
+            am = kl_argmin(ens.times, s["kl"], source="particle tracked KL")
+            out.append({"name": "argmin KL", "time": am.time, "step": int(round(am.time / dt)),
+                        "source": f"particle tracked KL ({ens.meta['scheme']}, dt = {dt:g}): step of minimal KL"})
+    if "fokker-planck" in res:
+        tr = res["fokker-planck"]
+        from .solvers import FokkerPlanck
+
+        kl0 = float(tr.kl()[0])
+        constants = [spectral_gap_estimate(FokkerPlanck(U, tr.grid, T)), observed_rate(tr)]
+        try:
+            constants.insert(0, bakry_emery(U, tr.grid))
+        except ValueError:
+            pass  # not convex on the box: no certified constant of this kind
+        for eps in cfg.get("stopping", {}).get("eps", [1e-2]):
+            for c in constants:
+                st = tau_lang(float(eps), kl0, c)
+                out.append({"name": f"tau_Lang(eps={float(eps):g})", "time": st.time, "certified": c.certified,
+                            "c_ls": c.value, "source": repr(c)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# kind = "composition"
+def _disk_fraction(grid, centres, radius, sub: int = 8) -> np.ndarray:
+    """Fraction of each cell within ``radius`` of any of ``centres`` (``sub^d`` points per cell)."""
+    offs = (np.arange(sub) + 0.5) / sub - 0.5
+    frac = np.zeros(grid.size)
+    P = grid.points
+    for o in np.stack(np.meshgrid(*[offs] * grid.ndim, indexing="ij"), -1).reshape(-1, grid.ndim):
+        Y = P + o * np.asarray(grid.spacing)
+        d2 = np.min(np.sum((Y[:, None, :] - centres[None]) ** 2, axis=2), axis=1)
+        frac += d2 <= radius**2
+    return (frac / sub**grid.ndim).reshape(grid.shape)
+
+
+def run_composition(cfg, f, *, progress=True, log=print) -> dict:
+    """Experts A (Gaussians at (+-3, +-3)) and B ((0, +-4), (+-4, 0)) and their
+    conjunction ``U_A + U_B``, disjunction ``-log(e^-U_A + e^-U_B)`` and negation
+    ``U_B - w U_A``.  For each energy: ``n`` Langevin samples at time ``time`` from
+    the initial law; the counts within ``radius`` of the A and of the B centres; the
+    counts the grid Fokker-Planck law at that time predicts (same start, so the
+    slow mixing between modes is in both) and those of the Gibbs law; the
+    stationary law of the discrete generator against ``exp(-U/T)/Z``.
+
+    Config table ``[composition]``: ``n`` (5000), ``dt`` (2e-3), ``time`` (2.0),
+    ``seed`` (1), ``radius`` (1.5), ``negation`` (0.35), ``sigma`` (0.5)."""
+    import particles
+
+    from .solvers import FokkerPlanck
+    from .theory import composed_energies, stationary_law
+
+    T = float(cfg.get("temperature", 1.0))
+    c = cfg["composition"]
+    n, dt, t_end = int(c.get("n", 5000)), float(c.get("dt", 2e-3)), float(c.get("time", 2.0))
+    seed, radius = int(c.get("seed", 1)), float(c.get("radius", 1.5))
+    grid = _grid(cfg)
+    rho0 = Dn.from_spec(cfg["initial"])
+    energies = composed_energies(float(c.get("negation", 0.35)), float(c.get("sigma", 0.5)))
+    centres = {"A": energies["A"].means, "B": energies["B"].means}
+    disks = {k: _disk_fraction(grid, v, radius) for k, v in centres.items()}
+    r0 = rho0.on_grid(grid)
+    x0 = grid.sample(r0, n, seed=seed)
+    n_steps = int(round(t_end / dt))
+    out = {}
+    for name, U in energies.items():
+        log(f"{name}: Fokker-Planck and {n} Langevin samples ...")
+        fp = FokkerPlanck(U, grid, T)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the start touches the walls: reported by the grid runs
+            rho_t = fp.solve(r0, [t_end]).densities[-1]
+        ens = particles.langevin(U, x0, dt, n_steps, temperature=T, seed=seed + 1, summaries=False)
+        X = ens.positions[-1]
+        r = {"samples": X, "fokker_planck": rho_t, "gibbs": fp.gibbs,
+             "stationary_error": float(np.abs(stationary_law(fp) - fp.gibbs).sum() * grid.cell_volume),
+             "spectral_gap": fp.spectral_gap(), "confining": bool(E.check_confining(U, grid, T).ok)}
+        for k, C in centres.items():
+            d2 = np.min(np.sum((X[:, None, :] - C[None]) ** 2, axis=2), axis=1)
+            r[f"count_{k}"] = int(np.sum(d2 <= radius**2))
+            r[f"expected_{k}"] = float(n * np.sum(rho_t * disks[k]) * grid.cell_volume)
+            r[f"expected_{k}_gibbs"] = float(n * np.sum(fp.gibbs * disks[k]) * grid.cell_volume)
+        g = f.create_group(name)
+        g.attrs["energy"] = json.dumps(U.to_spec())
+        for k, v in r.items():
+            if isinstance(v, np.ndarray):
+                g.create_dataset(k, data=v, compression="gzip")
+            else:
+                g.attrs[k] = v
+        out[name] = r
+    f.attrs["grid"] = json.dumps(grid.to_spec())
+    f.attrs["centres"] = json.dumps({k: v.tolist() for k, v in centres.items()})
+    f.attrs["radius"] = radius
+    f.attrs["n"] = n
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# kind = "theorem"
+def run_theorem(cfg, f, *, progress=True, log=print):
+    """The deterministic flow started at ``rho*``: the theorem's numbers
+    (:func:`fokkerplanck.theory.nonstationarity_check`) as the root attr
+    ``theorem`` (JSON), and the trajectories from ``rho*`` of the deterministic
+    flow (``continuity``: Lagrangian) and of Fokker-Planck (``fokker-planck``)."""
+    from dataclasses import asdict
+
+    from .continuity import Continuity
+    from .solvers import FokkerPlanck
+    from .theory import nonstationarity_check
+
+    T = float(cfg.get("temperature", 1.0))
+    U = build_energy(cfg["energy"])
+    grid = _grid(cfg)
+    times = _times(cfg)
+    log("non-stationarity theorem ...")
+    r = nonstationarity_check(U, grid, T)
+    f.attrs["theorem"] = json.dumps({**asdict(r), "coefficient_rel_error": r.coefficient_rel_error})
+    pi = grid.gibbs(U, T)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Gibbs law's own wall mass: checked by nonstationarity_check
+        tr = Continuity(U, grid, method="lagrangian", temperature=T).solve(
+            Dn.GridDensity(grid, pi, normalise="silent"), times, progress=progress)
+        tr.write(f.create_group("continuity"))
+        FokkerPlanck(U, grid, T).solve(pi, times).write(f.create_group("fokker-planck"))
+    return r
+
+
+def read_run(path) -> dict:
+    """The scalars and small arrays of an ``fpk run`` file, for ``fpk info`` and plots:
+    ``kind``, ``config``, ``stopping`` and per-group datasets (not the grid trajectories)."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an fpk run file (format attribute {f.attrs.get('format')!r})")
+        out = {"kind": str(f.attrs.get("kind", "flows")), "config": json.loads(f.attrs["config"]),
+               "groups": list(f)}
+        for key in ("stopping", "theorem", "centres", "grid"):
+            if key in f.attrs:
+                out[key] = json.loads(f.attrs[key])
+        for key in ("radius", "n"):
+            if key in f.attrs:
+                out[key] = f.attrs[key].item()
+        for name in f:
+            g = f[name]
+            if g.attrs.get("format") == "fokkerplanck.trajectory":
+                continue
+            d = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in g.attrs.items()}
+
+            def visit(key, obj):
+                if hasattr(obj, "shape"):
+                    d[key] = obj[()]
+            g.visititems(visit)
+            out[name] = d
+    return out

@@ -108,6 +108,16 @@ class CompositionResult:
         return 1e-12 + 1e-14 / self.spectral_gap
 
 
+def composed_energies(negation: float = 0.35, sigma: float = 0.5) -> dict:
+    """The paper's experts and their compositions, by name: ``A``, ``B``,
+    ``conjunction`` (``U_A + U_B``), ``disjunction`` (``-log(e^{-U_A} + e^{-U_B})``),
+    ``negation`` (``U_B - negation * U_A``)."""
+    from . import energies as E
+
+    A, B = E.GaussianMixture.paper_A(sigma), E.GaussianMixture.paper_B(sigma)
+    return {"A": A, "B": B, "conjunction": A + B, "disjunction": E.softmin(A, B), "negation": B - negation * A}
+
+
 def composition_check(grid, temperature: float = 1.0) -> dict:
     """The paper's compositions of experts A and B (conjunction ``U_A + U_B``,
     disjunction ``-log(e^{-U_A} + e^{-U_B})``, negation ``U_B - 0.35 U_A``): each is
@@ -115,9 +125,10 @@ def composition_check(grid, temperature: float = 1.0) -> dict:
     ``exp(-U/T) / Z``.  Returns ``{name: CompositionResult}``."""
     from . import energies as E
 
-    A, B = E.GaussianMixture.paper_A(), E.GaussianMixture.paper_B()
     out = {}
-    for name, U in (("conjunction", A + B), ("disjunction", E.softmin(A, B)), ("negation", B - 0.35 * A)):
+    for name, U in composed_energies().items():
+        if name in ("A", "B"):
+            continue
         fp = FokkerPlanck(U, grid, temperature)
         pi = fp.gibbs.ravel()
         L = fp.generator
