@@ -127,6 +127,112 @@ def test_run_bad_config(tmp_path):
     bad.write_text("[energy]\ntype = 'Quadratic'\n")
     assert cli.main(["run", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
     assert cli.main(["run", "no_such_config", "-o", str(tmp_path / "x.h5")]) == 2
-    from fokkerplanck.runner import builtin_configs, load_config
+    from fokkerplanck.runner import REQUIRED, builtin_configs, load_config
+    assert {"eight_gaussians", "double_well", "composition", "ou", "theorem"} <= set(builtin_configs())
     for name in builtin_configs():  # shipped configs parse and name what they need
-        assert {"energy", "grid", "initial", "times"} <= set(load_config(name))
+        cfg = load_config(name)
+        assert set(REQUIRED[cfg.get("kind", "flows")]) <= set(cfg)
+    bad.write_text("kind = 'nope'\n[energy]\ntype = 'Quadratic'\n")
+    assert cli.main(["run", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
+
+
+OU = """
+temperature = 1.0
+[energy]
+type = "Quadratic"
+A = [[1.5, 0.5], [0.5, 0.8]]
+[grid]
+bounds = [[-7.0, 7.0], [-7.0, 7.0]]
+cells = 64
+[initial]
+type = "Gaussian"
+mean = [2.0, -1.0]
+cov = [[0.3, 0.0], [0.0, 0.5]]
+[times]
+stop = 0.6
+num = 31
+[fokker_planck]
+[continuity]
+method = "lagrangian"
+[deterministic_particles]
+n = 20000
+dt = 2e-3
+method = "rk4"
+seed = 2
+[stopping]
+eps = [1e-2]
+"""
+
+
+def test_run_ou_against_closed_forms_and_stopping(tmp_path):
+    """The OU run holds every flow against its closed form; the particle k* agrees
+    with the exact tau_det within its error bar, and with the step of minimal KL."""
+    import numpy as np
+
+    from fokkerplanck import Trajectory
+    from fokkerplanck.runner import load_config, read_run, run
+
+    p = tmp_path / "ou.toml"
+    p.write_text(OU)
+    out = tmp_path / "ou.h5"
+    run(load_config(p), out, progress=False, log=lambda *a: None)
+    r = read_run(out)
+    cf = r["closed-form"]
+    fp, det = Trajectory.load(out, "fokker-planck"), Trajectory.load(out, "continuity")
+    assert np.max(np.abs(fp.kl() - cf["kl_fokker_planck"]) / cf["kl_fokker_planck"]) < 2e-2  # O(h^2), h = 0.22
+    assert np.max(np.abs(det.kl() - cf["kl_continuity"])) < 1e-6   # Lagrangian point values, resolved Gaussians
+    d = r["deterministic-particles"]
+    z = np.abs(d["summaries/kl"] - cf["kl_continuity"]) / d["summaries/kl_se"]
+    assert z.max() < 4.5  # 31 saves of one ensemble (correlated): 4.5 SE
+    stops = {(s["name"], s["source"].split(" (")[0]): s for s in r["stopping"]}
+    exact = stops[("tau_det", "grid R_t")]["time"]
+    assert abs(exact - stops[("argmin KL", "grid KL")]["time"]) < 0.02 ** 2 * 10  # O(save spacing^2)
+    k = stops[("tau_det", "particle R_t")]
+    assert abs(k["time"] - exact) < 4 * k["stderr"] + 2e-3
+    assert abs(k["step"] - stops[("argmin KL", "particle tracked KL")]["step"]) <= 1 + 4 * k["stderr"] / 2e-3
+    lang = [s for s in r["stopping"] if s["name"].startswith("tau_Lang")]
+    certified = [s for s in lang if s["certified"]]
+    assert len(certified) == 1 and "Bakry-Emery" in certified[0]["source"]
+    assert certified[0]["c_ls"] == np.linalg.eigvalsh([[1.5, 0.5], [0.5, 0.8]]).min()
+
+
+def test_run_composition_counts_match_fokker_planck(tmp_path):
+    """Langevin samples of each composed energy land near the A and B centres as
+    often as the grid Fokker-Planck law at the same time predicts (binomial error),
+    and the stationary law of each generator is exp(-U)/Z."""
+    import numpy as np
+
+    from fokkerplanck.runner import read_run, run
+
+    cfg = {"kind": "composition", "grid": {"bounds": [[-9, 9], [-9, 9]], "cells": 72},
+           "initial": {"type": "Gaussian", "mean": [0.0, 0.0], "cov": 9.0},
+           "composition": {"n": 3000, "dt": 2e-3, "time": 1.0, "seed": 4}}
+    out = tmp_path / "comp.h5"
+    run(cfg, out, progress=False, log=lambda *a: None)
+    r = read_run(out)
+    for name in ("A", "B", "conjunction", "disjunction", "negation"):
+        g = r[name]
+        assert g["confining"] and g["stationary_error"] < 1e-12 + 1e-14 / g["spectral_gap"]
+        for c in ("A", "B"):
+            p = g[f"expected_{c}"] / 3000
+            sd = np.sqrt(3000 * p * (1 - p))
+            # 4 sd plus 1% of the count: dt = 2e-3 and the 72^2 grid bias the law by O(dt + h^2)
+            assert abs(g[f"count_{c}"] - g[f"expected_{c}"]) < 4 * sd + 0.01 * g[f"expected_{c}"] + 2, (name, c, g)
+    assert r["negation"]["count_A"] < 5 and r["A"]["count_A"] > 0.9 * 3000
+
+
+def test_run_theorem_double_well(tmp_path):
+    import numpy as np
+
+    from fokkerplanck import Trajectory
+    from fokkerplanck.runner import read_run, run
+
+    cfg = {"kind": "theorem", "energy": {"type": "DoubleWell", "dim": 1, "barrier": 1.0},
+           "grid": {"bounds": [[-3, 3]], "cells": 400}, "times": {"stop": 0.2, "num": 11}}
+    out = tmp_path / "th.h5"
+    run(cfg, out, progress=False, log=lambda *a: None)
+    th = read_run(out)["theorem"]
+    assert abs(th["ratio_at_target"] - 1) < 1e-10 and th["coefficient_rel_error"] < 1e-2
+    det, fp = Trajectory.load(out, "continuity"), Trajectory.load(out, "fokker-planck")
+    assert det.kl()[0] < 1e-12 and np.all(np.diff(det.kl()) > 0)   # leaves rho* at once
+    assert np.abs(fp.densities - fp.densities[0]).max() < 1e-12 * fp.densities.max()
