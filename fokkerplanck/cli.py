@@ -37,7 +37,47 @@ def _load(args, cmd: str):
         return None
 
 
+def _run_file(args):
+    """The ``fpk run`` summary of ``args.file`` when it is a run file and no group was
+    asked for; None otherwise."""
+    import h5py
+
+    from .runner import FORMAT, read_run
+
+    if args.group:
+        return None
+    try:
+        with h5py.File(args.file, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                return None
+    except OSError:
+        return None
+    return read_run(args.file)
+
+
+def _info_run(path, r) -> int:
+    print(f"{path}: fpk run, kind {r['kind']!r}, groups {r['groups']}")
+    for s in r.get("stopping", []):
+        extra = "".join(f", {k} {s[k]:.3g}" if isinstance(s[k], float) else f", {k} {s[k]}"
+                        for k in ("stderr", "step") if k in s)
+        print(f"  {s['name']:<22} {'t = ' + format(s['time'], '.6g') + extra:<40} [{s['source']}]")
+    for k, v in r.get("theorem", {}).items():
+        print(f"  {k:<28} {v:.6g}")
+    for name in ("A", "B", "conjunction", "disjunction", "negation"):
+        if name in r:
+            g = r[name]
+            print(f"  {name:<12} near A: {g['count_A']:>5} (Fokker-Planck {g['expected_A']:8.1f}, Gibbs "
+                  f"{g['expected_A_gibbs']:8.1f})   near B: {g['count_B']:>5} (Fokker-Planck {g['expected_B']:8.1f}, "
+                  f"Gibbs {g['expected_B_gibbs']:8.1f})")
+    if r["kind"] == "flows":
+        print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
+    return 0
+
+
 def _info(args) -> int:
+    r = _run_file(args)
+    if r is not None:
+        return _info_run(args.file, r)
     tr = _load(args, "info")
     if tr is None:
         return 2
@@ -53,12 +93,16 @@ def _info(args) -> int:
 
 
 def _plot(args) -> int:
-    from .plots import plot_trajectory
+    from .plots import plot_run, plot_trajectory
 
+    out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
+    if _run_file(args) is not None:
+        plot_run(args.file, out, steps=args.steps)
+        print(out)
+        return 0
     tr = _load(args, "plot")
     if tr is None:
         return 2
-    out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
     plot_trajectory(tr, out)
     print(out)
     return 0
@@ -83,6 +127,8 @@ def _run(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .runner import builtin_configs
+
     p = argparse.ArgumentParser(prog="fpk", description="Fokker-Planck / gradient-flow toolkit")
     sub = p.add_subparsers(dest="cmd")
     v = sub.add_parser("verify", help="run the battery of theory checks and print a table")
@@ -90,19 +136,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--only", nargs="*", help="run only these checks")
     v.set_defaults(func=_verify)
     r = sub.add_parser("run", help="an experiment from a TOML config (or a built-in name) into one HDF5 file")
-    r.add_argument("config", help="CONFIG.toml or a built-in name (eight_gaussians, double_well)")
+    r.add_argument("config", help="CONFIG.toml or a built-in name: " + ", ".join(builtin_configs()))
     r.add_argument("-o", "--output", required=True, help="output HDF5 file (written atomically)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_run)
     i = sub.add_parser("info", help="summary of a trajectory file (HDF5)")
     i.add_argument("file")
     i.add_argument("--rows", type=int, default=11, help="how many saved times to list")
-    i.add_argument("--group", help="flow of an fpk run file: fokker-planck or continuity")
+    i.add_argument("--group", help="one flow of an fpk run file: fokker-planck or continuity "
+                   "(default: the run's summary)")
     i.set_defaults(func=_info)
     pl = sub.add_parser("plot", help="figure of a trajectory file: snapshots, KL and R_t with stopping times")
     pl.add_argument("file")
     pl.add_argument("-o", "--output", help="image path (default: the file name with .png)")
-    pl.add_argument("--group", help="flow of an fpk run file: fokker-planck or continuity")
+    pl.add_argument("--group", help="one flow of an fpk run file: fokker-planck or continuity "
+                    "(default: the run's own figure)")
+    pl.add_argument("--steps", type=int, nargs="*", help="particle steps of the snapshots (fpk run files)")
     pl.set_defaults(func=_plot)
     return p
 

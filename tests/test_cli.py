@@ -194,6 +194,24 @@ def test_run_ou_against_closed_forms_and_stopping(tmp_path):
     certified = [s for s in lang if s["certified"]]
     assert len(certified) == 1 and "Bakry-Emery" in certified[0]["source"]
     assert certified[0]["c_ls"] == np.linalg.eigvalsh([[1.5, 0.5], [0.5, 0.8]]).min()
+    _check_run_figure(out, tmp_path, [f"predicted k* = {k['step']}", "step of minimal KL"])
+
+
+def _check_run_figure(out, tmp_path, texts):
+    """``fpk plot`` of a run file draws its figure with ``texts`` in it; ``fpk info`` summarises it."""
+    import matplotlib.image as mpimg
+
+    from fokkerplanck.plots import plot_run
+
+    png = tmp_path / "fig.png"
+    assert cli.main(["plot", str(out), "-o", str(png)]) == 0
+    img = mpimg.imread(png)
+    assert img.shape[0] > 300 and img.std() > 0.01
+    fig = plot_run(out)
+    drawn = " ".join(t.get_text() for ax in fig.axes for t in ax.texts + [ax.title])
+    for t in texts:
+        assert t in drawn, (t, drawn)
+    assert cli.main(["info", str(out)]) == 0
 
 
 def test_run_composition_counts_match_fokker_planck(tmp_path):
@@ -219,6 +237,7 @@ def test_run_composition_counts_match_fokker_planck(tmp_path):
             # 4 sd plus 1% of the count: dt = 2e-3 and the 72^2 grid bias the law by O(dt + h^2)
             assert abs(g[f"count_{c}"] - g[f"expected_{c}"]) < 4 * sd + 0.01 * g[f"expected_{c}"] + 2, (name, c, g)
     assert r["negation"]["count_A"] < 5 and r["A"]["count_A"] > 0.9 * 3000
+    _check_run_figure(out, tmp_path, [f"near A: {r['conjunction']['count_A']}"])
 
 
 def test_run_theorem_double_well(tmp_path):
@@ -236,3 +255,4 @@ def test_run_theorem_double_well(tmp_path):
     det, fp = Trajectory.load(out, "continuity"), Trajectory.load(out, "fokker-planck")
     assert det.kl()[0] < 1e-12 and np.all(np.diff(det.kl()) > 0)   # leaves rho* at once
     assert np.abs(fp.densities - fp.densities[0]).max() < 1e-12 * fp.densities.max()
+    _check_run_figure(out, tmp_path, ["R_0 - 1 ="])
