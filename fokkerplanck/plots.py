@@ -25,14 +25,14 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "", color=None):
+def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "", color=None, logscale=True):
     """KL(rho_t || rho*) against t on ``ax`` (log scale), with a +-2 stderr band and,
     for the deterministic flow, ``tau_det`` (R_t = 1) and the argmin of KL marked."""
     times, kl = np.asarray(times), np.asarray(kl)
     (line,) = ax.plot(times, kl, label=label, color=color)
     if stderr is not None:
         se = np.asarray(stderr)
-        ax.fill_between(times, np.maximum(kl - 2 * se, 1e-300), kl + 2 * se, color=line.get_color(), alpha=0.25,
+        ax.fill_between(times, kl - 2 * se, kl + 2 * se, color=line.get_color(), alpha=0.25,
                         lw=0, label=f"{label} +- 2 s.e.")
     if ratio is not None:
         td = tau_det(times, ratio)
@@ -43,7 +43,7 @@ def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "
                 label=f"argmin KL = {am.time:.4g}")
     ax.set_xlabel("time t")
     ax.set_ylabel("KL(rho_t || rho*)")
-    if np.all(kl > 0):
+    if logscale and np.all(kl > 0):
         ax.set_yscale("log")
     ax.set_title(f"KL to the Gibbs law{': ' + flow if flow else ''}")
     ax.legend(fontsize="small")
@@ -180,19 +180,19 @@ def _plot_flows(path, r, steps):
     cf = r.get("closed-form", {})
     if "fokker-planck" in tr:
         t = tr["fokker-planck"]
-        plot_kl(ax_kl, t.times, t.kl(), label="Langevin, grid", color="C1")
+        plot_kl(ax_kl, t.times, t.kl(), label="Langevin, grid", color="C1", logscale=False)
     if "continuity" in tr:
         t = tr["continuity"]
-        plot_kl(ax_kl, t.times, t.kl(), label="deterministic, grid", ratio=t.ratio(), color="C0")
+        plot_kl(ax_kl, t.times, t.kl(), label="deterministic, grid", ratio=t.ratio(), color="C0", logscale=False)
         ax_r.plot(t.times, t.ratio(), color="C0", label="deterministic, grid")
     if lang is not None and "kl_knn" in lang:
         plot_kl(ax_kl, lang["times"], lang["kl_knn"], stderr=lang["kl_knn_se"], label="Langevin, particles (kNN)",
-                color="C3")
+                color="C3", logscale=False)
     if det is not None:
         s = {k.split("/", 1)[1]: v for k, v in det.items() if k.startswith("summaries/")}
         if "kl" in s:
             plot_kl(ax_kl, det["times"], s["kl"], stderr=s["kl_se"], label="deterministic, particles (tracked)",
-                    color="C2")
+                    color="C2", logscale=False)
         ax_r.plot(det["times"], s["ratio"], color="C2", label="deterministic, particles")
         ax_r.fill_between(det["times"], s["ratio"] - 2 * s["ratio_se"], s["ratio"] + 2 * s["ratio_se"], color="C2",
                           alpha=0.25, lw=0, label="+- 2 s.e.")
@@ -202,9 +202,14 @@ def _plot_flows(path, r, steps):
     for s in stops:
         if s["name"].startswith("tau_Lang") and s.get("certified") and s["time"] <= ax_kl.get_xlim()[1]:
             ax_kl.axvline(s["time"], color="C1", ls="-.", lw=1, label=f"{s['name']} = {s['time']:.3g} (certified)")
+    grid_kl = np.concatenate([t.kl() for t in tr.values()] + [np.ravel(v) for k, v in cf.items() if k != "times"] or [np.ones(1)])
+    if np.all(grid_kl[np.isfinite(grid_kl)] > 0):  # log scale set by the exact curves; noisy estimates near 0 drop out
+        ax_kl.set_yscale("log")
+        ax_kl.set_ylim(0.5 * grid_kl.min(), 2 * grid_kl.max())
     ax_kl.set_title("KL(rho_t || rho*): grid (lines), particles (+- 2 s.e. bands)")
     ax_kl.legend(fontsize="x-small")
     ax_r.axhline(1.0, color="k", lw=0.8, ls=":")
+    ax_r.set_ylim(0, 3)  # what matters is the crossing of 1; R_t grows without bound as the flow concentrates
     if kstar is not None:
         ax_r.axvspan(kstar["time"] - 2 * kstar["stderr"], kstar["time"] + 2 * kstar["stderr"], color="C2", alpha=0.15)
         ax_r.axvline(kstar["time"], color="C2", ls="--", lw=1)
