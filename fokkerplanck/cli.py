@@ -15,7 +15,13 @@ def _verify(args) -> int:
     if unknown:
         print(f"unknown checks {sorted(unknown)}; known: {sorted(CHECKS)}", file=sys.stderr)
         return 2
-    checks = run_checks(names, quick=args.quick,
+    import time
+
+    from .verify import Report, write_summary
+
+    report = None if args.no_report else Report(args.report)
+    t0 = time.perf_counter()
+    checks = run_checks(names, quick=args.quick, report=report,
                         progress=lambda n, s: print(f"  [{n}] done in {s:.1f} s", file=sys.stderr))
     w = max(len(c.name) for c in checks)
     print(f"{'check':<{w}}  {'measured':>12}  {'tolerance':>10}  result")
@@ -23,6 +29,8 @@ def _verify(args) -> int:
         print(f"{c.name:<{w}}  {c.value:12.4g}  {c.tolerance:10.3g}  {'PASS' if c.passed else 'FAIL'}")
     failed = [c for c in checks if not c.passed]
     print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    if report is not None:
+        print(f"report: {write_summary(report, checks, quick=args.quick, seconds=time.perf_counter() - t0)}")
     return 0 if not failed else 1
 
 
@@ -134,6 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("verify", help="run the battery of theory checks and print a table")
     v.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
     v.add_argument("--only", nargs="*", help="run only these checks")
+    v.add_argument("--report", default="fpk-verify-report", metavar="DIR",
+                   help="folder for the report: summary.md, checks.json, figures, HDF5 files (default: %(default)s)")
+    v.add_argument("--no-report", action="store_true", help="print the table only")
     v.set_defaults(func=_verify)
     r = sub.add_parser("run", help="an experiment from a TOML config (or a built-in name) into one HDF5 file")
     r.add_argument("config", help="CONFIG.toml or a built-in name: " + ", ".join(builtin_configs()))

@@ -134,6 +134,12 @@ class Energy:
         v, g, lap, h = _kernel_loop(self.kernels, self.has_hessian)(X, self.params)
         return {"value": v, "grad": g, "lap": lap, "hess": h if self.has_hessian else None}
 
+    def lap_and_grad2(self, x):
+        """``(lap U, |grad U|^2)`` at points (N, d) by the compiled kernels, in parallel:
+        the particle summaries' hot path (R_t at every save)."""
+        X, _ = points(x, self.dim)
+        return _lap_grad2_loop(self.kernels)(np.ascontiguousarray(X), self.params)
+
     @property
     def has_hessian(self) -> bool:
         """False when a user-defined part gave no Hessian kernel."""
@@ -203,6 +209,30 @@ def _kernel_loop(k: Kernels, with_hess: bool = True):
             return v, g, lp, h
 
         _LOOPS[key] = (k, loop)  # keep k alive so ids stay unique
+    return _LOOPS[key][1]
+
+
+def _lap_grad2_loop(k: Kernels):
+    key = (tuple(id(f) for f in k), "lap_grad2")
+    if key not in _LOOPS:
+        _, grad, lap, _ = k
+
+        @pjit
+        def loop(X, p):
+            n, d = X.shape
+            lp = np.empty(n)
+            g2 = np.empty(n)
+            for i in prange(n):
+                g = np.empty(d)
+                grad(X[i], p, g)
+                lp[i] = lap(X[i], p)
+                s = 0.0
+                for j in range(d):
+                    s += g[j] * g[j]
+                g2[i] = s
+            return lp, g2
+
+        _LOOPS[key] = (k, loop)
     return _LOOPS[key][1]
 
 
@@ -522,10 +552,54 @@ def _gm_grad(x, p, out):
 
 
 @jit(cache=True)
+def _gm_lap2(x, p):
+    """2D fast path of :func:`_gm_lap`, no allocation: pass 1 finds the log-sum-exp
+    and gbar online (as the gradient does), pass 2 sums r_k (tr P_k - |g_k - gbar|^2)."""
+    K = int(p[0])
+    m = -np.inf
+    s = 0.0
+    b0 = 0.0
+    b1 = 0.0
+    x0 = x[0]
+    x1 = x[1]
+    for k in range(K):
+        off = 1 + 7 * k
+        y0 = x0 - p[off + 1]
+        y1 = x1 - p[off + 2]
+        g0 = p[off + 3] * y0 + p[off + 4] * y1
+        g1 = p[off + 5] * y0 + p[off + 6] * y1
+        lk = p[off] - 0.5 * (y0 * g0 + y1 * g1)
+        if lk > m:
+            sc = math.exp(m - lk)
+            s *= sc
+            b0 *= sc
+            b1 *= sc
+            m = lk
+        w = math.exp(lk - m)
+        s += w
+        b0 += w * g0
+        b1 += w * g1
+    b0 /= s
+    b1 /= s
+    lap = 0.0
+    for k in range(K):
+        off = 1 + 7 * k
+        y0 = x0 - p[off + 1]
+        y1 = x1 - p[off + 2]
+        g0 = p[off + 3] * y0 + p[off + 4] * y1
+        g1 = p[off + 5] * y0 + p[off + 6] * y1
+        lk = p[off] - 0.5 * (y0 * g0 + y1 * g1)
+        lap += math.exp(lk - m) * (p[off + 3] + p[off + 6] - (g0 - b0) ** 2 - (g1 - b1) ** 2)
+    return lap / s
+
+
+@jit(cache=True)
 def _gm_lap(x, p):
     # lap U = sum_k r_k tr P_k - sum_k r_k |g_k - gbar|^2   (a variance: no cancellation)
-    K = int(p[0])
     d = x.shape[0]
+    if d == 2:
+        return _gm_lap2(x, p)
+    K = int(p[0])
     stride = 1 + d + d * d
     r = np.empty(K)
     g = np.empty(d)

@@ -1,8 +1,11 @@
 """The battery of theory checks behind ``fpk verify``.
 
-Each check is a function ``check(quick: bool) -> list[Check]`` registered with
-:func:`register`; every :class:`Check` carries the measured value, the
-tolerance and whether it passed.  Tests call the same functions.
+Each check is a function ``check(quick: bool, report: Report | None) -> list[Check]``
+registered with :func:`register`; every :class:`Check` carries the measured
+value, the tolerance and whether it passed.  Tests call the same functions.
+With a :class:`Report`, checks also leave their trajectories (HDF5) and
+figures (PNG) in the report folder, and :func:`write_summary` writes
+``summary.md`` (the table, the figures, the files) and ``checks.json``.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["Check", "register", "run_checks", "CHECKS"]
+__all__ = ["Check", "Report", "register", "run_checks", "write_summary", "CHECKS"]
 
 
 @dataclass(frozen=True)
@@ -22,9 +25,36 @@ class Check:
     tolerance: float
     passed: bool
     detail: str = ""
+    group: str = ""
 
 
-CHECKS: dict[str, Callable[[bool], list[Check]]] = {}
+CHECKS: dict[str, Callable[..., list[Check]]] = {}
+
+
+class Report:
+    """A report folder: checks save their artefacts here as they go, so a crash
+    loses only the check that was running."""
+
+    def __init__(self, path):
+        import pathlib
+
+        self.path = pathlib.Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.files: dict[str, list[str]] = {}
+        self._check = "?"
+
+    def _add(self, name) -> str:
+        self.files.setdefault(self._check, []).append(name)
+        return str(self.path / name)
+
+    def trajectory(self, name: str, tr) -> None:
+        tr.save(self._add(f"{name}.h5"))
+
+    def figure(self, name: str, fig) -> None:
+        import matplotlib.pyplot as plt
+
+        fig.savefig(self._add(f"{name}.png"), dpi=100)
+        plt.close(fig)
 
 
 def register(fn):
@@ -37,7 +67,7 @@ def below(name, value, tol, detail=""):
 
 
 @register
-def check_energies(quick: bool = True) -> list[Check]:
+def check_energies(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Closed-form log-partition functions against grid quadrature; numba kernels
     against the vectorised methods far from every centre."""
     from . import energies as E
@@ -58,19 +88,52 @@ def check_energies(quick: bool = True) -> list[Check]:
     ]
 
 
-def run_checks(names=None, quick: bool = True, progress=None) -> list[Check]:
+def run_checks(names=None, quick: bool = True, progress=None, report: Report | None = None) -> list[Check]:
     out = []
     for name in names or list(CHECKS):
         t0 = time.perf_counter()
-        res = CHECKS[name](quick)
+        if report is not None:
+            report._check = name
+        res = CHECKS[name](quick, report)
         if progress:
             progress(name, time.perf_counter() - t0)
-        out += res
+        out += [Check(c.name, float(c.value), float(c.tolerance), bool(c.passed), c.detail, name) for c in res]
     return out
 
 
+def write_summary(report: Report, checks: list[Check], *, quick: bool, seconds: float) -> str:
+    """``summary.md`` and ``checks.json`` in the report folder; returns the summary's path."""
+    import json
+    import platform
+
+    from . import __version__
+
+    failed = [c for c in checks if not c.passed]
+
+    def esc(text):  # a | inside a markdown table cell
+        return text.replace("|", "\\|")
+
+    lines = [f"# fpk verify{' --quick' if quick else ''}: {len(checks) - len(failed)} passed, {len(failed)} failed",
+             "", f"fokkerplanck {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s.", ""]
+    for group in dict.fromkeys(c.group for c in checks):
+        doc = (CHECKS[group].__doc__ or "").strip().replace("\n    ", " ")
+        lines += [f"## {group}", "", doc, "", "| check | measured | tolerance | result | note |", "|---|---|---|---|---|"]
+        lines += [f"| {esc(c.name)} | {c.value:.4g} | {c.tolerance:.3g} | {'PASS' if c.passed else '**FAIL**'} | "
+                  f"{esc(c.detail)} |" for c in checks if c.group == group]
+        for f in report.files.get(group, []):
+            lines += ["", f"![{f}]({f})" if f.endswith(".png") else f"Data: [`{f}`]({f}) (`fpk info {f}`)"]
+        lines.append("")
+    (report.path / "checks.json").write_text(json.dumps(
+        [{"group": c.group, "name": c.name, "value": c.value, "tolerance": c.tolerance, "passed": bool(c.passed),
+          "detail": c.detail} for c in checks], indent=1))
+    out = report.path / "summary.md"
+    out.write_text("\n".join(lines))
+    return str(out)
+
+
 @register
-def check_fokker_planck(quick: bool = True) -> list[Check]:
+def check_fokker_planck(quick: bool = True, report: Report | None = None) -> list[Check]:
     """OU closed forms (density, KL) and second-order convergence; Lyapunov decay
     of KL along Fokker-Planck and d/dt KL = -T I; Gibbs law stationary."""
     import warnings
@@ -100,6 +163,11 @@ def check_fokker_planck(quick: bool = True) -> list[Check]:
         warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2 at t = 0
         tr = fp.solve(densities.Gaussian([0, 0], 9.0), times)
     kl = tr.kl()
+    if report is not None:
+        from .plots import plot_trajectory
+
+        report.trajectory("ring_fokker_planck", tr)
+        report.figure("ring_fokker_planck", plot_trajectory(tr))
     out.append(below("ring: max increase of KL between saves (Lyapunov)", max(np.diff(kl).max(), 0.0), 0.0))
     out.append(below("ring: mass error", np.abs(tr.mass() - 1).max(), 1e-12))
     I = fp.solve(densities.Gaussian([0, 0], 9.0), [1.0]).fisher()[0]
@@ -112,7 +180,7 @@ def check_fokker_planck(quick: bool = True) -> list[Check]:
 
 
 @register
-def check_deterministic(quick: bool = True) -> list[Check]:
+def check_deterministic(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Deterministic flow: OU closed forms (forward Lagrangian), tau_det = argmin KL
     (exact flow, grid Lagrangian, finite volumes), the non-stationarity theorem."""
     import warnings
@@ -142,6 +210,11 @@ def check_deterministic(quick: bool = True) -> list[Check]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2
             tr = Continuity(U, g, method=method).solve(rho0, times)
+        if report is not None:
+            from .plots import plot_trajectory
+
+            report.trajectory(f"ring_continuity_{method}", tr)
+            report.figure(f"ring_continuity_{method}", plot_trajectory(tr))
         out.append(below(f"ring: |tau_det - argmin KL|, {method} {g.cells[0]}^2",
                          abs(tau_det(times, tr.ratio()).time - kl_argmin(times, tr.kl()).time), times[1],
                          "tolerance: the save spacing"))
@@ -157,7 +230,7 @@ def check_deterministic(quick: bool = True) -> list[Check]:
 
 
 @register
-def check_particles(quick: bool = True) -> list[Check]:
+def check_particles(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Particles against the grid: k-NN KL of a Langevin ensemble vs the Fokker-Planck
     KL; tracked-log-density KL of a deterministic ensemble vs the exact flow."""
     import particles
@@ -173,9 +246,19 @@ def check_particles(quick: bool = True) -> list[Check]:
     g = Grid([(-10, 10)] * 2, 160 if quick else 320)
     rho0 = densities.Gaussian([0, 0], 4.0).on_grid(g)
     n = 30_000 if quick else 200_000
-    r = particles.langevin(U, g.sample(rho0, n, seed=1), 2e-3, 500, seed=2)
-    kl_grid = FokkerPlanck(U, g).solve(rho0, [1.0]).kl()[0]
+    r = particles.langevin(U, g.sample(rho0, n, seed=1), 2e-3, 500, seed=2, save_every=50 if report else None)
+    tr = FokkerPlanck(U, g).solve(rho0, r.times)
+    kl_grid = tr.kl()[-1]
     e = est.kl_knn(r.positions[-1], U)
+    if report is not None:
+        from .plots import _plt, plot_kl
+
+        knn = [est.kl_knn(x, U) for x in r.positions]
+        fig, ax = _plt().subplots(figsize=(7, 4.5), layout="constrained")
+        plot_kl(ax, tr.times, tr.kl(), label="grid Fokker-Planck", color="C1")
+        plot_kl(ax, r.times, [k.value for k in knn], stderr=[k.stderr for k in knn], color="C3",
+                label=f"{n} Langevin particles (EM, dt = 2e-3), kNN", flow="eight Gaussians from N(0, 4 I)")
+        report.figure("ring_particles_kl", fig)
     out = [Check("ring: |kNN KL - grid KL| / stderr at t = 1", abs(e.value - kl_grid) / e.stderr, 4.0,
                  abs(e.value - kl_grid) < 4 * e.stderr + 1e-2, "plus 1e-2 for the O(dt) and grid bias")]
     G = densities.Gaussian([0, 0], 4.0)
@@ -186,11 +269,29 @@ def check_particles(quick: bool = True) -> list[Check]:
     s = f.summaries
     out.append(Check("ring: |tracked KL - Lagrangian KL| / stderr at t = 0.3", abs(s["kl"][-1] - ref) / s["kl_se"][-1],
                      4.0, abs(s["kl"][-1] - ref) < 4 * s["kl_se"][-1] + 2e-3))
+    # tau_det = argmin KL for particles: along each path d/dt [log rho_t + U/T](X_t) = lap U - |grad U|^2 / T,
+    # so the ensemble's tracked KL is stationary exactly where its own R_t crosses 1, whatever N.
+    from .stopping import kl_argmin, tau_det
+
+    G9 = densities.Gaussian([0, 0], 9.0)
+    x0 = G9.sample(n // 3, seed=4)  # the identity holds for any N; N sets only the error bar vs the exact time
+    f = particles.gradient_flow(U, x0, 1e-3, 400, method="rk4", save_every=5, track_logdensity=True,
+                                logrho0=G9.logpdf(x0))
+    s = f.summaries
+    td = tau_det(f.times, s["ratio"], stderr=s["ratio_se"])
+    am = kl_argmin(f.times, s["kl"])
+    out.append(below("ring: |tau_det - argmin KL|, particles (RK4, dt = 1e-3)", abs(td.time - am.time), 5e-4,
+                     "tolerance: 1/10 of the save spacing"))
+    times = np.linspace(0, 0.4, 81)
+    exact = tau_det(times, forward_lagrangian(U, G9, times, nodes=40).ratio).time
+    out.append(Check("ring: |tau_det particles - tau_det exact| / stderr", abs(td.time - exact) / td.stderr, 4.0,
+                     abs(td.time - exact) < 4 * td.stderr + 1e-4,
+                     f"particles {td.time:.5f} +- {td.stderr:.1g} (k* = {td.step(1e-3)}), exact {exact:.5f}"))
     return out
 
 
 @register
-def check_stopping(quick: bool = True) -> list[Check]:
+def check_stopping(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Langevin stopping: grid KL at tau_Lang(eps) is below eps for a certified C_LS."""
     from . import densities
     from . import energies as E
@@ -209,20 +310,73 @@ def check_stopping(quick: bool = True) -> list[Check]:
     for eps in (1e-2, 1e-4):
         tau = tau_lang(eps, kl0, c).time
         out.append(below(f"OU: KL(tau_Lang(eps={eps:g})) / eps, {c.source}", fp.solve(rho0, [tau]).kl()[0] / eps, 1.0))
+    if report is not None:
+        from .plots import _plt, plot_kl
+
+        tr = fp.solve(rho0, np.linspace(0, 1.1 * tau_lang(1e-4, kl0, c).time, 60))
+        fig, ax = _plt().subplots(figsize=(7, 4.5), layout="constrained")
+        plot_kl(ax, tr.times, tr.kl(), label="grid Fokker-Planck", flow="OU")
+        ax.plot(tr.times, kl0 * np.exp(-2 * c.value * tr.times), "k:", label="KL_0 exp(-2 C_LS t)")
+        for eps, col in ((1e-2, "C2"), (1e-4, "C3")):
+            ax.axhline(eps, color=col, lw=0.8, ls=":")
+            ax.axvline(tau_lang(eps, kl0, c).time, color=col, ls="--", label=f"tau_Lang(eps={eps:g}), {c!r}")
+        ax.legend(fontsize="x-small")
+        report.figure("ou_tau_lang", fig)
     return out
 
 
 @register
-def check_composition(quick: bool = True) -> list[Check]:
+def check_composition(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Composition keeps a Gibbs invariant law: conjunction, disjunction, negation of
-    the paper's experts A and B are confining and exp(-U)/Z is the stationary law."""
+    the paper's experts A and B are confining and exp(-U)/Z is the stationary law;
+    5000 Langevin samples of each land near the A and B centres as often as the grid
+    Fokker-Planck law at the same time predicts."""
+    from . import densities
     from .grid import Grid
     from .theory import composition_check
 
     out = []
-    for name, r in composition_check(Grid([(-9, 9)] * 2, 96 if quick else 192)).items():
+    grid = Grid([(-9, 9)] * 2, 96 if quick else 192)
+    if report is not None:
+        from .plots import _plt
+        from .theory import composed_energies
+
+        laws = composed_energies()
+        fig, axes = _plt().subplots(1, len(laws), figsize=(3.2 * len(laws), 3.6), layout="constrained")
+        for ax, (name, U) in zip(axes, laws.items()):
+            ax.imshow(grid.gibbs(U).T, origin="lower", extent=(-9, 9, -9, 9), cmap="viridis")
+            ax.set_title(f"exp(-U)/Z: {name}", fontsize="small")
+            ax.set_xlabel("x_1")
+            ax.set_ylabel("x_2")
+        report.figure("composition_gibbs_laws", fig)
+    for name, r in composition_check(grid).items():
         out += [Check(f"{name}: confining on [-9, 9]^2", float(r.confining), 1.0, r.confining),
                 below(f"{name}: ||L rho*|| / (||L|| ||rho*||)", r.residual, 1e-14),
                 below(f"{name}: stationary law vs exp(-U)/Z (L1)", r.forward_error, r.forward_tolerance,
                       f"tolerance 1e-12 + 1e-14 / gap, gap = {r.spectral_gap:.3g}")]
+    # Langevin samples near the A and B centres against the grid law at the same time
+    cfg = {"kind": "composition", "grid": {"bounds": [[-9, 9], [-9, 9]], "cells": 64 if quick else 128},
+           "initial": {"type": "Gaussian", "mean": [0.0, 0.0], "cov": 9.0},
+           "composition": {"n": 5000, "dt": 2e-3, "time": 1.0 if quick else 2.0, "seed": 1}}
+    if report is not None:
+        from .plots import plot_run
+        from .runner import read_run, run
+
+        path = report._add("composition.h5")
+        run(cfg, path, progress=False, log=lambda *a: None)
+        report.figure("composition_samples", plot_run(path))
+        res = read_run(path)
+    else:
+        from .runner import composition_experiment
+
+        res = composition_experiment(Grid(*cfg["grid"].values()), densities.Gaussian([0, 0], 9.0),
+                                     log=lambda *a: None, **cfg["composition"])
+    from .runner import counts_agree
+
+    for name in ("A", "B", "conjunction", "disjunction", "negation"):
+        for key in ("A", "B"):
+            z, allowed = counts_agree(res[name], key, 5000)
+            out.append(Check(f"{name}: Langevin count near {key} centres vs Fokker-Planck, in sd", z, allowed,
+                             z <= allowed, f"{res[name][f'count_{key}']} vs {res[name][f'expected_{key}']:.1f}"
+                             f" (Gibbs {res[name][f'expected_{key}_gibbs']:.1f}); 4 sd + 1% + 2"))
     return out

@@ -173,8 +173,7 @@ def ratio(x, energy, temperature: float = 1.0) -> dict:
     """``E[lap U]``, ``E[|grad U|^2]`` and ``R = T E[lap U] / E[|grad U|^2]`` with CLT errors
     (delta method for the ratio)."""
     X, _ = points(x, energy.dim)
-    a = energy.laplacian(X)
-    b = np.sum(energy.grad(X) ** 2, axis=1)
+    a, b = energy.lap_and_grad2(X)
     n = X.shape[0]
     ma, mb = a.mean(), b.mean()
     if mb == 0:  # every particle at a critical point: R undefined
