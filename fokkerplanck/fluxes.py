@@ -120,7 +120,9 @@ def sg_fisher(grid, U, temperature: float, rho, fs: FaceSet | None = None) -> np
     u_e = np.asarray(U, dtype=float).ravel()
     delta = (u_e[fs.right] - u_e[fs.left]) / float(temperature)
     bp, bm = bernoulli(delta), bernoulli(-delta)
-    R = np.asarray(rho).reshape(-1, grid.size)
+    # round-off negatives (~1e-34 from the spectral phase) and exact zeros: floored at the
+    # smallest normal double, so each such face adds ~1e-300 instead of nan
+    R = np.maximum(np.asarray(rho, dtype=float).reshape(-1, grid.size), np.finfo(float).tiny)
     rl, rr = R[:, fs.left], R[:, fs.right]
     flux = bm * rr - bp * rl
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -38,6 +38,7 @@ import warnings
 from functools import cached_property
 
 import numpy as np
+from scipy.special import logsumexp
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
@@ -197,7 +198,17 @@ class FokkerPlanck:
         t, j, mv1 = 0.0, 0, 0
         seg = 4.0 / rate
         bar = _progress(progress, int(times.size), "Fokker-Planck (exact)")
-        while j < times.size and math.sqrt(np.sum(rho * rho / pi_n) * vol) > CHI_MAX:
+        log_pi = np.log(pi_n, out=np.full(n, -np.inf), where=pi_n > 0)
+        if np.any(pi_n == 0):  # underflow at the walls: the exact log, not log(0)
+            lp = -self.U.ravel() / self.temperature
+            log_pi = lp - (logsumexp(lp) + math.log(vol))
+
+        def log_chi(r):
+            """``log sqrt(1 + chi^2(r || pi))`` without overflow or 0/0 where pi underflows."""
+            pos = r > 0
+            return 0.5 * (logsumexp(2 * np.log(r[pos]) - log_pi[pos]) + math.log(vol))
+
+        while j < times.size and log_chi(rho) > math.log(CHI_MAX):
             t_next = min(t + seg, times[-1])
             inside = np.flatnonzero((times > t) & (times <= t_next))
             tt = np.concatenate([times[inside] - t, [t_next - t]])

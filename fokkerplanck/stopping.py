@@ -134,7 +134,7 @@ def observed_rate(trajectory, *, kl_floor: float = 1e-10) -> LSConstant:
 
 def tau_lang(eps: float, kl0: float, c_ls: LSConstant) -> StoppingTime:
     """``tau_Lang(eps) = log(KL_0 / eps) / (2 C_LS)`` (0 when KL_0 <= eps)."""
-    if eps <= 0 or kl0 < 0 or c_ls.value <= 0:
+    if not (eps > 0 and kl0 >= 0 and c_ls.value > 0):  # also rejects NaN
         raise ValueError(f"need eps > 0, KL_0 >= 0 and C_LS > 0; got {eps}, {kl0}, {c_ls.value}")
     t = max(0.0, float(np.log(kl0 / eps)) / (2 * c_ls.value)) if kl0 > 0 else 0.0
     return StoppingTime(t, -1, f"tau_Lang(eps={eps:g}) with {c_ls!r}")

@@ -271,3 +271,21 @@ def test_trajectory_diagnostics_gaussian():
     assert tr.ratio()[0] == pytest.approx(R, rel=2e-3)
     assert tr.fisher()[0] == pytest.approx(D.gaussian_fisher(m, S, A, [0, 0], T), rel=5e-3)
     assert tr.expect(lambda X: X[:, 0])[0] == pytest.approx(m[0], abs=1e-3)
+
+
+def test_gibbs_underflow_at_the_walls_keeps_fisher_and_phases_finite():
+    """Double well on [-6, 6]: exp(-U) underflows to 0 at the walls (U(6) = 1225).
+    The two-phase solver must still start with uniformisation (its chi^2 test once
+    read 0/0 = nan as 'small'), and the Fisher information must stay finite and
+    satisfy d/dt KL = -T I (round-off negatives of ~1e-34 once gave log(<0) = nan)."""
+    U = E.DoubleWell(1)
+    g = Grid([(-6, 6)], 1200)
+    fp = FokkerPlanck(U, g)
+    assert np.any(fp.gibbs == 0)
+    tr = fp.solve(densities.Gaussian([0.0], 1.0), np.linspace(0, 1, 11))
+    assert tr.info["uniformisation_until"] > 0
+    I = tr.fisher()
+    assert np.all(np.isfinite(I)) and np.all(I > 0)
+    h = 1e-3
+    k = fp.solve(densities.Gaussian([0.0], 1.0), [0.5 - h, 0.5 + h]).kl()
+    assert abs((k[1] - k[0]) / (2 * h) + I[5]) < 1e-4 * I[5]
