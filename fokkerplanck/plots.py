@@ -12,7 +12,9 @@ __all__ = ["plot_trajectory", "plot_kl", "plot_snapshots"]
 def _plt():
     import matplotlib
 
-    if matplotlib.get_backend().lower() not in ("agg", "pdf", "svg") and not _has_display():
+    backend = matplotlib.get_backend().lower()
+    # a GUI backend with no display to draw on: fall back to Agg (Jupyter's inline backend is kept)
+    if backend not in ("agg", "pdf", "svg") and not backend.startswith("module://") and not _has_display():
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
