@@ -23,7 +23,7 @@ import numpy as np
 from fokkerplanck._validate import finite_array, positive_float
 from fokkerplanck.trajectory import atomic_h5
 
-from . import estimators as est
+from . import summaries as sm
 from .integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
 from .rng import seed_key
 
@@ -59,31 +59,21 @@ class Ensemble:
     acceptance: np.ndarray | None
     meta: dict = field(default_factory=dict)
     path: str | None = None
+    block_stats: list | None = None   # per save, the mergeable statistics behind ``summaries``
+    status: np.ndarray | None = None  # per particle: 0 alive, 1 left the box, 2 non-finite
 
     def __repr__(self):
         return (f"Ensemble({self.meta.get('scheme')}, N={self.meta.get('n_particles')}, "
                 f"{self.times.size} saves to t={self.times[-1]:g}, escaped={self.escaped}, nonfinite={self.nonfinite})")
 
 
-def _summaries(X, energy, T, logrho, log_z):
-    if X.shape[0] < 2:  # nothing left to average: same keys, NaN values
-        d = energy.dim
-        out = {"mean": np.full(d, np.nan), "mean_se": np.full(d, np.nan), "cov": np.full((d, d), np.nan),
-               "cov_se": np.full((d, d), np.nan)}
-        out.update({k: np.nan for k in ("e_lap", "e_lap_se", "e_grad2", "e_grad2_se", "ratio", "ratio_se")})
-        if logrho is not None and log_z is not None:
-            out["kl"] = out["kl_se"] = np.nan
-        return out
-    m = est.moments(X)
-    r = est.ratio(X, energy, T)
-    out = {"mean": m["mean"], "mean_se": m["mean_se"], "cov": m["cov"], "cov_se": m["cov_se"],
-           "e_lap": r["e_lap"].value, "e_lap_se": r["e_lap"].stderr,
-           "e_grad2": r["e_grad2"].value, "e_grad2_se": r["e_grad2"].stderr,
-           "ratio": r["ratio"].value, "ratio_se": r["ratio"].stderr}
+def _save_stats(X, ok, energy, T, logrho, log_z):
+    """Block statistics of one save (:mod:`particles.summaries`)."""
+    ell = None
     if logrho is not None and log_z is not None:
-        k = est.kl_tracked(X, logrho, energy, T, log_partition=log_z)
-        out["kl"], out["kl_se"] = k.value, k.stderr
-    return out
+        with np.errstate(invalid="ignore", over="ignore"):  # frozen non-finite particles are masked out
+            ell = logrho + np.asarray(energy.value(X)) / T + log_z
+    return sm.block_stats(X, ok, energy, T, ell)
 
 
 def _check_common(energy, x0, dt, n_steps, save_every, box):
@@ -139,7 +129,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     path = None if store in ("memory", "summaries") else os.fspath(store)
     positions = np.empty((ns, n, d)) if keep else None
     logs = np.empty((ns, n)) if (logrho is not None and keep) else None
-    summ: list[dict] = []
+    stats: list[np.ndarray] = []
     alive = np.empty(ns, dtype=np.int64)
     status = np.zeros(n, dtype=np.int8)
     bar = None
@@ -160,7 +150,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             if logrho is not None:
                 f["logdensity"][j] = logrho
         if summaries:
-            summ.append(_summaries(X[ok], energy, T, None if logrho is None else logrho[ok], log_z))
+            stats.append(_save_stats(X, ok, energy, T, logrho, log_z))
 
     def loop(f):
         record(0, f)
@@ -184,13 +174,14 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             f["steps"] = np.array(save_steps)
             loop(f)
             f["alive"] = alive
+            summ_arrays = _summary_arrays(stats, d, T, logrho is not None and log_z is not None)
             g = f.create_group("summaries")
-            for key in (summ[0] if summ else ()):
-                g[key] = np.array([s[key] for s in summ])
+            for key, v in summ_arrays.items():
+                g[key] = v
     if bar is not None:
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
-    summ_arrays = {key: np.array([s[key] for s in summ]) for key in (summ[0] if summ else ())}
+    summ_arrays = _summary_arrays(stats, d, T, logrho is not None and log_z is not None)
     escaped = int(np.sum(status == 1))
     nonfinite = int(np.sum(status == 2))
     if nonfinite:
@@ -200,12 +191,18 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
         warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
                       RuntimeWarning, stacklevel=3)
     return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summ_arrays, alive, escaped,
-                    nonfinite, None, meta, path)
+                    nonfinite, None, meta, path, stats if summaries else None, status)
+
+
+def _summary_arrays(stats, d, T, has_kl) -> dict:
+    summ = [sm.summaries(S, d, T, has_kl=has_kl) for S in stats]
+    return {key: np.array([s[key] for s in summ]) for key in (summ[0] if summ else ())}
 
 
 def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
              save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
-             index_offset: int = 0, summaries: bool = True, progress: bool = False) -> Ensemble:
+             index_offset: int = 0, summaries: bool = True, progress: bool = False, client=None,
+             shard_size: int | None = None) -> Ensemble:
     """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
 
     method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
@@ -218,13 +215,26 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
         ensemble computes exactly the bits of those particles in the whole).
     summaries : compute the per-save summaries (moments, R_t with error bars);
         False skips that numpy work (benchmarks, or when only positions matter).
+    client, shard_size : a ``dask.distributed.Client`` runs the ensemble in shards of
+        about ``shard_size`` particles (default four per worker), bit-identical to
+        the in-process run (:mod:`particles.distributed`).  ``x0`` may then also be
+        an initial law drawn on the workers (:class:`particles.distributed.GaussianInit`).
     """
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
-    X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
-    T = positive_float(temperature, "temperature")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    if client is not None:
+        from .distributed import run_sharded
+
+        return run_sharded("langevin", energy, x0, client=client, shard_size=shard_size, progress=progress, dt=dt,
+                           n_steps=n_steps, method=method, temperature=temperature, save_every=save_every, seed=seed,
+                           box=box, store=store, log_partition=log_partition, index_offset=index_offset,
+                           summaries=summaries)
+    if hasattr(x0, "sample_range"):
+        x0 = x0.sample_range(0, x0.shape[0])
+    X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
+    T = positive_float(temperature, "temperature")
     k0, k1 = seed_key(seed)
     if method != "mala":
         _stability(energy, X, dt)
@@ -251,7 +261,8 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
 
 def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler", save_every: int | None = None,
                   track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
-                  box=None, store="memory", progress: bool = False) -> Ensemble:
+                  box=None, store="memory", progress: bool = False, client=None,
+                  shard_size: int | None = None) -> Ensemble:
     """Deterministic flow ``dX/dt = -grad U(X)`` for the particles ``x0`` (N, d).
 
     method : ``"euler"``, ``"heun"``, ``"rk4"``.
@@ -262,9 +273,23 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
     temperature, log_partition : the reference ``rho* ~ exp(-U/T)`` of the tracked KL
         summary (``log Z`` from the energy's closed form when not given; without
         either, no KL summary).
+    client, shard_size : run in shards on a Dask cluster (see :func:`langevin`);
+        ``logrho0`` may then be an array or an object with ``logpdf`` (evaluated
+        on each shard's particles).
     """
     if method not in FLOW_SCHEMES:
         raise ValueError(f"method must be one of {sorted(FLOW_SCHEMES)}, got {method!r}")
+    if client is not None:
+        from .distributed import run_sharded
+
+        return run_sharded("gradient", energy, x0, client=client, shard_size=shard_size, logrho0=logrho0,
+                           progress=progress, dt=dt, n_steps=n_steps, method=method, save_every=save_every,
+                           track_logdensity=track_logdensity, temperature=temperature, log_partition=log_partition,
+                           box=box, store=store)
+    if hasattr(x0, "sample_range"):
+        x0 = x0.sample_range(0, x0.shape[0])
+    if hasattr(logrho0, "logpdf"):
+        logrho0 = logrho0.logpdf(x0)
     X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
     T = positive_float(temperature, "temperature")
     if track_logdensity and method == "euler" and not getattr(energy, "has_hessian", True):

@@ -25,6 +25,7 @@ _W1 = np.uint64(0xBB67AE85)
 
 STREAM_NOISE = 0
 STREAM_ACCEPT = 1
+STREAM_INIT = 2  # initial positions drawn per particle (particles.distributed.GaussianInit)
 
 
 @jit(cache=True)
@@ -89,15 +90,16 @@ def uniform(k0, k1, particle, step, stream):
     return _u53(w0, w1)
 
 
-def normals(seed, n_particles: int, step: int, dim: int, stream: int = STREAM_NOISE) -> np.ndarray:
-    """The (n_particles, dim) normals the integrators use at ``step`` (for tests and checks)."""
+def normals(seed, n_particles: int, step: int, dim: int, stream: int = STREAM_NOISE, *, start: int = 0) -> np.ndarray:
+    """The (n_particles, dim) normals of particles ``start, start + 1, ...`` at ``step``
+    (what the integrators use; also the initial draws of GaussianInit)."""
     k0, k1 = seed_key(seed)
     out = np.empty((n_particles, dim))
-    _normals_block(out, k0, k1, step, stream)
+    _normals_block(out, k0, k1, step, stream, start)
     return out
 
 
 @jit(cache=True)
-def _normals_block(out, k0, k1, step, stream):
+def _normals_block(out, k0, k1, step, stream, start):
     for i in range(out.shape[0]):
-        fill_normals(out[i], k0, k1, i, step, stream)
+        fill_normals(out[i], k0, k1, start + i, step, stream)

@@ -1,0 +1,173 @@
+"""Ensembles sharded over a Dask cluster, bit-identical to one process.
+
+``particles.langevin(..., client=client)`` and ``particles.gradient_flow(...,
+client=client)`` land here.  The ensemble is cut into shards of consecutive
+global particle indices (a multiple of :data:`particles.summaries.BLOCK`);
+each shard is one Dask task that rebuilds the energy from its spec and runs
+the in-process integrator with ``index_offset`` = the shard's first index.
+Counter-based noise (Philox keyed by seed, global index, step) makes every
+particle's path the same bits wherever it runs, and the per-save summaries are
+merged from block statistics in block order (:mod:`particles.summaries`), so
+positions *and* summaries equal the single-process run's bit for bit.
+
+Fault tolerance is Dask's: a task whose worker dies is rerun elsewhere; being
+a pure function of (seed, indices, x0 shard), the rerun computes the same bits.
+
+Initial positions: an array (scattered to the workers shard by shard) or an
+initial law with ``sample_range(start, stop)`` such as :class:`GaussianInit`,
+drawn on the workers (nothing of size N crosses the network).
+
+What crosses the network per shard: its x0 (unless drawn on the worker), its
+block statistics per save (``ceil(shard / BLOCK) * (1 + q + q^2 + 2 d^2)``
+doubles, ``q = d + 3``), its final status, and its positions only when
+``store="memory"``.  Estimators that need all points (k-NN KL) run on the
+client after gathering ``store="memory"`` results; for ensembles too large for
+the client, run them on a subsample (``Ensemble.positions[:, ::k]``) and say so.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import summaries as sm
+
+__all__ = ["GaussianInit", "shard_ranges", "run_sharded"]
+
+
+@dataclass(frozen=True)
+class GaussianInit:
+    """``N(mean, cov)`` initial positions drawn per global particle index from the
+    Philox stream ``STREAM_INIT`` (step 0): any shard draws the same bits as the
+    whole.  ``sample_range(start, stop)`` returns particles ``start .. stop - 1``."""
+
+    mean: tuple
+    cov: tuple
+    seed: int
+    n: int
+
+    def __post_init__(self):
+        m = np.atleast_1d(np.asarray(self.mean, dtype=float))
+        c = np.asarray(self.cov, dtype=float)
+        c = np.eye(m.size) * c if c.ndim == 0 else c
+        np.linalg.cholesky(c)  # raises on a non-SPD cov
+        object.__setattr__(self, "mean", tuple(m.tolist()))
+        object.__setattr__(self, "cov", tuple(map(tuple, c.tolist())))
+
+    @property
+    def shape(self):
+        return (self.n, len(self.mean))
+
+    def sample_range(self, start: int, stop: int) -> np.ndarray:
+        from .rng import STREAM_INIT, normals
+
+        z = normals(self.seed, stop - start, 0, len(self.mean), STREAM_INIT, start=start)
+        return np.asarray(self.mean) + z @ np.linalg.cholesky(np.asarray(self.cov)).T
+
+    def logpdf(self, x) -> np.ndarray:
+        from fokkerplanck.densities import Gaussian
+
+        return Gaussian(self.mean, self.cov).logpdf(x)
+
+
+def shard_ranges(n: int, shard_size: int | None, n_workers: int = 1) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n)``; sizes a multiple of ``BLOCK``
+    (rounded up), default about four shards per worker."""
+    if shard_size is None:
+        shard_size = math.ceil(n / max(4 * n_workers, 1))
+    if int(shard_size) != shard_size or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
+    size = sm.BLOCK * max(1, math.ceil(int(shard_size) / sm.BLOCK))
+    return [(a, min(n, a + size)) for a in range(0, n, size)]
+
+
+def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs):
+    """One shard, in a worker: rebuild the energy, run in-process, return the mergeable parts."""
+    import fokkerplanck.energies as E
+
+    from . import ensemble
+
+    energy = E.from_spec(spec)
+    X = x0.sample_range(start, stop) if hasattr(x0, "sample_range") else x0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if kind == "langevin":
+            ens = ensemble.langevin(energy, X, index_offset=start, **kwargs)
+        else:
+            lr = logrho0.logpdf(X) if hasattr(logrho0, "logpdf") else logrho0
+            ens = ensemble.gradient_flow(energy, X, logrho0=lr, **kwargs)
+    return {"positions": ens.positions, "logdensity": ens.logdensity, "stats": ens.block_stats,
+            "alive": ens.alive, "status": ens.status, "acceptance": ens.acceptance, "times": ens.times,
+            "steps": ens.steps, "meta": ens.meta, "warnings": [str(w.message) for w in caught]}
+
+
+def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None, progress=False, **kwargs):
+    """Run ``kind`` (``"langevin"`` or ``"gradient"``) on ``client``; returns an Ensemble."""
+    from .ensemble import Ensemble, _summary_arrays
+
+    store = kwargs.get("store", "memory")
+    if store not in ("memory", "summaries"):
+        raise ValueError("with client=, store must be 'memory' or 'summaries' (a file path would need every "
+                         "position on the client; gather store='memory' and save it, or keep summaries)")
+    if kwargs.get("summaries") is False:
+        raise ValueError("with client=, summaries are the merged result: summaries=False is not supported")
+    if kind == "langevin" and kwargs.get("index_offset", 0):
+        raise ValueError("index_offset is set by the shards; pass client=None to run one shard yourself")
+    kwargs.pop("index_offset", None)
+    if not hasattr(x0, "sample_range"):  # bad input fails here, not in a worker
+        from .ensemble import _check_common
+
+        x0 = _check_common(energy, x0, kwargs["dt"], kwargs["n_steps"], kwargs.get("save_every"), kwargs.get("box"))[0]
+    n = x0.shape[0]
+    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    shards = shard_ranges(n, shard_size, n_workers)
+    spec = energy.to_spec()
+    t0 = time.perf_counter()
+    futures = []
+    # Array shards travel inside their task, not scattered: a task whose worker dies is rerun
+    # from its definition, whereas scattered data dies with the worker that held it.
+    for a, b in shards:
+        xs = x0 if hasattr(x0, "sample_range") else np.ascontiguousarray(x0[a:b])
+        lr = logrho0 if (logrho0 is None or hasattr(logrho0, "logpdf")) else np.ascontiguousarray(logrho0[a:b])
+        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, kwargs, pure=False))
+    if progress:
+        from dask.distributed import progress as dask_progress
+
+        dask_progress(futures)
+    parts = client.gather(futures)
+    first = parts[0]
+    stats = None
+    if first["stats"] is not None:
+        stats = [np.concatenate([p["stats"][j] for p in parts], axis=0) for j in range(len(first["times"]))]
+    d = energy.dim
+    T = first["meta"]["temperature"]
+    # the tracked-KL column is present iff the statistics cover q = d + 3 values per particle
+    q = int(round((-1 + math.sqrt(1 + 4 * (stats[0].shape[1] - 1 - 2 * d * d))) / 2)) if stats else 0
+    has_kl = q == d + 3
+    summ = _summary_arrays(stats, d, T, has_kl) if stats is not None else {}
+    status = np.concatenate([p["status"] for p in parts])
+    positions = np.concatenate([p["positions"] for p in parts], axis=1) if first["positions"] is not None else None
+    logs = np.concatenate([p["logdensity"] for p in parts], axis=1) if first["logdensity"] is not None else None
+    acc = np.concatenate([p["acceptance"] for p in parts]) if first["acceptance"] is not None else None
+    meta = dict(first["meta"])
+    meta.update(n_particles=n, shards=len(shards), shard_size=shards[0][1] - shards[0][0],
+                wall_time=time.perf_counter() - t0, workers=n_workers)
+    meta.pop("index_offset", None)
+    if acc is not None:
+        meta["acceptance_mean"] = float(acc.mean())
+    escaped, nonfinite = int(np.sum(status == 1)), int(np.sum(status == 2))
+    for msg in dict.fromkeys(m for p in parts for m in p["warnings"]):
+        if "particles" not in msg:  # counts are re-reported below for the whole ensemble
+            warnings.warn(f"(from a shard) {msg}", RuntimeWarning, stacklevel=3)
+    if nonfinite:
+        warnings.warn(f"{nonfinite} of {n} particles became non-finite (frozen and excluded from the summaries): "
+                      "the step is likely too large", RuntimeWarning, stacklevel=3)
+    if escaped:
+        warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
+                      RuntimeWarning, stacklevel=3)
+    alive = np.sum([p["alive"] for p in parts], axis=0)
+    return Ensemble(first["times"], first["steps"], positions, logs, summ, alive, escaped, nonfinite, acc, meta, None,
+                    stats, status)
