@@ -134,6 +134,50 @@ def _run(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    from .runner import load_config
+    from .sweep import parse_params, sweep
+
+    try:
+        cfg = load_config(args.config)
+        params = parse_params(args.param or [])
+    except ValueError as exc:
+        print(f"fpk sweep: {exc}", file=sys.stderr)
+        return 2
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    client = cluster = None
+    try:
+        if args.scheduler or args.local:
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError:
+                print("fpk sweep: --scheduler/--local need Dask: pip install -e .[distributed]", file=sys.stderr)
+                return 2
+            if args.scheduler:
+                client = Client(args.scheduler)
+            else:
+                import os
+
+                threads = max(1, (os.cpu_count() or 1) // args.local)
+                cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None,
+                                       env={"NUMBA_NUM_THREADS": str(threads)})
+                client = Client(cluster)
+        rows = sweep(cfg, params, args.output, client=client, log=log)
+    except ValueError as exc:
+        print(f"fpk sweep: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fpk sweep: interrupted; finished points are kept in {args.output}, rerun to resume", file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    print(f"{len(rows)} points: {args.output}/summary.csv")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .runner import builtin_configs
 
@@ -151,6 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, help="output HDF5 file (written atomically)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_run)
+    sw = sub.add_parser("sweep", help="an fpk run experiment over a grid of parameters (resumable; Dask optional)")
+    sw.add_argument("config", help="CONFIG.toml or a built-in name")
+    sw.add_argument("--param", action="append", metavar="NAME=v1,v2,...",
+                    help="a config entry (dotted path, e.g. grid.cells) or alias (dt, cells, n, method, scheme)")
+    sw.add_argument("-o", "--output", required=True, help="folder for one HDF5 file per point and summary.csv/.h5")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://host:8786)")
+    where.add_argument("--local", type=int, metavar="N", help="a local Dask cluster of N worker processes")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sw.set_defaults(func=_sweep)
     i = sub.add_parser("info", help="summary of a trajectory file (HDF5)")
     i.add_argument("file")
     i.add_argument("--rows", type=int, default=11, help="how many saved times to list")

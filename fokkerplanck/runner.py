@@ -93,13 +93,29 @@ def load_config(path_or_name) -> dict:
         cfg = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{name}: not valid TOML: {exc}") from None
+    try:
+        check_config(cfg)
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
+    return cfg
+
+
+def check_config(cfg: dict) -> None:
+    """Errors a run would meet late, raised before anything runs: missing tables, an
+    unknown kind, particle steps that do not divide the save spacing."""
     kind = cfg.get("kind", "flows")
     if kind not in REQUIRED:
-        raise ValueError(f"{name}: kind must be one of {list(KINDS)}, got {kind!r}")
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     missing = [k for k in REQUIRED[kind] if k not in cfg]
     if missing:
-        raise ValueError(f"{name}: a {kind!r} config lacks the tables {missing}")
-    return cfg
+        raise ValueError(f"a {kind!r} config lacks the tables {missing}")
+    if kind == "flows":
+        for table in ("particles", "deterministic_particles"):
+            if table in cfg:
+                try:
+                    _save_schedule(_times(cfg), float(cfg[table]["dt"]))
+                except KeyError as exc:
+                    raise ValueError(f"[{table}] needs {exc}") from None
 
 
 def build_energy(spec: dict) -> E.Energy:
@@ -129,12 +145,16 @@ def run(cfg: dict, out: str, *, progress: bool = True, log=print) -> None:
     kind = cfg.get("kind", "flows")
     if kind not in REQUIRED:
         raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+    import time
+
+    t0 = time.perf_counter()
     with atomic_h5(out) as f:
         f.attrs["format"] = FORMAT
         f.attrs["kind"] = kind
         f.attrs["config"] = json.dumps(cfg)
         {"flows": run_flows, "composition": run_composition, "theorem": run_theorem}[kind](
             cfg, f, progress=progress, log=log)
+        f.attrs["wall_time"] = time.perf_counter() - t0
 
 
 # ---------------------------------------------------------------------------------------

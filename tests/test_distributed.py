@@ -89,3 +89,82 @@ def test_worker_killed_mid_ensemble_gives_the_same_bits(client):
     for k in ref.summaries:
         np.testing.assert_array_equal(ref.summaries[k], out["ens"].summaries[k], err_msg=k)
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
+
+
+SWEEP_CFG = {
+    "temperature": 1.0,
+    "energy": {"type": "Quadratic", "A": [[1.5, 0.5], [0.5, 0.8]]},
+    "grid": {"bounds": [[-7.0, 7.0], [-7.0, 7.0]], "cells": 32},
+    "initial": {"type": "Gaussian", "mean": [2.0, -1.0], "cov": [[0.3, 0.0], [0.0, 0.5]]},
+    "times": {"stop": 0.5, "num": 11},
+    "fokker_planck": {},
+    "deterministic_particles": {"n": 2000, "dt": 5e-3, "method": "rk4", "seed": 2},
+}
+
+
+def test_sweep_resumes_after_an_interruption(tmp_path, monkeypatch):
+    """An interrupted sweep leaves only finished points under final names; the rerun
+    computes only the missing points; the summary has one row per point with the
+    errors against the OU closed form falling with the grid."""
+    import csv
+
+    from fokkerplanck import sweep as S
+
+    params = S.parse_params(["cells=24,48", "dt=0.005,0.01"])
+    calls = []
+    real = S.run_point
+
+    def flaky(cfg, path):
+        calls.append(os.path.basename(path))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cfg, path)
+
+    monkeypatch.setattr(S, "run_point", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        S.sweep(SWEEP_CFG, params, tmp_path, log=lambda *a: None)
+    done = sorted(p.name for p in tmp_path.iterdir())
+    assert done == sorted(calls[:2])            # two finished files, nothing else (no temp, no summary)
+    calls.clear()
+    rows = S.sweep(SWEEP_CFG, params, tmp_path, log=lambda *a: None)
+    assert len(calls) == 2 and not set(calls) & set(done)
+    with open(tmp_path / "summary.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows) == 4
+    err = {(int(r["cells"]), float(r["dt"])): float(r["err_kl_fokker_planck"]) for r in table}
+    assert err[(48, 0.005)] < err[(24, 0.005)] / 3   # second order in h: 4x expected
+    calls.clear()
+    S.sweep(SWEEP_CFG, params, tmp_path, log=lambda *a: None)
+    assert calls == []                                 # all done: nothing recomputed
+
+
+def test_sweep_on_dask_survives_a_killed_worker(client, tmp_path):
+    """Points run on the cluster; a worker killed mid-sweep has its point rerun
+    elsewhere; every file is complete and the tau_det column equals the in-process one."""
+    import h5py
+
+    from fokkerplanck import sweep as S
+
+    cfg = dict(SWEEP_CFG, deterministic_particles={"n": 20000, "dt": 1e-3, "method": "rk4", "seed": 2})
+    params = S.parse_params(["cells=24,32,40,48"])
+    out = {}
+    th = threading.Thread(target=lambda: out.update(rows=S.sweep(cfg, params, tmp_path / "dask", client=client,
+                                                                 log=lambda *a: None)))
+    th.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(client.processing().values()):
+        time.sleep(0.05)
+    time.sleep(1.0)
+    busy = [w for w, tasks in client.processing().items() if tasks]
+    assert busy, "no point was running"
+    os.kill(client.run(os.getpid, workers=[busy[0]])[busy[0]], signal.SIGKILL)
+    th.join(timeout=600)
+    assert "rows" in out
+    assert sorted(p.name for p in (tmp_path / "dask").iterdir() if p.suffix == ".h5" and p.stem.startswith("cells")) \
+        == [f"cells={c}.h5" for c in (24, 32, 40, 48)]
+    for p in (tmp_path / "dask").glob("cells=*.h5"):
+        with h5py.File(p) as f:
+            assert "deterministic-particles" in f and "wall_time" in f.attrs   # complete files only
+    local = S.sweep(cfg, S.parse_params(["cells=24"]), tmp_path / "local", log=lambda *a: None)
+    assert local[0]["tau_det_particles"] == out["rows"][0]["tau_det_particles"]
+    client.wait_for_workers(2, timeout=60)
