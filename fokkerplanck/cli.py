@@ -159,8 +159,11 @@ def _sweep(args) -> int:
                 import os
 
                 threads = max(1, (os.cpu_count() or 1) // args.local)
-                cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None,
-                                       env={"NUMBA_NUM_THREADS": str(threads)})
+                import dask
+
+                # numba reads its thread count at import: set it before the worker processes start
+                with dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": str(threads)}):
+                    cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None)
                 client = Client(cluster)
         rows = sweep(cfg, params, args.output, client=client, log=log)
     except ValueError as exc:

@@ -274,3 +274,21 @@ def test_run_theorem_double_well(tmp_path):
     assert det.kl()[0] < 1e-12 and np.all(np.diff(det.kl()) > 0)   # leaves rho* at once
     assert np.abs(fp.densities - fp.densities[0]).max() < 1e-12 * fp.densities.max()
     _check_run_figure(out, tmp_path, ["R_0 - 1 ="])
+
+
+def test_sweep_command_line(tmp_path, capsys):
+    """fpk sweep on a small OU config: files per point, the summary, resume; bad params."""
+    import csv
+
+    cfg = tmp_path / "ou.toml"
+    cfg.write_text(OU.replace("cells = 64", "cells = 24").replace("n = 20000", "n = 2000"))
+    out = tmp_path / "sweep"
+    assert cli.main(["sweep", str(cfg), "--param", "cells=32,64", "-o", str(out), "-q"]) == 0
+    rows = list(csv.DictReader(open(out / "summary.csv")))
+    assert [r["cells"] for r in rows] == ["32", "64"]
+    err = [float(r["err_kl_continuity"]) for r in rows]   # Lagrangian point values: resolved at 64 cells
+    assert err[1] < 1e-6 < err[0]
+    assert (out / "summary.h5").exists()
+    assert cli.main(["sweep", str(cfg), "--param", "nope.table=1", "-o", str(out)]) == 2
+    assert "no table [nope]" in capsys.readouterr().err
+    assert cli.main(["sweep", str(cfg), "--param", "dt=0.003", "-o", str(out)]) == 2  # does not divide the saves

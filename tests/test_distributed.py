@@ -19,8 +19,11 @@ from particles.summaries import BLOCK  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                       env={"NUMBA_NUM_THREADS": "1"})
+    import dask
+
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"}):
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                           dashboard_address=None)
     c = distributed.Client(cluster)
     yield c
     c.close()
