@@ -39,12 +39,12 @@ def rss_peak():
 def timed_run(client, n, shard_size):
     init = GaussianInit([0.0, 0.0], 9.0, seed=1, n=n)
     t0 = time.perf_counter()
-    ens = particles.langevin(U, init, DT, STEPS, seed=2, store="summaries", client=client, shard_size=shard_size)
+    ens = particles.langevin(U, init, DT, STEPS, seed=2, store="summaries", client=client, shard_size=shard_size,
+                             shard_threads=1)
     return time.perf_counter() - t0, ens
 
 
 def main(argv=None):
-    import dask
     from dask.distributed import Client, LocalCluster
 
     ap = argparse.ArgumentParser()
@@ -54,9 +54,7 @@ def main(argv=None):
     n_weak = n_strong // 2
     times, shipped, peaks, results = {}, {}, {}, {}
     for workers in (1, 2):
-        # numba reads its thread count at import: set it before the worker process starts
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"}):
-            cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None)
         client = Client(cluster)
         try:
             timed_run(client, 4 * 4096 * workers, 4096)  # warm-up: compile on every worker

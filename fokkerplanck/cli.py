@@ -145,7 +145,7 @@ def _sweep(args) -> int:
         print(f"fpk sweep: {exc}", file=sys.stderr)
         return 2
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
-    client = cluster = None
+    client = cluster = threads = None
     try:
         if args.scheduler or args.local:
             try:
@@ -159,13 +159,10 @@ def _sweep(args) -> int:
                 import os
 
                 threads = max(1, (os.cpu_count() or 1) // args.local)
-                import dask
-
-                # numba reads its thread count at import: set it before the worker processes start
-                with dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": str(threads)}):
-                    cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None)
+                cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None)
                 client = Client(cluster)
-        rows = sweep(cfg, params, args.output, client=client, log=log)
+        rows = sweep(cfg, params, args.output, client=client, log=log,
+                     threads=threads if args.local else None)
     except ValueError as exc:
         print(f"fpk sweep: {exc}", file=sys.stderr)
         return 2

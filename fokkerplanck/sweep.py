@@ -81,10 +81,14 @@ def point_name(point: dict) -> str:
     return "_".join(f"{k}={v}" for k, v in point.items()).replace("/", "-") or "base"
 
 
-def run_point(cfg: dict, path: str) -> str:
-    """Run one point into ``path`` (atomically); the unit of work sent to a worker."""
+def run_point(cfg: dict, path: str, threads: int | None = None) -> str:
+    """Run one point into ``path`` (atomically); the unit of work sent to a worker
+    (``threads``: its numba threads, default all cores)."""
+    from particles.distributed import set_threads
+
     from .runner import run
 
+    set_threads(threads)
     run(cfg, path, progress=False, log=lambda *a: None)
     return path
 
@@ -137,7 +141,7 @@ def _reference(rows: list[dict]) -> dict:
     return min(rows, key=key)
 
 
-def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, log=print) -> list[dict]:
+def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=None, log=print) -> list[dict]:
     """Run the missing points of the sweep (on ``client`` when given), then write the
     summary table; returns its rows.  ``log`` gets one line per point."""
     from .trajectory import atomic_h5
@@ -164,7 +168,7 @@ def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, log=print)
     elif todo:
         from dask.distributed import as_completed
 
-        futures = {client.submit(run_point, cfgs[i], paths[i], pure=False, key=f"fpk-sweep-{point_name(pts[i])}-"
+        futures = {client.submit(run_point, cfgs[i], paths[i], threads, pure=False, key=f"fpk-sweep-{point_name(pts[i])}-"
                                  f"{os.getpid()}-{time.time_ns()}"): i for i in todo}
         for fut in as_completed(futures):
             fut.result()  # a point that failed (not a lost worker: those are rerun) raises here

@@ -84,9 +84,20 @@ def shard_ranges(n: int, shard_size: int | None, n_workers: int = 1) -> list[tup
     return [(a, min(n, a + size)) for a in range(0, n, size)]
 
 
-def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs):
+def set_threads(threads: int | None) -> None:
+    """Numba threads of the calling thread (a Dask task's): ``None`` keeps numba's default.
+    Set per task at run time, not through NUMBA_NUM_THREADS, which numba fixes at import."""
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+
+
+def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs, threads=None):
     """One shard, in a worker: rebuild the energy, run in-process, return the mergeable parts."""
     import fokkerplanck.energies as E
+
+    set_threads(threads)
 
     from . import ensemble
 
@@ -104,8 +115,11 @@ def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs):
             "steps": ens.steps, "meta": ens.meta, "warnings": [str(w.message) for w in caught]}
 
 
-def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None, progress=False, **kwargs):
-    """Run ``kind`` (``"langevin"`` or ``"gradient"``) on ``client``; returns an Ensemble."""
+def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None, progress=False, threads=None,
+                **kwargs):
+    """Run ``kind`` (``"langevin"`` or ``"gradient"``) on ``client``; returns an Ensemble.
+    ``threads``: numba threads per shard task (default numba's: all cores of the worker's
+    machine; set it to cores / tasks-per-machine when several workers share a machine)."""
     from .ensemble import Ensemble, _summary_arrays
 
     store = kwargs.get("store", "memory")
@@ -132,7 +146,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
     for a, b in shards:
         xs = x0 if hasattr(x0, "sample_range") else np.ascontiguousarray(x0[a:b])
         lr = logrho0 if (logrho0 is None or hasattr(logrho0, "logpdf")) else np.ascontiguousarray(logrho0[a:b])
-        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, kwargs, pure=False))
+        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, kwargs, threads, pure=False))
     if progress:
         from dask.distributed import progress as dask_progress
 

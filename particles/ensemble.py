@@ -202,7 +202,7 @@ def _summary_arrays(stats, d, T, has_kl) -> dict:
 def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
              save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
              index_offset: int = 0, summaries: bool = True, progress: bool = False, client=None,
-             shard_size: int | None = None) -> Ensemble:
+             shard_size: int | None = None, shard_threads: int | None = None) -> Ensemble:
     """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
 
     method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
@@ -215,9 +215,10 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
         ensemble computes exactly the bits of those particles in the whole).
     summaries : compute the per-save summaries (moments, R_t with error bars);
         False skips that numpy work (benchmarks, or when only positions matter).
-    client, shard_size : a ``dask.distributed.Client`` runs the ensemble in shards of
-        about ``shard_size`` particles (default four per worker), bit-identical to
-        the in-process run (:mod:`particles.distributed`).  ``x0`` may then also be
+    client, shard_size, shard_threads : a ``dask.distributed.Client`` runs the ensemble in
+        shards of about ``shard_size`` particles (default four per worker), each with
+        ``shard_threads`` numba threads (default all cores), bit-identical to the
+        in-process run (:mod:`particles.distributed`).  ``x0`` may then also be
         an initial law drawn on the workers (:class:`particles.distributed.GaussianInit`).
     """
     if method not in LANGEVIN_SCHEMES:
@@ -227,7 +228,8 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     if client is not None:
         from .distributed import run_sharded
 
-        return run_sharded("langevin", energy, x0, client=client, shard_size=shard_size, progress=progress, dt=dt,
+        return run_sharded("langevin", energy, x0, client=client, shard_size=shard_size, progress=progress,
+                           threads=shard_threads, dt=dt,
                            n_steps=n_steps, method=method, temperature=temperature, save_every=save_every, seed=seed,
                            box=box, store=store, log_partition=log_partition, index_offset=index_offset,
                            summaries=summaries)
@@ -262,7 +264,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
 def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler", save_every: int | None = None,
                   track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
                   box=None, store="memory", progress: bool = False, client=None,
-                  shard_size: int | None = None) -> Ensemble:
+                  shard_size: int | None = None, shard_threads: int | None = None) -> Ensemble:
     """Deterministic flow ``dX/dt = -grad U(X)`` for the particles ``x0`` (N, d).
 
     method : ``"euler"``, ``"heun"``, ``"rk4"``.
@@ -273,7 +275,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
     temperature, log_partition : the reference ``rho* ~ exp(-U/T)`` of the tracked KL
         summary (``log Z`` from the energy's closed form when not given; without
         either, no KL summary).
-    client, shard_size : run in shards on a Dask cluster (see :func:`langevin`);
+    client, shard_size, shard_threads : run in shards on a Dask cluster (see :func:`langevin`);
         ``logrho0`` may then be an array or an object with ``logpdf`` (evaluated
         on each shard's particles).
     """
@@ -283,7 +285,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
         from .distributed import run_sharded
 
         return run_sharded("gradient", energy, x0, client=client, shard_size=shard_size, logrho0=logrho0,
-                           progress=progress, dt=dt, n_steps=n_steps, method=method, save_every=save_every,
+                           progress=progress, threads=shard_threads, dt=dt, n_steps=n_steps, method=method, save_every=save_every,
                            track_logdensity=track_logdensity, temperature=temperature, log_partition=log_partition,
                            box=box, store=store)
     if hasattr(x0, "sample_range"):

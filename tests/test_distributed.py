@@ -19,11 +19,7 @@ from particles.summaries import BLOCK  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    import dask
-
-    with dask.config.set({"distributed.nanny.pre-spawn-environ.NUMBA_NUM_THREADS": "1"}):
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           dashboard_address=None)
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     c = distributed.Client(cluster)
     yield c
     c.close()
@@ -49,7 +45,8 @@ def test_sharded_langevin_bit_identical(client):
     x0 = np.clip(np.random.default_rng(0).normal(size=(5 * BLOCK + 123, 2)) * 3, -8.9, 8.9)
     box = [(-9.0, 9.0)] * 2  # some particles leave: the frozen ones must be masked identically
     one = particles.langevin(U, x0, 2e-2, 60, save_every=20, seed=5, box=box)
-    many = particles.langevin(U, x0, 2e-2, 60, save_every=20, seed=5, box=box, client=client, shard_size=BLOCK)
+    many = particles.langevin(U, x0, 2e-2, 60, save_every=20, seed=5, box=box, client=client, shard_size=BLOCK,
+                              shard_threads=1)
     assert many.meta["shards"] == 6 and one.escaped == many.escaped
     _same(one, many)
 
