@@ -17,12 +17,17 @@ Initial positions: an array (scattered to the workers shard by shard) or an
 initial law with ``sample_range(start, stop)`` such as :class:`GaussianInit`,
 drawn on the workers (nothing of size N crosses the network).
 
+Per-cell counts (``histogram=grid``) are integers and add exactly;
+:func:`particles.estimators.kl_binned` turns them into a binned KL.
+
 What crosses the network per shard: its x0 (unless drawn on the worker), its
 block statistics per save (``ceil(shard / BLOCK) * (1 + q + q^2 + 2 d^2)``
 doubles, ``q = d + 3``), its final status, and its positions only when
 ``store="memory"``.  Estimators that need all points (k-NN KL) run on the
 client after gathering ``store="memory"`` results; for ensembles too large for
-the client, run them on a subsample (``Ensemble.positions[:, ::k]``) and say so.
+the client's memory, keep ``store="summaries"`` with a histogram, or gather and
+pass ``max_points=`` to :func:`particles.estimators.kl_knn`, which then runs on
+a uniform subsample and says so in its method label.
 """
 from __future__ import annotations
 
@@ -112,7 +117,8 @@ def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs, threads=None):
             ens = ensemble.gradient_flow(energy, X, logrho0=lr, **kwargs)
     return {"positions": ens.positions, "logdensity": ens.logdensity, "stats": ens.block_stats,
             "alive": ens.alive, "status": ens.status, "acceptance": ens.acceptance, "times": ens.times,
-            "steps": ens.steps, "meta": ens.meta, "warnings": [str(w.message) for w in caught]}
+            "steps": ens.steps, "meta": ens.meta, "histograms": ens.histograms,
+            "warnings": [str(w.message) for w in caught]}
 
 
 def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None, progress=False, threads=None,
@@ -183,5 +189,6 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
         warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
                       RuntimeWarning, stacklevel=3)
     alive = np.sum([p["alive"] for p in parts], axis=0)
+    hist = np.sum([p["histograms"] for p in parts], axis=0) if first["histograms"] is not None else None
     return Ensemble(first["times"], first["steps"], positions, logs, summ, alive, escaped, nonfinite, acc, meta, None,
-                    stats, status)
+                    stats, status, hist)

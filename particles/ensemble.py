@@ -40,6 +40,7 @@ class Ensemble:
     times, steps : (n_saves,) save times and step indices.
     positions : (n_saves, N, d) or None (``store="summaries"`` or a file).
     logdensity : (n_saves, N) tracked ``log rho_t(X_t)`` (deterministic flows) or None.
+    histograms : (n_saves, *grid.shape) integer counts per cell (``histogram=grid``).
     summaries : dict of (n_saves, ...) arrays: ``mean, mean_se, cov, e_lap, e_lap_se,
         e_grad2, e_grad2_se, ratio, ratio_se`` and, with a log-density, ``kl, kl_se``.
     alive : (n_saves,) number of particles still in the box and finite.
@@ -61,6 +62,7 @@ class Ensemble:
     path: str | None = None
     block_stats: list | None = None   # per save, the mergeable statistics behind ``summaries``
     status: np.ndarray | None = None  # per particle: 0 alive, 1 left the box, 2 non-finite
+    histograms: np.ndarray | None = None  # (n_saves, *grid.shape) counts when histogram= was given
 
     def __repr__(self):
         return (f"Ensemble({self.meta.get('scheme')}, N={self.meta.get('n_particles')}, "
@@ -118,7 +120,15 @@ def _stability(energy, X, dt, T=None):
                       "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=3)
 
 
-def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress, summaries=True):
+def _histogram(X, ok, grid) -> np.ndarray:
+    """Counts of the live particles in the cells of ``grid`` (outside: not counted)."""
+    edges = [lo + h * np.arange(c + 1) for (lo, _), h, c in zip(grid.bounds, grid.spacing, grid.cells)]
+    H, _ = np.histogramdd(X[ok], bins=edges)
+    return H.astype(np.int64)
+
+
+def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress, summaries=True,
+         histogram=None):
     if store == "summaries" and not summaries:
         raise ValueError("store='summaries' with summaries=False would keep nothing")
     n, d = X.shape
@@ -130,6 +140,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     positions = np.empty((ns, n, d)) if keep else None
     logs = np.empty((ns, n)) if (logrho is not None and keep) else None
     stats: list[np.ndarray] = []
+    hists: list[np.ndarray] = []
     alive = np.empty(ns, dtype=np.int64)
     status = np.zeros(n, dtype=np.int8)
     bar = None
@@ -151,6 +162,8 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
                 f["logdensity"][j] = logrho
         if summaries:
             stats.append(_save_stats(X, ok, energy, T, logrho, log_z))
+        if histogram is not None:
+            hists.append(_histogram(X, ok, histogram))
 
     def loop(f):
         record(0, f)
@@ -191,7 +204,8 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
         warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
                       RuntimeWarning, stacklevel=3)
     return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summ_arrays, alive, escaped,
-                    nonfinite, None, meta, path, stats if summaries else None, status)
+                    nonfinite, None, meta, path, stats if summaries else None, status,
+                    np.array(hists) if histogram is not None else None)
 
 
 def _summary_arrays(stats, d, T, has_kl) -> dict:
@@ -202,7 +216,7 @@ def _summary_arrays(stats, d, T, has_kl) -> dict:
 def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
              save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
              index_offset: int = 0, summaries: bool = True, progress: bool = False, client=None,
-             shard_size: int | None = None, shard_threads: int | None = None) -> Ensemble:
+             shard_size: int | None = None, shard_threads: int | None = None, histogram=None) -> Ensemble:
     """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
 
     method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
@@ -215,6 +229,9 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
         ensemble computes exactly the bits of those particles in the whole).
     summaries : compute the per-save summaries (moments, R_t with error bars);
         False skips that numpy work (benchmarks, or when only positions matter).
+    histogram : a :class:`fokkerplanck.Grid`: per save, the counts of live particles
+        in its cells (``Ensemble.histograms``; integers, so shards add exactly; see
+        :func:`particles.estimators.kl_binned`).
     client, shard_size, shard_threads : a ``dask.distributed.Client`` runs the ensemble in
         shards of about ``shard_size`` particles (default four per worker), each with
         ``shard_threads`` numba threads (default all cores), bit-identical to the
@@ -232,7 +249,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
                            threads=shard_threads, dt=dt,
                            n_steps=n_steps, method=method, temperature=temperature, save_every=save_every, seed=seed,
                            box=box, store=store, log_partition=log_partition, index_offset=index_offset,
-                           summaries=summaries)
+                           summaries=summaries, histogram=histogram)
     if hasattr(x0, "sample_range"):
         x0 = x0.sample_range(0, x0.shape[0])
     X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
@@ -254,7 +271,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
             "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "index_offset": offset,
             "energy": energy.to_spec()}
     res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
-               progress=progress, summaries=summaries)
+               progress=progress, summaries=summaries, histogram=histogram)
     if method == "mala":
         res.acceptance = accepted / max(n_steps, 1)
         meta["acceptance_mean"] = float(res.acceptance.mean())
@@ -264,7 +281,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
 def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler", save_every: int | None = None,
                   track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
                   box=None, store="memory", progress: bool = False, client=None,
-                  shard_size: int | None = None, shard_threads: int | None = None) -> Ensemble:
+                  shard_size: int | None = None, shard_threads: int | None = None, histogram=None) -> Ensemble:
     """Deterministic flow ``dX/dt = -grad U(X)`` for the particles ``x0`` (N, d).
 
     method : ``"euler"``, ``"heun"``, ``"rk4"``.
@@ -287,7 +304,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
         return run_sharded("gradient", energy, x0, client=client, shard_size=shard_size, logrho0=logrho0,
                            progress=progress, threads=shard_threads, dt=dt, n_steps=n_steps, method=method, save_every=save_every,
                            track_logdensity=track_logdensity, temperature=temperature, log_partition=log_partition,
-                           box=box, store=store)
+                           box=box, store=store, histogram=histogram)
     if hasattr(x0, "sample_range"):
         x0 = x0.sample_range(0, x0.shape[0])
     if hasattr(logrho0, "logpdf"):
@@ -317,4 +334,5 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
             "temperature": T, "n_particles": X.shape[0], "track_logdensity": bool(track_logdensity),
             "energy": energy.to_spec()}
     return _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T,
-                logrho=LOG if track_logdensity else None, log_z=log_z, meta=meta, progress=progress)
+                logrho=LOG if track_logdensity else None, log_z=log_z, meta=meta, progress=progress,
+                histogram=histogram)
