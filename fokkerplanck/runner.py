@@ -109,6 +109,11 @@ def check_config(cfg: dict) -> None:
     missing = [k for k in REQUIRED[kind] if k not in cfg]
     if missing:
         raise ValueError(f"a {kind!r} config lacks the tables {missing}")
+    if kind == "composition":
+        allowed = {"n", "dt", "time", "seed", "radius", "negation", "sigma"}
+        unknown = set(cfg["composition"]) - allowed
+        if unknown:
+            raise ValueError(f"[composition] has unknown keys {sorted(unknown)}; known: {sorted(allowed)}")
     if kind == "flows":
         for table in ("particles", "deterministic_particles"):
             if table in cfg:

@@ -154,6 +154,8 @@ def test_run_bad_config(tmp_path):
         assert set(REQUIRED[cfg.get("kind", "flows")]) <= set(cfg)
     bad.write_text("kind = 'nope'\n[energy]\ntype = 'Quadratic'\n")
     assert cli.main(["run", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
+    bad.write_text("kind = 'composition'\n[grid]\n[initial]\n[composition]\nsamples = 5\n")  # a typo'd key
+    assert cli.main(["run", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
 
 
 OU = """
