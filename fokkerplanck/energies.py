@@ -487,9 +487,10 @@ def _gm_value(x, p):
 
 
 @jit(cache=True)
-def _gm_grad2(x, p, out):
-    """2D fast path of :func:`_gm_grad`: scalars in registers (``out`` may alias ``p``
-    as far as LLVM knows, so the generic loop reloads parameters after every store)."""
+def _gm_pass2(x, p):
+    """2D online log-sum-exp pass: ``(m, s, o0, o1)`` with ``sum_k e^{l_k} = e^m s`` and
+    ``o / s = sum_k r_k P_k (x - m_k)`` (scalars in registers: ``out`` arrays may alias
+    ``p`` as far as LLVM knows, so a generic loop would reload parameters after every store)."""
     K = int(p[0])
     m = -np.inf
     s = 0.0
@@ -514,6 +515,13 @@ def _gm_grad2(x, p, out):
         s += w
         o0 += w * g0
         o1 += w * g1
+    return m, s, o0, o1
+
+
+@jit(cache=True)
+def _gm_grad2(x, p, out):
+    """2D fast path of :func:`_gm_grad`."""
+    _, s, o0, o1 = _gm_pass2(x, p)
     out[0] = o0 / s
     out[1] = o1 / s
 
@@ -553,39 +561,17 @@ def _gm_grad(x, p, out):
 
 @jit(cache=True)
 def _gm_lap2(x, p):
-    """2D fast path of :func:`_gm_lap`, no allocation: pass 1 finds the log-sum-exp
-    and gbar online (as the gradient does), pass 2 sums r_k (tr P_k - |g_k - gbar|^2)."""
+    """2D fast path of :func:`_gm_lap`, no allocation: the gradient's pass gives the
+    log-sum-exp and gbar, a second pass sums r_k (tr P_k - |g_k - gbar|^2)."""
     K = int(p[0])
-    m = -np.inf
-    s = 0.0
-    b0 = 0.0
-    b1 = 0.0
-    x0 = x[0]
-    x1 = x[1]
-    for k in range(K):
-        off = 1 + 7 * k
-        y0 = x0 - p[off + 1]
-        y1 = x1 - p[off + 2]
-        g0 = p[off + 3] * y0 + p[off + 4] * y1
-        g1 = p[off + 5] * y0 + p[off + 6] * y1
-        lk = p[off] - 0.5 * (y0 * g0 + y1 * g1)
-        if lk > m:
-            sc = math.exp(m - lk)
-            s *= sc
-            b0 *= sc
-            b1 *= sc
-            m = lk
-        w = math.exp(lk - m)
-        s += w
-        b0 += w * g0
-        b1 += w * g1
+    m, s, b0, b1 = _gm_pass2(x, p)
     b0 /= s
     b1 /= s
     lap = 0.0
     for k in range(K):
         off = 1 + 7 * k
-        y0 = x0 - p[off + 1]
-        y1 = x1 - p[off + 2]
+        y0 = x[0] - p[off + 1]
+        y1 = x[1] - p[off + 2]
         g0 = p[off + 3] * y0 + p[off + 4] * y1
         g1 = p[off + 5] * y0 + p[off + 6] * y1
         lk = p[off] - 0.5 * (y0 * g0 + y1 * g1)

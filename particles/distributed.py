@@ -126,7 +126,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
     """Run ``kind`` (``"langevin"`` or ``"gradient"``) on ``client``; returns an Ensemble.
     ``threads``: numba threads per shard task (default numba's: all cores of the worker's
     machine; set it to cores / tasks-per-machine when several workers share a machine)."""
-    from .ensemble import Ensemble, _summary_arrays
+    from .ensemble import Ensemble, _summary_arrays, _warn_lost
 
     store = kwargs.get("store", "memory")
     if store not in ("memory", "summaries"):
@@ -178,16 +178,10 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
     meta.pop("index_offset", None)
     if acc is not None:
         meta["acceptance_mean"] = float(acc.mean())
-    escaped, nonfinite = int(np.sum(status == 1)), int(np.sum(status == 2))
     for msg in dict.fromkeys(m for p in parts for m in p["warnings"]):
         if "particles" not in msg:  # counts are re-reported below for the whole ensemble
             warnings.warn(f"(from a shard) {msg}", RuntimeWarning, stacklevel=3)
-    if nonfinite:
-        warnings.warn(f"{nonfinite} of {n} particles became non-finite (frozen and excluded from the summaries): "
-                      "the step is likely too large", RuntimeWarning, stacklevel=3)
-    if escaped:
-        warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
-                      RuntimeWarning, stacklevel=3)
+    escaped, nonfinite = _warn_lost(status)
     alive = np.sum([p["alive"] for p in parts], axis=0)
     hist = np.sum([p["histograms"] for p in parts], axis=0) if first["histograms"] is not None else None
     return Ensemble(first["times"], first["steps"], positions, logs, summ, alive, escaped, nonfinite, acc, meta, None,

@@ -195,17 +195,24 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
     summ_arrays = _summary_arrays(stats, d, T, logrho is not None and log_z is not None)
-    escaped = int(np.sum(status == 1))
-    nonfinite = int(np.sum(status == 2))
-    if nonfinite:
-        warnings.warn(f"{nonfinite} of {n} particles became non-finite (frozen and excluded from the summaries): "
-                      "the step is likely too large", RuntimeWarning, stacklevel=3)
-    if escaped:
-        warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
-                      RuntimeWarning, stacklevel=3)
+    escaped, nonfinite = _warn_lost(status)
     return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summ_arrays, alive, escaped,
                     nonfinite, None, meta, path, stats if summaries else None, status,
                     np.array(hists) if histogram is not None else None)
+
+
+def _warn_lost(status) -> tuple[int, int]:
+    """Counts of particles that left the box / became non-finite, each warned about
+    (at the caller of ``langevin`` / ``gradient_flow``)."""
+    n = status.size
+    escaped, nonfinite = int(np.sum(status == 1)), int(np.sum(status == 2))
+    if nonfinite:
+        warnings.warn(f"{nonfinite} of {n} particles became non-finite (frozen and excluded from the summaries): "
+                      "the step is likely too large", RuntimeWarning, stacklevel=4)
+    if escaped:
+        warnings.warn(f"{escaped} of {n} particles left the box (frozen and excluded from the summaries)",
+                      RuntimeWarning, stacklevel=4)
+    return escaped, nonfinite
 
 
 def _summary_arrays(stats, d, T, has_kl) -> dict:
