@@ -78,14 +78,16 @@ class GaussianInit:
         return Gaussian(self.mean, self.cov).logpdf(x)
 
 
-def shard_ranges(n: int, shard_size: int | None, n_workers: int = 1) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` covering ``range(n)``; sizes a multiple of ``BLOCK``
+def shard_ranges(n: int, shard_size: int | None, n_workers: int = 1, block: int = sm.BLOCK) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n)``; sizes a multiple of ``block``
     (rounded up), default about four shards per worker."""
     if shard_size is None:
         shard_size = math.ceil(n / max(4 * n_workers, 1))
     if int(shard_size) != shard_size or shard_size < 1:
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
-    size = sm.BLOCK * max(1, math.ceil(int(shard_size) / sm.BLOCK))
+    if int(block) != block or block < 1:
+        raise ValueError(f"summary_block must be a positive integer, got {block!r}")
+    size = int(block) * max(1, math.ceil(int(shard_size) / int(block)))
     return [(a, min(n, a + size)) for a in range(0, n, size)]
 
 
@@ -143,7 +145,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
         x0 = _check_common(energy, x0, kwargs["dt"], kwargs["n_steps"], kwargs.get("save_every"), kwargs.get("box"))[0]
     n = x0.shape[0]
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    shards = shard_ranges(n, shard_size, n_workers)
+    shards = shard_ranges(n, shard_size, n_workers, kwargs.get("summary_block", sm.BLOCK))
     spec = energy.to_spec()
     t0 = time.perf_counter()
     futures = []

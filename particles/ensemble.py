@@ -69,13 +69,13 @@ class Ensemble:
                 f"{self.times.size} saves to t={self.times[-1]:g}, escaped={self.escaped}, nonfinite={self.nonfinite})")
 
 
-def _save_stats(X, ok, energy, T, logrho, log_z):
+def _save_stats(X, ok, energy, T, logrho, log_z, block):
     """Block statistics of one save (:mod:`particles.summaries`)."""
     ell = None
     if logrho is not None and log_z is not None:
         with np.errstate(invalid="ignore", over="ignore"):  # frozen non-finite particles are masked out
             ell = logrho + np.asarray(energy.value(X)) / T + log_z
-    return sm.block_stats(X, ok, energy, T, ell)
+    return sm.block_stats(X, ok, energy, T, ell, block=block)
 
 
 def _check_common(energy, x0, dt, n_steps, save_every, box):
@@ -128,9 +128,11 @@ def _histogram(X, ok, grid) -> np.ndarray:
 
 
 def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress, summaries=True,
-         histogram=None):
+         histogram=None, summary_block=sm.BLOCK):
     if store == "summaries" and not summaries:
         raise ValueError("store='summaries' with summaries=False would keep nothing")
+    if int(summary_block) != summary_block or summary_block < 1:
+        raise ValueError(f"summary_block must be a positive integer, got {summary_block!r}")
     n, d = X.shape
     save_steps = list(range(0, n_steps, save_every)) + [n_steps]
     save_steps = sorted(set(save_steps))
@@ -161,7 +163,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             if logrho is not None:
                 f["logdensity"][j] = logrho
         if summaries:
-            stats.append(_save_stats(X, ok, energy, T, logrho, log_z))
+            stats.append(_save_stats(X, ok, energy, T, logrho, log_z, summary_block))
         if histogram is not None:
             hists.append(_histogram(X, ok, histogram))
 
@@ -223,7 +225,8 @@ def _summary_arrays(stats, d, T, has_kl) -> dict:
 def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
              save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
              index_offset: int = 0, summaries: bool = True, progress: bool = False, client=None,
-             shard_size: int | None = None, shard_threads: int | None = None, histogram=None) -> Ensemble:
+             shard_size: int | None = None, shard_threads: int | None = None, histogram=None,
+             summary_block: int = sm.BLOCK) -> Ensemble:
     """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
 
     method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
@@ -236,6 +239,9 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
         ensemble computes exactly the bits of those particles in the whole).
     summaries : compute the per-save summaries (moments, R_t with error bars);
         False skips that numpy work (benchmarks, or when only positions matter).
+    summary_block : particles per block of the mergeable summaries (it changes only the
+        rounding); shards are multiples of it.  The client keeps one row of ~30 doubles
+        per block and save: raise it (e.g. 2**20) for ensembles of 1e8 and more.
     histogram : a :class:`fokkerplanck.Grid`: per save, the counts of live particles
         in its cells (``Ensemble.histograms``; integers, so shards add exactly; see
         :func:`particles.estimators.kl_binned`).
@@ -256,7 +262,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
                            threads=shard_threads, dt=dt,
                            n_steps=n_steps, method=method, temperature=temperature, save_every=save_every, seed=seed,
                            box=box, store=store, log_partition=log_partition, index_offset=index_offset,
-                           summaries=summaries, histogram=histogram)
+                           summaries=summaries, histogram=histogram, summary_block=summary_block)
     if hasattr(x0, "sample_range"):
         x0 = x0.sample_range(0, x0.shape[0])
     X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
@@ -278,7 +284,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
             "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "index_offset": offset,
             "energy": energy.to_spec()}
     res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
-               progress=progress, summaries=summaries, histogram=histogram)
+               progress=progress, summaries=summaries, histogram=histogram, summary_block=summary_block)
     if method == "mala":
         res.acceptance = accepted / max(n_steps, 1)
         meta["acceptance_mean"] = float(res.acceptance.mean())
@@ -288,7 +294,8 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
 def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler", save_every: int | None = None,
                   track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
                   box=None, store="memory", progress: bool = False, client=None,
-                  shard_size: int | None = None, shard_threads: int | None = None, histogram=None) -> Ensemble:
+                  shard_size: int | None = None, shard_threads: int | None = None, histogram=None,
+                  summary_block: int = sm.BLOCK) -> Ensemble:
     """Deterministic flow ``dX/dt = -grad U(X)`` for the particles ``x0`` (N, d).
 
     method : ``"euler"``, ``"heun"``, ``"rk4"``.
@@ -299,6 +306,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
     temperature, log_partition : the reference ``rho* ~ exp(-U/T)`` of the tracked KL
         summary (``log Z`` from the energy's closed form when not given; without
         either, no KL summary).
+    histogram, summary_block : as for :func:`langevin`.
     client, shard_size, shard_threads : run in shards on a Dask cluster (see :func:`langevin`);
         ``logrho0`` may then be an array or an object with ``logpdf`` (evaluated
         on each shard's particles).
@@ -311,7 +319,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
         return run_sharded("gradient", energy, x0, client=client, shard_size=shard_size, logrho0=logrho0,
                            progress=progress, threads=shard_threads, dt=dt, n_steps=n_steps, method=method, save_every=save_every,
                            track_logdensity=track_logdensity, temperature=temperature, log_partition=log_partition,
-                           box=box, store=store, histogram=histogram)
+                           box=box, store=store, histogram=histogram, summary_block=summary_block)
     if hasattr(x0, "sample_range"):
         x0 = x0.sample_range(0, x0.shape[0])
     if hasattr(logrho0, "logpdf"):
@@ -342,4 +350,4 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
             "energy": energy.to_spec()}
     return _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T,
                 logrho=LOG if track_logdensity else None, log_z=log_z, meta=meta, progress=progress,
-                histogram=histogram)
+                histogram=histogram, summary_block=summary_block)

@@ -193,3 +193,18 @@ def test_sharded_histograms_add_exactly_and_binned_kl(client):
     ref = float(np.sum(p[p > 0] * np.log(p[p > 0] / pi[p > 0])))
     bias = (np.count_nonzero(p > 1e-6) - 1) / (2 * x0.shape[0])   # multinomial plug-in bias
     assert abs(e.value - bias - ref) < 4 * e.stderr + 0.01, (e, ref, bias)
+
+
+def test_summary_block_changes_only_rounding_and_stays_shard_exact(client):
+    U = E.GaussianMixture.ring()
+    x0 = np.random.default_rng(2).normal(size=(20_000, 2)) * 3
+    kw = dict(save_every=50, seed=4, store="summaries")
+    ref = particles.langevin(U, x0, 1e-3, 100, **kw)
+    one = particles.langevin(U, x0, 1e-3, 100, summary_block=3000, **kw)
+    many = particles.langevin(U, x0, 1e-3, 100, summary_block=3000, client=client, shard_size=5000, **kw)
+    assert many.meta["shards"] == 4 and many.block_stats[0].shape[0] == 7       # shards of 6000, blocks of 3000
+    for k in ref.summaries:
+        np.testing.assert_array_equal(one.summaries[k], many.summaries[k], err_msg=k)
+        np.testing.assert_allclose(one.summaries[k], ref.summaries[k], rtol=1e-11, atol=1e-15, err_msg=k)
+    with pytest.raises(ValueError, match="summary_block"):
+        particles.langevin(U, x0, 1e-3, 1, summary_block=0)
