@@ -40,7 +40,7 @@ def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "
         td = tau_det(times, ratio)
         if np.isfinite(td.time):
             ax.axvline(td.time, color=line.get_color(), ls="--", lw=1, label=f"tau_det = {td.time:.4g} (R_t = 1)")
-        am = kl_argmin(times, kl)
+        am = kl_argmin(times, kl, first_local=True)
         ax.plot([am.time], [np.interp(am.time, times, kl)], "o", color=line.get_color(), ms=5,
                 label=f"argmin KL = {am.time:.4g}")
     ax.set_xlabel("time t")

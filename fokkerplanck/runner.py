@@ -281,7 +281,8 @@ def stopping_summary(res: dict, U, cfg, T) -> list[dict]:
     out = []
     if "continuity" in res:
         tr = res["continuity"]
-        for st in (tau_det(tr.times, tr.ratio(), source="grid R_t"), kl_argmin(tr.times, tr.kl(), source="grid KL")):
+        for st in (tau_det(tr.times, tr.ratio(), source="grid R_t"),
+                   kl_argmin(tr.times, tr.kl(), first_local=True, source="grid KL")):
             out.append({"name": "tau_det" if "R_t" in st.source else "argmin KL", "time": st.time,
                         "source": f"{st.source} ({tr.scheme['method']})"})
     if "deterministic-particles" in res:
@@ -291,7 +292,7 @@ def stopping_summary(res: dict, U, cfg, T) -> list[dict]:
         out.append({"name": "tau_det", "time": st.time, "stderr": st.stderr, "step": st.step(dt) if np.isfinite(st.time)
                     else -1, "source": f"particle R_t ({ens.meta['scheme']}, dt = {dt:g}): predicted k*"})
         if "kl" in s:
-            am = kl_argmin(ens.times, s["kl"], source="particle tracked KL")
+            am = kl_argmin(ens.times, s["kl"], first_local=True, source="particle tracked KL")
             out.append({"name": "argmin KL", "time": am.time, "step": int(round(am.time / dt)),
                         "source": f"particle tracked KL ({ens.meta['scheme']}, dt = {dt:g}): step of minimal KL"})
     if "fokker-planck" in res:

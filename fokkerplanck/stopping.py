@@ -59,13 +59,18 @@ def tau_det(times, ratio, *, stderr=None, source: str = "R_t") -> StoppingTime:
     return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source, se)
 
 
-def kl_argmin(times, kl, *, source: str = "argmin KL") -> StoppingTime:
+def kl_argmin(times, kl, *, first_local: bool = False, source: str = "argmin KL") -> StoppingTime:
     """Time of the minimum of a KL trajectory: the smallest saved value refined by
     the vertex of the parabola through it and its neighbours (error O(dt^2) on
-    uniform saves)."""
+    uniform saves).  ``first_local``: the first local minimum instead of the global
+    one (the deterministic flow's KL falls until tau_det; a later, lower dip on a
+    grid is the grid failing to resolve the collapsing density)."""
     t = np.asarray(times, dtype=float)
     K = np.asarray(kl, dtype=float)
     k = int(np.argmin(K))
+    if first_local:
+        rises = np.flatnonzero(np.diff(K) > 0)
+        k = int(rises[0]) if rises.size else K.size - 1
     if 0 < k < t.size - 1:
         t0, t1, t2 = t[k - 1:k + 2]
         k0, k1, k2 = K[k - 1:k + 2]

@@ -16,6 +16,9 @@ def test_tau_det_interpolation_and_argmin_refinement():
     assert tau_det(t, R - 5).time == np.inf and tau_det(t, R + 1).time == 0.0
     kl = (t - 0.737) ** 2 + 1     # parabola: the vertex is recovered exactly
     assert kl_argmin(t, kl).time == pytest.approx(0.737, abs=1e-12)
+    late = np.where(t > 1.5, kl - 2.0, kl)   # a later, lower dip (an unresolved grid)
+    assert kl_argmin(t, late).time > 1.5
+    assert kl_argmin(t, late, first_local=True).time == pytest.approx(0.737, abs=1e-12)
     with pytest.raises(ValueError, match="equal length"):
         tau_det(t, R[:-1])
 
