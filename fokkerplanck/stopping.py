@@ -128,7 +128,11 @@ def spectral_gap_estimate(fokker_planck) -> LSConstant:
 
 
 def observed_rate(trajectory, *, kl_floor: float = 1e-10) -> LSConstant:
-    """``min_t T I(t) / (2 KL(t))`` along a computed trajectory (where KL > kl_floor)."""
+    """``min_t T I(t) / (2 KL(t))`` along a computed trajectory (where KL > kl_floor).
+
+    Over a short window this can exceed the true C_LS, so the time it gives can be too
+    short: OU with the certified 0.540 gave 0.725 on t in [0, 1]
+    (``fpk run ou; fpk info``); labelled estimated for that reason."""
     kl, I = trajectory.kl(), trajectory.fisher()
     ok = kl > kl_floor
     if not ok.any():
