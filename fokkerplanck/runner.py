@@ -198,7 +198,7 @@ def run_flows(cfg, f, *, progress=True, log=print) -> dict:
         log_z = U.log_partition(T)
     except NotImplementedError:
         log_z = grid.log_partition(U, T)
-    res = {}
+    res, fp = {}, None
     if "fokker_planck" in cfg:
         log("Fokker-Planck on the grid ...")
         fp = FokkerPlanck(U, grid, T)
@@ -247,7 +247,7 @@ def run_flows(cfg, f, *, progress=True, log=print) -> dict:
         g["times"] = times
         for k, v in res["closed-form"].items():
             g[k] = v
-    stops = stopping_summary(res, U, cfg, T)
+    stops = stopping_summary(res, U, cfg, T, fokker_planck=fp)
     f.attrs["stopping"] = json.dumps(stops)
     for s in stops:
         log(f"  {s['name']}: t = {s['time']:.6g}" + (f" +- {s['stderr']:.2g}" if s.get("stderr") else "")
@@ -270,7 +270,7 @@ def _closed_form(U, rho0, T, times) -> dict:
     return out
 
 
-def stopping_summary(res: dict, U, cfg, T) -> list[dict]:
+def stopping_summary(res: dict, U, cfg, T, *, fokker_planck=None) -> list[dict]:
     """The stopping times of a flows run, each with its source: ``tau_det`` and
     ``argmin KL`` of every deterministic result (grid and particles, with the
     step index ``k*`` for the particles' dt and the step of minimal tracked KL),
@@ -300,7 +300,8 @@ def stopping_summary(res: dict, U, cfg, T) -> list[dict]:
         from .solvers import FokkerPlanck
 
         kl0 = float(tr.kl()[0])
-        constants = [spectral_gap_estimate(FokkerPlanck(U, tr.grid, T)), observed_rate(tr)]
+        fp = fokker_planck if fokker_planck is not None else FokkerPlanck(U, tr.grid, T)
+        constants = [spectral_gap_estimate(fp), observed_rate(tr)]
         try:
             constants.insert(0, bakry_emery(U, tr.grid))
         except ValueError:

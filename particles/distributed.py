@@ -166,10 +166,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
         stats = [np.concatenate([p["stats"][j] for p in parts], axis=0) for j in range(len(first["times"]))]
     d = energy.dim
     T = first["meta"]["temperature"]
-    # the tracked-KL column is present iff the statistics cover q = d + 3 values per particle
-    q = int(round((-1 + math.sqrt(1 + 4 * (stats[0].shape[1] - 1 - 2 * d * d))) / 2)) if stats else 0
-    has_kl = q == d + 3
-    summ = _summary_arrays(stats, d, T, has_kl) if stats is not None else {}
+    summ = _summary_arrays(stats, d, T) if stats is not None else {}
     status = np.concatenate([p["status"] for p in parts])
     positions = np.concatenate([p["positions"] for p in parts], axis=1) if first["positions"] is not None else None
     logs = np.concatenate([p["logdensity"] for p in parts], axis=1) if first["logdensity"] is not None else None

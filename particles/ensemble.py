@@ -189,14 +189,14 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             f["steps"] = np.array(save_steps)
             loop(f)
             f["alive"] = alive
-            summ_arrays = _summary_arrays(stats, d, T, logrho is not None and log_z is not None)
+            summ_arrays = _summary_arrays(stats, d, T)
             g = f.create_group("summaries")
             for key, v in summ_arrays.items():
                 g[key] = v
     if bar is not None:
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
-    summ_arrays = _summary_arrays(stats, d, T, logrho is not None and log_z is not None)
+    summ_arrays = _summary_arrays(stats, d, T)
     escaped, nonfinite = _warn_lost(status)
     return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summ_arrays, alive, escaped,
                     nonfinite, None, meta, path, stats if summaries else None, status,
@@ -217,8 +217,8 @@ def _warn_lost(status) -> tuple[int, int]:
     return escaped, nonfinite
 
 
-def _summary_arrays(stats, d, T, has_kl) -> dict:
-    summ = [sm.summaries(S, d, T, has_kl=has_kl) for S in stats]
+def _summary_arrays(stats, d, T) -> dict:
+    summ = [sm.summaries(S, d, T) for S in stats]
     return {key: np.array([s[key] for s in summ]) for key in (summ[0] if summ else ())}
 
 

@@ -88,13 +88,18 @@ def block_stats(X, ok, energy, T, ell=None, *, block: int = BLOCK) -> np.ndarray
     return _block_stats(V, ok, d, block)
 
 
+def n_values(width: int, d: int) -> int:
+    """``q``, the values per particle behind block statistics of ``width`` columns
+    (``d + 2``, or ``d + 3`` with the tracked-KL term)."""
+    return int(round((-1 + math.sqrt(1 + 4 * (width - 1 - 2 * d * d))) / 2))
+
+
 def merge(S: np.ndarray, d: int):
     """``(n, mean, M2, S4)`` of all particles from block statistics ``S`` (nb, width):
     count, mean of v, centred second-moment matrix of v, and
     ``sum ((x_i - m_i)(x_j - m_j))^2`` (d, d).  Blocks are combined in order."""
     S = np.asarray(S, dtype=float)
-    width = S.shape[1]
-    q = int(round((-1 + math.sqrt(1 + 4 * (width - 1 - 2 * d * d))) / 2))
+    q = n_values(S.shape[1], d)
     cnt = S[:, 0]
     n = float(cnt.sum())
     if n == 0:
@@ -116,8 +121,10 @@ def merge(S: np.ndarray, d: int):
     return n, mean, M2, S4
 
 
-def summaries(S: np.ndarray, d: int, T: float, *, has_kl: bool) -> dict:
-    """The per-save summary dict of :class:`particles.Ensemble` from block statistics."""
+def summaries(S: np.ndarray, d: int, T: float) -> dict:
+    """The per-save summary dict of :class:`particles.Ensemble` from block statistics
+    (with ``kl, kl_se`` when they carry the tracked-KL term)."""
+    has_kl = n_values(np.shape(S)[1], d) == d + 3
     n, mean, M2, S4 = merge(S, d)
     nan = float("nan")
     if n < 2:
