@@ -69,3 +69,45 @@ def spd_matrix(A, name: str, dim: int | None = None) -> np.ndarray:
         lam = np.linalg.eigvalsh(A).min()
         raise ValueError(f"{name} must be positive definite; its smallest eigenvalue is {lam:.3g}") from None
     return A
+
+
+def positive_int(x, name: str, *, minimum: int = 1, maximum: int | None = None) -> int:
+    """An integer ``>= minimum`` (``2.0`` is accepted, ``2.5``, ``True`` and ``"2"`` are not)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {x!r}")
+    if not np.isfinite(x) or float(x) != int(x) or int(x) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {x!r}")
+    if maximum is not None and int(x) > maximum:
+        raise ValueError(f"{name} = {int(x)} is larger than the maximum {maximum}")
+    return int(x)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to this process now (MemAvailable; the cgroup limit
+    when one is set and lower); 2**63 when neither can be read."""
+    avail = 2**63
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+            if text.isdigit():
+                avail = min(avail, int(text))
+        except OSError:
+            pass
+    return avail
+
+
+def check_memory(nbytes: float, what: str, *, fraction: float = 0.8) -> None:
+    """Refuse, before allocating, what would not fit in ``fraction`` of the available memory."""
+    avail = available_memory()
+    if nbytes > fraction * avail:
+        raise MemoryError(f"{what} needs {nbytes / 2**30:.3g} GiB, more than {fraction:.0%} of the "
+                          f"{avail / 2**30:.3g} GiB of memory available: reduce the size")

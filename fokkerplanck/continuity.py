@@ -36,8 +36,8 @@ import numpy as np
 from ._validate import positive_float
 from .densities import Gaussian, GridDensity
 from .lagrangian import integrate_characteristics
-from .solvers import _check_times, _initial_density, _progress, warn_wall_mass
-from .trajectory import Trajectory
+from .solvers import _check_times, _initial_density, _progress, check_finite, warn_wall_mass
+from .trajectory import MASS_TOL, Trajectory
 
 __all__ = ["Continuity", "forward_lagrangian", "LagrangianKL", "POSITIVE_CFL"]
 
@@ -210,11 +210,18 @@ class Continuity:
             dens, info = self._lagrangian(rho0, times, rtol, atol)
             scheme = {"method": "lagrangian", "rtol": rtol, "atol": atol}
         info["wall_time"] = time.perf_counter() - t0
+        check_finite(dens, times, f"continuity ({self.method})")
         info["min_density"] = float(dens.min())
-        with warnings.catch_warnings():
-            if self.method == "lagrangian":
-                warnings.simplefilter("ignore")  # point values, no walls: nothing is lost at the box
-            info["max_wall_mass"] = warn_wall_mass(self.grid, times, dens)
+        info["max_wall_mass"] = warn_wall_mass(self.grid, times, dens)
+        if self.method == "lagrangian":  # point values of the flow on R^d: the box is only a window
+            mass = dens.reshape(times.size, -1).sum(axis=1) * self.grid.cell_volume
+            k = int(np.argmax(np.abs(mass - 1.0)))
+            info["max_mass_error"] = float(abs(mass[k] - 1.0))
+            if abs(mass[k] - 1.0) > MASS_TOL:
+                warnings.warn(f"the Lagrangian density has grid mass {mass[k]:.6g} at t = {times[k]:g}: mass "
+                              f"{'left the box' if mass[k] < 1 else 'is over-counted'} or is unresolved on the grid "
+                              "(the flow concentrates below the cell size); KL and R_t of these densities are not "
+                              "those of probability laws", RuntimeWarning, stacklevel=2)
         return Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow, scheme=scheme,
                           info=info)
 

@@ -22,12 +22,14 @@ def _stack(grid, rho):
 
 def kl_grid(grid, rho, log_pi):
     """``sum vol rho (log rho - log pi)`` with ``0 log 0 = 0``; ``log_pi`` is the log of
-    the normalised discrete Gibbs law (logs, so that tails where ``pi`` underflows count)."""
+    the normalised discrete Gibbs law (logs, so that tails where ``pi`` underflows count).
+    A density holding NaN gives NaN (never a number); negative round-off counts as 0."""
     R, single = _stack(grid, rho)
     lp = np.asarray(log_pi).ravel()
     with np.errstate(divide="ignore", invalid="ignore"):
         term = np.where(R > 0, R * (np.log(R) - lp), 0.0)
     out = term.sum(axis=1) * grid.cell_volume
+    out[np.isnan(R).any(axis=1)] = np.nan
     return out[0] if single else out
 
 

@@ -50,7 +50,8 @@ from ._validate import finite_array, points, positive_float, spd_matrix
 
 __all__ = [
     "Kernels", "Energy", "Quadratic", "DoubleWell", "GaussianMixture", "Sum", "SoftMin",
-    "Custom", "softmin", "from_spec", "check_confining", "ConfinementReport",
+    "Custom", "softmin", "from_spec", "from_config", "check_confining", "ConfinementReport",
+    "ENERGY_TYPES", "CONSTRUCTORS", "register", "UnresolvedEnergyError", "custom_modules",
 ]
 
 
@@ -63,20 +64,43 @@ class Kernels(NamedTuple):
     hess: Callable
 
 
-_REGISTRY: dict[str, type] = {}
+def _frozen(a) -> np.ndarray:
+    """A read-only float64 copy: what numba kernels read must not change behind them."""
+    arr = np.array(a, dtype=np.float64)
+    arr.setflags(write=False)
+    return arr
 
 
 class Energy:
     """Base class.  Subclasses set :attr:`dim`, :attr:`params` and implement the
     ``_value/_grad/_lap/_hess`` NumPy methods on validated ``(N, d)`` arrays,
-    ``_build_kernels`` and ``to_spec``."""
+    ``_build_kernels`` and ``to_spec``.
+
+    :attr:`params` is a read-only copy, fixed at construction: the particle
+    kernels index it, so changing it in place (which would make particles and
+    grid disagree, or index out of bounds) raises.  Build a new energy instead.
+    """
 
     dim: int
-    params: np.ndarray
 
-    def __init_subclass__(cls, **kw):
-        super().__init_subclass__(**kw)
-        _REGISTRY[cls.__name__] = cls
+    @property
+    def params(self) -> np.ndarray:
+        return self._params
+
+    @params.setter
+    def params(self, value):
+        if getattr(self, "_params", None) is not None:
+            raise AttributeError(f"{type(self).__name__}.params is fixed at construction; build a new energy")
+        arr = np.asarray(value, dtype=np.float64)
+        if arr.ndim != 1 or np.any(np.isnan(arr)):
+            raise ValueError(f"params must be a 1-D array without NaN, got shape {arr.shape}")
+        self._params = _frozen(arr)
+
+    def __setstate__(self, state):  # pickles (Dask) come back read-only too
+        self.__dict__.update(state)
+        for k, v in state.items():
+            if isinstance(v, np.ndarray):
+                v.setflags(write=False)
 
     # -- vectorised evaluation -------------------------------------------------
     def value(self, x) -> np.ndarray | float:
@@ -287,9 +311,9 @@ class Quadratic(Energy):
     """
 
     def __init__(self, A, mean=None):
-        self.A = spd_matrix(A, "A")
+        self.A = _frozen(spd_matrix(A, "A"))
         self.dim = self.A.shape[0]
-        self.mean = np.zeros(self.dim) if mean is None else finite_array(mean, "mean", shape=(self.dim,))
+        self.mean = _frozen(np.zeros(self.dim) if mean is None else finite_array(mean, "mean", shape=(self.dim,)))
         self.params = np.concatenate([self.mean, self.A.ravel()])
 
     def _value(self, X):
@@ -416,10 +440,18 @@ class DoubleWell(Energy):
 # Gaussian mixture.  Parameter layout: p = [K, then per component k:
 #   logc_k = log w_k - 1/2 log det(2 pi S_k), mean_k (d), P_k = S_k^{-1} (d*d)]
 @jit(cache=True)
+def _gm_ncomp(p, d):
+    """The component count ``p[0]``, clipped to what ``p`` holds: never index out of bounds."""
+    k = int(p[0])
+    kmax = (p.shape[0] - 1) // (1 + d + d * d)
+    return min(max(k, 0), kmax)
+
+
+@jit(cache=True)
 def _gm_logits(x, p, ls):
     """Fill ls[k] = log w_k + log N(x; m_k, S_k); return max_k ls[k]."""
-    K = int(p[0])
     d = x.shape[0]
+    K = _gm_ncomp(p, d)
     stride = 1 + d + d * d
     lmax = -np.inf
     for k in range(K):
@@ -470,8 +502,8 @@ def _gm_quad(x, p, off, d):
 @jit(cache=True)
 def _gm_value(x, p):
     # one pass, online log-sum-exp, no allocation (this runs inside particle loops)
-    K = int(p[0])
     d = x.shape[0]
+    K = _gm_ncomp(p, d)
     stride = 1 + d + d * d
     m = -np.inf
     s = 0.0
@@ -491,7 +523,7 @@ def _gm_pass2(x, p):
     """2D online log-sum-exp pass: ``(m, s, o0, o1)`` with ``sum_k e^{l_k} = e^m s`` and
     ``o / s = sum_k r_k P_k (x - m_k)`` (scalars in registers: ``out`` arrays may alias
     ``p`` as far as LLVM knows, so a generic loop would reload parameters after every store)."""
-    K = int(p[0])
+    K = _gm_ncomp(p, 2)
     m = -np.inf
     s = 0.0
     o0 = 0.0
@@ -533,7 +565,7 @@ def _gm_grad(x, p, out):
     if d == 2:
         _gm_grad2(x, p, out)
         return
-    K = int(p[0])
+    K = _gm_ncomp(p, d)
     stride = 1 + d + d * d
     m = -np.inf
     s = 0.0
@@ -563,7 +595,7 @@ def _gm_grad(x, p, out):
 def _gm_lap2(x, p):
     """2D fast path of :func:`_gm_lap`, no allocation: the gradient's pass gives the
     log-sum-exp and gbar, a second pass sums r_k (tr P_k - |g_k - gbar|^2)."""
-    K = int(p[0])
+    K = _gm_ncomp(p, 2)
     m, s, b0, b1 = _gm_pass2(x, p)
     b0 /= s
     b1 /= s
@@ -585,7 +617,7 @@ def _gm_lap(x, p):
     d = x.shape[0]
     if d == 2:
         return _gm_lap2(x, p)
-    K = int(p[0])
+    K = _gm_ncomp(p, d)
     stride = 1 + d + d * d
     r = np.empty(K)
     g = np.empty(d)
@@ -611,8 +643,8 @@ def _gm_lap(x, p):
 
 @jit(cache=True)
 def _gm_hess(x, p, out):
-    K = int(p[0])
     d = x.shape[0]
+    K = _gm_ncomp(p, d)
     stride = 1 + d + d * d
     r = np.empty(K)
     g = np.empty(d)
@@ -671,10 +703,11 @@ class GaussianMixture(Energy):
                 raise ValueError(f"weights must be non-negative with a positive sum, got {w.tolist()}")
             w = w / w.sum()
         self.dim, self.K = d, K
-        self.means, self.covs, self.weights = means, S, w
-        self.precisions = np.linalg.inv(S)
-        self._logc = np.log(np.where(w > 0, w, 1e-300)) - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1]
-        self._logc[w == 0] = -np.inf
+        self.means, self.covs, self.weights = _frozen(means), _frozen(S), _frozen(w)
+        self.precisions = _frozen(np.linalg.inv(S))
+        logc = np.log(np.where(w > 0, w, 1e-300)) - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1]
+        logc[w == 0] = -np.inf
+        self._logc = _frozen(logc)
         blocks = [np.concatenate([[self._logc[k]], means[k], self.precisions[k].ravel()]) for k in range(K)]
         self.params = np.concatenate([[float(K)]] + blocks)
 
@@ -913,7 +946,7 @@ class Sum(Energy):
             else:
                 flat_c.append(float(c))
                 flat_t.append(t)
-        self.coefs, self.terms = np.array(flat_c), flat_t
+        self.coefs, self.terms = _frozen(flat_c), tuple(flat_t)
         self.dim = _same_dim(self.terms)
         # fold left: ((c1 U1 + c2 U2) + c3 U3) ...; a single term is c1 U1 + 0
         p = np.concatenate([[len(self.terms[0].params), self.coefs[0], 0.0], self.terms[0].params, []])
@@ -949,8 +982,10 @@ class Sum(Energy):
                                          for c, t in zip(self.coefs, self.terms)]}
 
     @classmethod
-    def _from_spec(cls, spec):
-        return cls([t["coef"] for t in spec["terms"]], [from_spec(t["energy"]) for t in spec["terms"]])
+    def _from_spec(cls, spec, allow_modules=()):
+        _check_keys(spec, {"type", "terms"}, "Sum spec")
+        return cls([t["coef"] for t in spec["terms"]],
+                   [from_spec(t["energy"], allow_modules=allow_modules) for t in spec["terms"]])
 
     def __repr__(self):
         return " + ".join(f"{c:g}*{t!r}" for c, t in zip(self.coefs, self.terms))
@@ -964,7 +999,7 @@ class SoftMin(Energy):
         energies = list(energies)
         if len(energies) < 2 or not all(isinstance(e, Energy) for e in energies):
             raise ValueError("SoftMin needs at least two Energy objects")
-        self.terms = energies
+        self.terms = tuple(energies)
         self.dim = _same_dim(energies)
         p = energies[0].params
         for e in energies[1:]:
@@ -1008,8 +1043,9 @@ class SoftMin(Energy):
         return {"type": "SoftMin", "energies": [t.to_spec() for t in self.terms]}
 
     @classmethod
-    def _from_spec(cls, spec):
-        return cls([from_spec(s) for s in spec["energies"]])
+    def _from_spec(cls, spec, allow_modules=()):
+        _check_keys(spec, {"type", "energies"}, "SoftMin spec")
+        return cls([from_spec(s, allow_modules=allow_modules) for s in spec["energies"]])
 
 
 def softmin(*energies) -> SoftMin:
@@ -1079,12 +1115,34 @@ class Custom(Energy):
         return {"type": "Custom", "dim": self.dim, "params": self.params.tolist(), **names}
 
     @classmethod
-    def _from_spec(cls, spec):
-        def load(ref):
-            mod, name = ref.split(":")
-            return getattr(importlib.import_module(mod), name)
-        return cls(spec["dim"], load(spec["value"]), load(spec["grad"]), load(spec["lap"]),
-                   load(spec["hess"]) if "hess" in spec else None, params=spec.get("params", ()))
+    def _from_spec(cls, spec, allow_modules=()):
+        """Kernels are named ``"module:function"``; a module is imported only when
+        the caller lists it in ``allow_modules`` (data never runs code by itself)."""
+        refs = {k: spec.get(k) for k in ("value", "grad", "lap", "hess")}
+        mods = sorted({str(r).partition(":")[0] for r in refs.values() if r is not None})
+        refused = [m for m in mods if m not in set(allow_modules)]
+        if refused:
+            raise UnresolvedEnergyError(
+                f"this Custom energy names kernels in the modules {refused}; a spec read from a file or a "
+                "config never imports code by itself: pass the energy (energy=...) or allow those modules "
+                f"explicitly (allow_modules={refused})", spec)
+
+        def load(key):
+            ref = refs[key]
+            if ref is None:
+                if key == "hess":
+                    return None
+                raise ValueError(f"Custom energy spec lacks the kernel {key!r}")
+            mod, sep, name = str(ref).partition(":")
+            if not sep or not name.isidentifier():
+                raise ValueError(f"Custom kernel {key} must be 'module:function', got {ref!r}")
+            f = getattr(importlib.import_module(mod), name, None)
+            if not hasattr(f, "py_func"):
+                raise ValueError(f"Custom kernel {ref!r} is not a numba.njit function in module {mod!r}")
+            return f
+        _check_keys(spec, {"type", "dim", "params", "value", "grad", "lap", "hess"}, "Custom energy spec")
+        return cls(spec.get("dim", 0), load("value"), load("grad"), load("lap"), load("hess"),
+                   params=spec.get("params", ()))
 
 
 @jit(cache=True)
@@ -1093,17 +1151,123 @@ def _missing_hess(x, p, out):
 
 
 # ---------------------------------------------------------------------------
-def from_spec(spec: dict) -> Energy:
-    """Rebuild an energy from :meth:`Energy.to_spec` output."""
+# Specs and configs are data: names map through these explicit registries,
+# never through attribute lookups or imports.
+ENERGY_TYPES: dict[str, type] = {}
+CONSTRUCTORS: dict[str, Callable] = {}
+
+
+def register(cls: type, constructors: tuple[str, ...] = ()) -> type:
+    """Make an Energy subclass (and its named classmethod constructors) reachable
+    from specs and configs by name: ``"Name"`` and ``"Name.constructor"``."""
+    if not (isinstance(cls, type) and issubclass(cls, Energy)):
+        raise TypeError(f"only Energy subclasses can be registered, got {cls!r}")
+    ENERGY_TYPES[cls.__name__] = cls
+    for c in constructors:
+        CONSTRUCTORS[f"{cls.__name__}.{c}"] = getattr(cls, c)
+    return cls
+
+
+class UnresolvedEnergyError(ValueError):
+    """A spec that names user code (a :class:`Custom` energy) which was not allowed to load."""
+
+    def __init__(self, message, spec=None):
+        super().__init__(message)
+        self.spec = spec
+
+
+def _nearest(key, valid) -> str:
+    import difflib
+
+    close = difflib.get_close_matches(str(key), [str(v) for v in valid], n=1, cutoff=0.5)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _check_keys(d: dict, valid, where: str) -> None:
+    """Unknown keys are an error that names each and the nearest valid one."""
+    unknown = [k for k in d if k not in valid]
+    if unknown:
+        k = unknown[0]
+        raise ValueError(f"{where}: unknown key {k!r}{_nearest(k, valid)}; valid keys: {sorted(valid)}")
+
+
+def _call_checked(fn: Callable, kwargs: dict, where: str):
+    """``fn(**kwargs)`` after checking the keywords against ``fn``'s signature, so a
+    typo is an error naming the key instead of a TypeError from deep inside."""
+    import inspect
+
+    sig = inspect.signature(fn)
+    names = [n for n, prm in sig.parameters.items() if prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY)]
+    _check_keys(kwargs, names, where)
+    missing = [n for n, prm in sig.parameters.items() if n in names and prm.default is prm.empty and n not in kwargs]
+    if missing:
+        raise ValueError(f"{where}: missing the keys {missing}")
+    try:
+        return fn(**kwargs)
+    except TypeError as exc:  # a value of the wrong kind (a table where a number belongs, ...)
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def from_spec(spec: dict, *, allow_modules=()) -> Energy:
+    """Rebuild an energy from :meth:`Energy.to_spec` output (a dict, as read from a
+    file or a config).  Types come from :data:`ENERGY_TYPES` only.  A :class:`Custom`
+    energy's kernels are imported only from modules listed in ``allow_modules``;
+    otherwise :class:`UnresolvedEnergyError` says which modules it would need."""
     if not isinstance(spec, dict) or "type" not in spec:
-        raise ValueError(f"an energy spec is a dict with a 'type' key, got {spec!r}")
+        raise ValueError(f"an energy spec is a dict with a 'type' key, got {str(spec)[:200]}")
     kind = spec["type"]
-    if kind not in _REGISTRY:
-        raise ValueError(f"unknown energy type {kind!r}; known: {sorted(_REGISTRY)}")
-    cls = _REGISTRY[kind]
+    if not isinstance(kind, str) or kind not in ENERGY_TYPES:
+        raise ValueError(f"unknown energy type {kind!r}{_nearest(kind, ENERGY_TYPES)}; known: {sorted(ENERGY_TYPES)}")
+    cls = ENERGY_TYPES[kind]
     if hasattr(cls, "_from_spec"):
-        return cls._from_spec(spec)
-    return cls(**{k: v for k, v in spec.items() if k != "type"})
+        try:
+            return cls._from_spec(spec, allow_modules)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"{kind} spec is malformed: {type(exc).__name__} {exc}") from None
+    return _call_checked(cls, {k: v for k, v in spec.items() if k != "type"}, f"{kind} energy")
+
+
+def from_config(spec: dict) -> Energy:
+    """An energy from a config table: a spec (:func:`from_spec`, no Custom energies)
+    or a named constructor from :data:`CONSTRUCTORS` (``type = "GaussianMixture.ring"``)
+    with its keyword arguments, checked against its signature."""
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ValueError(f"[energy] needs a 'type' key, got {str(spec)[:200]}")
+    kind = spec["type"]
+    if isinstance(kind, str) and kind in CONSTRUCTORS:
+        return _call_checked(CONSTRUCTORS[kind], {k: v for k, v in spec.items() if k != "type"}, f"energy {kind}")
+    if isinstance(kind, str) and kind not in ENERGY_TYPES:
+        valid = sorted(ENERGY_TYPES) + sorted(CONSTRUCTORS)
+        raise ValueError(f"unknown energy type {kind!r}{_nearest(kind, valid)}; known: {valid}")
+    return from_spec(spec)
+
+
+def custom_modules(spec) -> list[str]:
+    """The modules whose kernels a spec (or an energy) names through :class:`Custom` parts:
+    what a program that built the energy itself may pass on as ``allow_modules``."""
+    if isinstance(spec, Energy):
+        spec = spec.to_spec()
+    found = set()
+
+    def walk(s):
+        if isinstance(s, dict):
+            if s.get("type") == "Custom":
+                found.update(str(s[k]).partition(":")[0] for k in ("value", "grad", "lap", "hess") if k in s)
+            for v in s.values():
+                walk(v)
+        elif isinstance(s, list):
+            for v in s:
+                walk(v)
+    walk(spec)
+    return sorted(found)
+
+
+register(Quadratic)
+register(DoubleWell)
+register(GaussianMixture, ("ring", "square_grid", "paper_A", "paper_B"))
+register(Sum)
+register(SoftMin)
+register(Custom)
 
 
 # ---------------------------------------------------------------------------

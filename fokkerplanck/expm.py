@@ -15,7 +15,15 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ive
 
-__all__ = ["gershgorin_bound", "chebyshev_expm_multiply", "n_terms"]
+__all__ = ["gershgorin_bound", "chebyshev_expm_multiply", "n_terms", "max_segment", "ChebyshevBudgetError",
+           "KMAX"]
+
+KMAX = 20_000  # terms (matrix-vector products) of one sweep; longer times go in segments
+
+
+class ChebyshevBudgetError(RuntimeError):
+    """The expansion would need more than ``kmax`` terms for the requested time: never
+    truncated silently (split the time into segments, see :func:`max_segment`)."""
 
 
 def gershgorin_bound(S) -> float:
@@ -23,10 +31,13 @@ def gershgorin_bound(S) -> float:
     return float(abs(S).sum(axis=1).max())
 
 
-def _coefficients(z: float, tol: float, kmax: int = 100_000) -> np.ndarray:
-    """``c_0 = ive(0, z), c_k = 2 ive(k, z)`` up to the first k whose tail is below tol."""
-    # tail bound: for k > z the ratio c_{k+1}/c_k < z / (k + 1 + sqrt(...)) < 1; stop
-    # once c_k < tol * (1 - ratio) which bounds the geometric tail
+def _coefficients(z: float, tol: float, kmax: int = KMAX) -> np.ndarray:
+    """``c_0 = ive(0, z), c_k = 2 ive(k, z)`` up to the first k whose tail is below tol;
+    :class:`ChebyshevBudgetError` when that takes more than ``kmax`` terms."""
+    if not np.isfinite(z) or z < 0:
+        raise ValueError(f"Chebyshev argument z = t lam_max / 2 must be finite and >= 0, got {z!r}")
+    # tail bound: I_{k+1}(z)/I_k(z) < z / (k + 1/2 + sqrt((k + 1/2)^2 + z^2)) =: q_k < 1 for
+    # every k >= 0 (Amos 1974), decreasing in k, so sum_{j > k} c_j < c_k q_k / (1 - q_k)
     out = []
     k = 0
     block = 64
@@ -37,16 +48,30 @@ def _coefficients(z: float, tol: float, kmax: int = 100_000) -> np.ndarray:
             c[0] *= 0.5
         out.append(c)
         k += block
-        last = c[-1]
-        if ks[-1] > z:
-            ratio = z / (ks[-1] + 1 + np.sqrt((ks[-1] + 1) ** 2 + z * z))  # Amos bound I_{k+1}/I_k
-            if last / (1 - ratio) < tol:
-                break
+        nu = ks[-1] + 0.5
+        q = z / (nu + np.sqrt(nu * nu + z * z))
+        if c[-1] * q / (1.0 - q) < tol:
+            break
+    else:
+        raise ChebyshevBudgetError(f"the Chebyshev expansion at z = t lam_max / 2 = {z:.4g} needs more than "
+                                   f"{kmax} terms for tolerance {tol:g}")
     c = np.concatenate(out)
     # trim: smallest K such that sum_{k >= K} c_k < tol (tail estimated from the computed ones)
     tail = np.cumsum(c[::-1])[::-1]
     K = int(np.argmax(tail < tol)) if np.any(tail < tol) else c.size
     return c[:max(K, 1)]
+
+
+def max_segment(lam_max: float, tol: float, kmax: int = KMAX) -> float:
+    """The longest time one sweep of at most ``kmax`` terms reaches at tolerance ``tol``."""
+    lam = max(float(lam_max), 1e-300)
+    z = 0.9 * kmax**2 / (2.0 * max(np.log(1.0 / tol), 1.0))  # I_k(z) e^-z ~ exp(-k^2 / 2z)
+    while True:
+        try:
+            _coefficients(z, tol, kmax)
+            return 2.0 * z / lam
+        except ChebyshevBudgetError:
+            z *= 0.7
 
 
 def n_terms(t: float, lam_max: float, tol: float) -> int:
@@ -61,6 +86,7 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
     ``matvec(x)`` computes ``S x``; ``lam_max`` bounds the spectrum of ``-S``
     from above; ``tol`` bounds the 2-norm truncation error relative to
     ``||v||_2``.  ``callback(k, K)`` is called every block of products (progress).
+    Raises :class:`ChebyshevBudgetError` when a time needs more than :data:`KMAX` terms.
     """
     times = np.asarray(times, dtype=float)
     if np.any(times < 0):

@@ -13,7 +13,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.special import logsumexp
 
-from ._validate import finite_array, points, positive_float
+from ._validate import check_memory, finite_array, points, positive_float, positive_int
 
 __all__ = ["Grid"]
 
@@ -35,10 +35,16 @@ class Grid:
         if np.any(b[:, 1] <= b[:, 0]):
             raise ValueError(f"every axis needs lo < hi, got bounds {b.tolist()}")
         d = b.shape[0]
-        c = np.broadcast_to(np.asarray(cells), (d,)) if np.ndim(cells) == 0 else np.asarray(cells)
-        if c.shape != (d,) or not all(float(ci) == int(ci) and int(ci) >= 2 for ci in c):
-            raise ValueError(f"cells must be an integer >= 2 or {d} of them, got {cells!r}")
-        per = np.broadcast_to(np.asarray(periodic, dtype=bool), (d,))
+        try:
+            c = [positive_int(ci, "cells", minimum=2) for ci in np.broadcast_to(np.asarray(cells, dtype=object), (d,))]
+        except ValueError:
+            raise ValueError(f"cells must be an integer >= 2 or {d} of them, got {cells!r}") from None
+        # one density in float64 (solvers hold several): refuse before any allocation
+        check_memory(8.0 * math.prod(c), f"a grid of {' x '.join(map(str, c))} cells (one density)", fraction=0.25)
+        per = np.asarray(periodic)
+        if per.dtype != bool or per.shape not in ((), (d,)):
+            raise ValueError(f"periodic must be a bool or {d} bools, got {periodic!r}")
+        per = np.broadcast_to(per, (d,))
         self.ndim = d
         self.bounds = tuple((float(lo), float(hi)) for lo, hi in b)
         self.cells = tuple(int(ci) for ci in c)
@@ -83,6 +89,11 @@ class Grid:
 
     @classmethod
     def from_spec(cls, spec: dict) -> "Grid":
+        if not isinstance(spec, dict) or "bounds" not in spec or "cells" not in spec:
+            raise ValueError(f"a grid spec is a dict with 'bounds' and 'cells', got {str(spec)[:200]}")
+        unknown = set(spec) - {"bounds", "cells", "periodic"}
+        if unknown:
+            raise ValueError(f"grid: unknown keys {sorted(unknown)}; valid: ['bounds', 'cells', 'periodic']")
         return cls(spec["bounds"], spec["cells"], spec.get("periodic", False))
 
     # -- fields --------------------------------------------------------------------

@@ -62,7 +62,7 @@ import numpy as np
 from . import densities as Dn
 from . import energies as E
 from .grid import Grid
-from .trajectory import atomic_h5
+from ._files import atomic_h5
 
 __all__ = ["load_config", "run", "build_energy", "builtin_configs", "read_run", "KINDS"]
 
@@ -124,16 +124,9 @@ def check_config(cfg: dict) -> None:
 
 
 def build_energy(spec: dict) -> E.Energy:
-    spec = dict(spec)
-    kind = spec.get("type", "")
-    if "." in kind:
-        cls_name, ctor = kind.split(".", 1)
-        cls = getattr(E, cls_name, None)
-        if cls is None or not hasattr(cls, ctor):
-            raise ValueError(f"unknown energy constructor {kind!r}")
-        spec.pop("type")
-        return getattr(cls, ctor)(**spec)
-    return E.from_spec(spec)
+    """The ``[energy]`` table: names map through :data:`fokkerplanck.energies.CONSTRUCTORS`
+    and :data:`~fokkerplanck.energies.ENERGY_TYPES` only (never an attribute lookup)."""
+    return E.from_config(spec)
 
 
 def _grid(cfg) -> Grid:

@@ -47,7 +47,7 @@ from .expm import chebyshev_expm_multiply, gershgorin_bound, n_terms, uniformiza
 from .fluxes import faces, sg_generator, sg_symmetric
 from .trajectory import Trajectory
 
-__all__ = ["FokkerPlanck", "WALL_MASS_TOL"]
+__all__ = ["FokkerPlanck", "WALL_MASS_TOL", "check_finite"]
 
 WALL_MASS_TOL = 1e-6
 EIGH_MAX_CELLS = 2000
@@ -73,6 +73,15 @@ def _initial_density(grid, rho0, normalise: str) -> np.ndarray:
     if hasattr(rho0, "logpdf") and hasattr(rho0, "on_grid"):
         return rho0.on_grid(grid)
     return grid.check_density(rho0, "rho0", normalise=normalise)
+
+
+def check_finite(dens, times, what: str) -> None:
+    """A solver result holding NaN or inf is an error, never a trajectory."""
+    bad = ~np.isfinite(dens.reshape(dens.shape[0], -1)).all(axis=1)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise FloatingPointError(f"{what} produced non-finite densities from t = {times[k]:g} on "
+                                 f"({int(bad.sum())} of {bad.size} saved times)")
 
 
 def warn_wall_mass(grid, times, dens, tol: float = WALL_MASS_TOL) -> float:
@@ -173,6 +182,7 @@ class FokkerPlanck:
         else:
             raise ValueError(f"method must be 'exact' or 'implicit', got {method!r}")
         info["wall_time"] = time.perf_counter() - t0
+        check_finite(dens, times, f"Fokker-Planck ({method})")
         info["min_density"] = float(dens.min())
         info["max_wall_mass"] = warn_wall_mass(self.grid, times, dens)
         scheme.update(space="finite-volume Scharfetter-Gummel")
@@ -240,14 +250,69 @@ class FokkerPlanck:
                 def progress_cb(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
                     _bar.n = _j + int((times.size - _j) * k / K)
                     _bar.refresh()
-                W = chebyshev_expm_multiply(self.symmetric.dot, w0, rest, self.lam_max, tol=tol,
-                                            callback=progress_cb if bar is not None else None)
-                info.update(exact="chebyshev", lam_max=self.lam_max,
-                            chebyshev_matvecs=n_terms(float(rest.max()), self.lam_max, tol))
+                W, seg_info = self._chebyshev(w0, rest, tol, progress_cb if bar is not None else None)
+                info.update(exact="chebyshev", lam_max=self.lam_max, **seg_info)
             out[j:] = W * sp_
         if bar is not None:
             bar.close()
         return out.reshape(times.size, *self.grid.shape), info
+
+    def _chebyshev(self, w0, rest, tol, callback):
+        """``exp(t S) w0`` for ``t in rest``: one Chebyshev sweep for all times within
+        :func:`~fokkerplanck.expm.max_segment`; beyond it the sweep restarts from the
+        last state (errors add: at most ``tol ||w0||`` per segment), and once the part
+        of the state orthogonal to the Gibbs direction has decayed below
+        ``tol ||w0||`` by the spectral gap (``||e^{tS} r|| <= e^{-lambda_1 t} ||r||``)
+        the answer is the Gibbs law itself.  Never a silently truncated expansion."""
+        from .expm import KMAX, max_segment
+
+        S, lam = self.symmetric, self.lam_max
+        seg = max_segment(lam, tol)
+        if rest[-1] <= seg:
+            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback),
+                    {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
+        out = np.empty((rest.size, w0.size))
+        phi = self._sqrt_pi / np.linalg.norm(self._sqrt_pi)
+        norm0 = np.linalg.norm(w0)
+        gap = None
+        base, w, i, segments, matvecs, jumped = 0.0, w0, 0, 0, 0, 0
+        while i < rest.size:
+            c = float(phi @ w)
+            r = float(np.linalg.norm(w - c * phi))
+            if r <= tol * norm0:  # already at the Gibbs law to tolerance
+                out[i:] = c * phi
+                jumped += rest.size - i
+                break
+            if gap is None:
+                gap = self.spectral_gap()
+            settle = base + math.log(r / (tol * norm0)) / gap if gap > 0 else math.inf
+            done = rest[i:] >= settle
+            if done.all():
+                out[i:] = c * phi
+                jumped += rest.size - i
+                break
+            sel = np.flatnonzero((rest[i:] <= base + seg) & ~done) + i
+            if sel.size:
+                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol)
+                out[sel] = W
+                matvecs += n_terms(float(rest[sel[-1]] - base), lam, tol)
+                base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
+            else:  # no output in this segment: advance the state by one whole segment
+                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol)[0]
+                matvecs += KMAX
+                base += seg
+            segments += 1
+            if segments > 10_000:
+                raise RuntimeError(f"the exact solver would need more than 10000 Chebyshev segments of length "
+                                   f"{seg:.3g} to reach t = {rest[-1]:g} (spectral gap {gap:.3g}): use "
+                                   "method='implicit' or shorter times")
+            if callback is not None:
+                callback(i, rest.size)
+        info = {"chebyshev_matvecs": matvecs, "segments": segments, "gibbs_jump_outputs": jumped,
+                "segment_length": seg}
+        if gap is not None:
+            info["spectral_gap"] = gap
+        return out, info
 
     def _implicit(self, rho0, times, tol, dt, progress):
         L = self.generator.tocsc()

@@ -144,7 +144,7 @@ def _reference(rows: list[dict]) -> dict:
 def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=None, log=print) -> list[dict]:
     """Run the missing points of the sweep (on ``client`` when given), then write the
     summary table; returns its rows.  ``log`` gets one line per point."""
-    from .trajectory import atomic_h5
+    from ._files import atomic_h5
 
     os.makedirs(outdir, exist_ok=True)
     pts = points(params)

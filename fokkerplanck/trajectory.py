@@ -12,13 +12,19 @@ HDF5 layout (version 1)::
     /diagnostics/mean      (n, d), /diagnostics/cov (n, d, d)
 
 Files are written atomically: to a temporary name in the same folder, then
-renamed, so a crash never leaves a half-written file under the final name.
+renamed, so a crash never leaves a half-written file under the final name
+(:mod:`fokkerplanck._files`).
+
+Reading a file never imports or runs code: an energy spec that names user
+kernels (:class:`~fokkerplanck.energies.Custom`) is rebuilt only when the
+caller passes the energy or allows its modules; otherwise the trajectory
+loads with :class:`SpecOnlyEnergy` and answers its diagnostics from the
+values stored in the file.
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
+import warnings
 from functools import cached_property
 
 import h5py
@@ -27,36 +33,40 @@ from scipy.special import logsumexp
 
 from . import diagnostics as D
 from . import energies as E
+from ._files import atomic_h5
 from .fluxes import faces, sg_fisher
 from .grid import Grid
 
-__all__ = ["Trajectory", "atomic_h5"]
+__all__ = ["Trajectory", "atomic_h5", "SpecOnlyEnergy", "MASS_TOL"]
+
+MASS_TOL = 1e-3  # |mass - 1| above which a diagnostic of probability laws warns
 
 FORMAT = "fokkerplanck.trajectory"
 VERSION = 1
 
 
-class atomic_h5:
-    """Context manager: an ``h5py.File`` open for writing under a temporary name,
-    renamed to ``path`` on success and removed on any exception (Ctrl-C included)."""
+class SpecOnlyEnergy:
+    """Stands in for an energy that a file names but that was not allowed to load
+    (user code): it has the spec and the dimension, and raises on evaluation."""
 
-    def __init__(self, path):
-        self.path = os.fspath(path)
+    def __init__(self, spec: dict, reason: str):
+        self.spec, self.reason = spec, reason
+        self.dim = int(spec.get("dim", 0)) if isinstance(spec.get("dim", 0), int) else 0
 
-    def __enter__(self) -> h5py.File:
-        d = os.path.dirname(os.path.abspath(self.path))
-        fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(self.path) + ".", suffix=".tmp", dir=d)
-        os.close(fd)
-        self.f = h5py.File(self.tmp, "w")
-        return self.f
+    def to_spec(self) -> dict:
+        return self.spec
 
-    def __exit__(self, exc_type, exc, tb):
-        self.f.close()
-        if exc_type is None:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
-        return False
+    def _refuse(self, *args, **kwargs):
+        raise ValueError(f"the energy of this file was not rebuilt: {self.reason}")
+
+    value = grad = laplacian = hessian = residual = log_partition = lap_and_grad2 = _refuse
+
+    @property
+    def kernels(self):
+        self._refuse()
+
+    def __repr__(self):
+        return f"SpecOnlyEnergy({self.spec.get('type')!r}: not loaded)"
 
 
 class Trajectory:
@@ -80,6 +90,7 @@ class Trajectory:
         self.flow = flow
         self.scheme = dict(scheme)
         self.info = dict(info or {})
+        self.stored: dict = {}  # diagnostics read from a file (used when the energy is not loaded)
 
     def __len__(self):
         return self.times.size
@@ -108,13 +119,43 @@ class Trajectory:
     def mass(self) -> np.ndarray:
         return self.densities.reshape(len(self), -1).sum(axis=1) * self.grid.cell_volume
 
+    @property
+    def energy_loaded(self) -> bool:
+        return not isinstance(self.energy, SpecOnlyEnergy)
+
+    def _stored(self, name: str):
+        """A diagnostic from the file, when the energy that computes it was not loaded."""
+        if self.energy_loaded:
+            return None
+        if name not in self.stored:
+            raise ValueError(f"{name}: the file stores no such diagnostic and its energy was not rebuilt "
+                             f"({self.energy.reason})")
+        return self.stored[name]
+
+    def _warn_mass(self, what: str) -> None:
+        """A diagnostic of probability laws on a density that lost (or gained) mass says so."""
+        m = self.mass()
+        bad = np.abs(m - 1.0) > MASS_TOL
+        if bad.any():
+            k = int(np.argmax(np.abs(m - 1.0)))
+            warnings.warn(f"{what} of densities whose grid mass is not 1 (mass {m[k]:.6g} at t = {self.times[k]:g}; "
+                          f"{int(bad.sum())} of {len(self)} times off by more than {MASS_TOL:g}): mass left the box "
+                          "or is unresolved on the grid, so this is not a divergence between probability laws",
+                          RuntimeWarning, stacklevel=3)
+
     def kl(self) -> np.ndarray:
-        """``KL(rho_t || rho*)`` against the discrete Gibbs law on the same grid."""
+        """``KL(rho_t || rho*)`` against the discrete Gibbs law on the same grid
+        (warns when a density's mass is not 1; NaN stays NaN)."""
+        if (v := self._stored("kl")) is not None:
+            return v
+        self._warn_mass("KL")
         return D.kl_grid(self.grid, self.densities, self.log_gibbs)
 
     def fisher(self) -> np.ndarray:
         """Discrete relative Fisher information consistent with the Scharfetter-Gummel
         scheme: ``d/dt KL = -T I`` holds exactly for the semi-discrete Fokker-Planck flow."""
+        if (v := self._stored("fisher")) is not None:
+            return v
         return sg_fisher(self.grid, self.energy_values, self.temperature, self.densities, self._faces)
 
     @cached_property
@@ -122,6 +163,8 @@ class Trajectory:
         return faces(self.grid)
 
     def tv(self) -> np.ndarray:
+        if (v := self._stored("tv")) is not None:
+            return v
         return D.tv_grid(self.grid, self.densities, self.gibbs)
 
     def expect(self, f) -> np.ndarray:
@@ -144,6 +187,8 @@ class Trajectory:
 
     @cached_property
     def _ratio_terms(self):
+        if (v := self._stored("e_lap")) is not None:
+            return v, self._stored("e_grad2")
         return D.ratio_terms_grid(self.grid, self.densities, self.energy)
 
     def e_lap(self) -> np.ndarray:
@@ -154,6 +199,8 @@ class Trajectory:
 
     def ratio(self) -> np.ndarray:
         """``R_t = T E[lap U] / E[|grad U|^2]``."""
+        if (v := self._stored("ratio")) is not None:
+            return v
         elap, eg2 = self._ratio_terms
         return self.temperature * elap / eg2
 
@@ -180,14 +227,22 @@ class Trajectory:
         for a, c in enumerate(self.grid.axes):
             ax.create_dataset(f"axis_{a}", data=c)
         dg = g.create_group("diagnostics")
-        for name in ("kl", "fisher", "tv", "mass", "ratio", "e_lap", "e_grad2", "mean", "cov"):
-            dg.create_dataset(name, data=getattr(self, name)())
+        with warnings.catch_warnings():  # the caller has seen the mass warning of kl() already, if any
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for name in ("kl", "fisher", "tv", "mass", "ratio", "e_lap", "e_grad2", "mean", "cov"):
+                dg.create_dataset(name, data=getattr(self, name)())
 
     @classmethod
-    def load(cls, path, group: str | None = None) -> "Trajectory":
+    def load(cls, path, group: str | None = None, *, energy=None, allow_modules=()) -> "Trajectory":
         """Read a file written by :meth:`save`, or one flow's group of an ``fpk run``
         file (``group``: ``"fokker-planck"`` or ``"continuity"``, default the first
-        present); a foreign or damaged file raises a ValueError that says what is wrong."""
+        present); a foreign or damaged file raises a ValueError that says what is wrong.
+
+        Reading never imports code.  The energy is rebuilt from the file's spec
+        through the registry of energy types; a :class:`~fokkerplanck.energies.Custom`
+        energy only when ``energy`` is given (it must have the stored spec) or its
+        modules are listed in ``allow_modules``.  Otherwise the trajectory holds a
+        :class:`SpecOnlyEnergy` and its diagnostics come from the file."""
         try:
             f = h5py.File(path, "r")
         except FileNotFoundError:
@@ -200,25 +255,69 @@ class Trajectory:
                 g = group or (names[0] if names else None)
                 if g not in names:
                     raise ValueError(f"{path} has no trajectory group {g!r}; available: {names}")
-                return cls.read(f[g], f"{path}:{g}")
-            return cls.read(f, str(path))
+                return cls.read(f[g], f"{path}:{g}", energy=energy, allow_modules=allow_modules)
+            if group is not None:
+                raise ValueError(f"{path} is a single trajectory, not an fpk run file: it has no group {group!r}")
+            return cls.read(f, str(path), energy=energy, allow_modules=allow_modules)
 
     @classmethod
-    def read(cls, g: h5py.Group, where: str = "group") -> "Trajectory":
+    def read(cls, g: h5py.Group, where: str = "group", *, energy=None, allow_modules=()) -> "Trajectory":
         fmt = g.attrs.get("format")
         if fmt != FORMAT:
             raise ValueError(f"{where} is not a fokkerplanck trajectory (format attribute {fmt!r})")
-        ver = int(g.attrs.get("version", -1))
+        try:
+            ver = int(g.attrs.get("version", -1))
+        except (TypeError, ValueError):
+            ver = -1
         if ver != VERSION:
-            raise ValueError(f"{where} has trajectory layout version {ver}; this toolkit reads version {VERSION}")
-        missing = [k for k in ("times", "densities") if k not in g]
+            raise ValueError(f"{where} has trajectory layout version {g.attrs.get('version')!r}; "
+                             f"this toolkit reads version {VERSION}")
+        missing = [k for k in ("times", "densities") if k not in g or not isinstance(g[k], h5py.Dataset)]
         if missing:
             raise ValueError(f"{where} is damaged: missing datasets {missing}")
         try:
-            grid = Grid.from_spec(json.loads(g.attrs["grid"]))
-            energy = E.from_spec(json.loads(g.attrs["energy"]))
-            return cls(grid, g["times"][()], g["densities"][()], energy, float(g.attrs["temperature"]),
-                       flow=str(g.attrs["flow"]), scheme=json.loads(g.attrs["scheme"]),
-                       info=json.loads(g.attrs.get("info", "{}")))
-        except (KeyError, json.JSONDecodeError, OSError) as exc:
-            raise ValueError(f"{where} is damaged: {exc}") from None
+            grid = Grid.from_spec(_json_attr(g, "grid"))
+            spec = _json_attr(g, "energy")
+            temperature = float(g.attrs["temperature"])
+            if energy is not None:
+                if energy.to_spec() != spec:
+                    raise ValueError(f"{where}: the energy passed ({energy!r}) is not the one stored in the file")
+            else:
+                try:
+                    energy = E.from_spec(spec, allow_modules=allow_modules)
+                except E.UnresolvedEnergyError as exc:
+                    energy = SpecOnlyEnergy(spec, str(exc))
+            dset = g["densities"]
+            want = (g["times"].shape[0] if g["times"].ndim == 1 else -1, *grid.shape)
+            if dset.shape != want or dset.dtype.kind != "f":
+                raise ValueError(f"{where} is damaged: densities of shape {dset.shape} ({dset.dtype}) do not "
+                                 f"match {want} (times x grid)")
+            from ._validate import check_memory
+
+            check_memory(8.0 * np.prod(dset.shape), f"{where}: the densities")
+            times = g["times"][()]
+            tr = cls(grid, times, dset[()], energy, temperature,
+                     flow=str(g.attrs["flow"]), scheme=json.loads(g.attrs["scheme"]),
+                     info=json.loads(g.attrs.get("info", "{}")))
+            if "diagnostics" in g:
+                tr.stored = {k: v[()] for k, v in g["diagnostics"].items() if isinstance(v, h5py.Dataset)}
+            return tr
+        except (KeyError, json.JSONDecodeError, OSError, TypeError) as exc:
+            raise ValueError(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise ValueError(f"{where}: {exc}") from None
+
+
+def _json_attr(g, key):
+    """A JSON attribute as a dict (a damaged one is a ValueError naming it)."""
+    raw = g.attrs[key]
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if not isinstance(raw, str):
+        raise ValueError(f"attribute {key!r} is not JSON text")
+    out = json.loads(raw)
+    if not isinstance(out, dict):
+        raise ValueError(f"attribute {key!r} is not a JSON object")
+    return out

@@ -108,7 +108,7 @@ def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs, threads=None):
 
     from . import ensemble
 
-    energy = E.from_spec(spec)
+    energy = E.from_spec(spec, allow_modules=E.custom_modules(spec))
     X = x0.sample_range(start, stop) if hasattr(x0, "sample_range") else x0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -20,17 +20,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fokkerplanck._validate import finite_array, positive_float
-from fokkerplanck.trajectory import atomic_h5
+from fokkerplanck._validate import check_memory, finite_array, positive_float
+from fokkerplanck._files import atomic_h5
 
 from . import summaries as sm
 from .integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
 from .rng import seed_key
 
-__all__ = ["Ensemble", "langevin", "gradient_flow"]
+__all__ = ["Ensemble", "EnsembleInterrupted", "langevin", "gradient_flow", "CHUNK_WORK"]
 
 FORMAT = "particles.ensemble"
 VERSION = 1
+CHUNK_WORK = 1_000_000  # particle-steps per compiled call (~0.1-0.4 s): Ctrl-C acts within that
+
+
+class EnsembleInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a particle run.  ``partial`` is the :class:`Ensemble` of the saves
+    completed before it (``meta["interrupted"]`` is True; nothing is written to a
+    file store, whose temporary file is removed)."""
+
+    def __init__(self, partial):
+        super().__init__(f"interrupted after {partial.times.size} of {partial.meta['n_saves']} saves "
+                         f"(t = {partial.times[-1] if partial.times.size else 0:g}); the completed saves "
+                         "are in .partial")
+        self.partial = partial
 
 
 @dataclass
@@ -138,7 +151,12 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     save_steps = sorted(set(save_steps))
     ns = len(save_steps)
     keep = store == "memory"
+    if not keep and not isinstance(store, (str, os.PathLike)):
+        raise ValueError(f"store must be 'memory', 'summaries' or a file path, got {store!r}")
     path = None if store in ("memory", "summaries") else os.fspath(store)
+    if keep:
+        check_memory(8.0 * ns * n * (d + (logrho is not None)), f"store='memory' of {ns} saves x {n} particles "
+                     "(use store='summaries' or a file path)")
     positions = np.empty((ns, n, d)) if keep else None
     logs = np.empty((ns, n)) if (logrho is not None and keep) else None
     stats: list[np.ndarray] = []
@@ -167,40 +185,59 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
         if histogram is not None:
             hists.append(_histogram(X, ok, histogram))
 
+    chunk = max(1, CHUNK_WORK // max(n, 1))
+    done = [0]  # saves recorded
+
     def loop(f):
         record(0, f)
+        done[0] = 1
         for j in range(1, ns):
             k = save_steps[j] - save_steps[j - 1]
-            advance(save_steps[j - 1], k, status)
+            for a in range(0, k, chunk):  # bounded compiled calls: Ctrl-C is seen between them
+                m = min(chunk, k - a)
+                advance(save_steps[j - 1] + a, m, status)
+                if bar is not None:
+                    bar.update(m)
             record(j, f)
-            if bar is not None:
-                bar.update(k)
+            done[0] = j + 1
 
+    def result(m, file_path):
+        summ_arrays = _summary_arrays(stats[:m], d, T)
+        escaped, nonfinite = _warn_lost(status)
+        st = np.array(save_steps[:m])
+        return Ensemble(st * dt, st, None if positions is None else positions[:m],
+                        None if logs is None else logs[:m], summ_arrays, alive[:m], escaped, nonfinite, None, meta,
+                        file_path, stats[:m] if summaries else None, status,
+                        np.array(hists[:m]) if histogram is not None else None)
+
+    meta["n_saves"] = ns
     t0 = time.perf_counter()
-    if path is None:
-        loop(None)
-    else:
-        with atomic_h5(path) as f:
-            f.attrs.update({"format": FORMAT, "version": VERSION, "meta": json.dumps(meta, default=str)})
-            f.create_dataset("positions", shape=(ns, n, d), dtype="f8", chunks=(1, min(n, 1 << 16), d))
-            if logrho is not None:
-                f.create_dataset("logdensity", shape=(ns, n), dtype="f8", chunks=(1, min(n, 1 << 16)))
-            f["times"] = np.array(save_steps) * dt
-            f["steps"] = np.array(save_steps)
-            loop(f)
-            f["alive"] = alive
-            summ_arrays = _summary_arrays(stats, d, T)
-            g = f.create_group("summaries")
-            for key, v in summ_arrays.items():
-                g[key] = v
+    try:
+        if path is None:
+            loop(None)
+        else:
+            with atomic_h5(path) as f:
+                f.attrs.update({"format": FORMAT, "version": VERSION, "meta": json.dumps(meta, default=str)})
+                f.create_dataset("positions", shape=(ns, n, d), dtype="f8", chunks=(1, min(n, 1 << 16), d))
+                if logrho is not None:
+                    f.create_dataset("logdensity", shape=(ns, n), dtype="f8", chunks=(1, min(n, 1 << 16)))
+                f["times"] = np.array(save_steps) * dt
+                f["steps"] = np.array(save_steps)
+                loop(f)
+                f["alive"] = alive
+                summ_arrays = _summary_arrays(stats, d, T)
+                g = f.create_group("summaries")
+                for key, v in summ_arrays.items():
+                    g[key] = v
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        meta.update(interrupted=True, wall_time=time.perf_counter() - t0)
+        raise EnsembleInterrupted(result(done[0], None)) from None
     if bar is not None:
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
-    summ_arrays = _summary_arrays(stats, d, T)
-    escaped, nonfinite = _warn_lost(status)
-    return Ensemble(np.array(save_steps) * dt, np.array(save_steps), positions, logs, summ_arrays, alive, escaped,
-                    nonfinite, None, meta, path, stats if summaries else None, status,
-                    np.array(hists) if histogram is not None else None)
+    return result(ns, path)
 
 
 def _warn_lost(status) -> tuple[int, int]:

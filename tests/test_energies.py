@@ -214,7 +214,9 @@ def test_custom_energy(rng):
     X = rng.normal(size=(6, 2))
     np.testing.assert_allclose(U.value(X), 0.5 * np.sum(X**4, axis=1), rtol=1e-14)
     np.testing.assert_allclose(U.grad(X), fd_grad(U, X), rtol=1e-7)
-    V = E.from_spec(U.to_spec())
+    with pytest.raises(E.UnresolvedEnergyError, match="allow_modules"):  # a spec never imports by itself
+        E.from_spec(U.to_spec())
+    V = E.from_spec(U.to_spec(), allow_modules=E.custom_modules(U))
     np.testing.assert_array_equal(V.laplacian(X), U.laplacian(X))
     # composes with library energies, kernels included
     W = U + E.Quadratic(np.eye(2))
