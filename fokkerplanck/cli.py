@@ -6,6 +6,10 @@ import sys
 
 import numpy as np
 
+# Errors that a user's input can cause: printed as one line (exit status 2); --debug
+# shows the traceback.  Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, MemoryError, OSError, RuntimeError, FloatingPointError, KeyError)
+
 
 def _verify(args) -> int:
     from .verify import CHECKS, run_checks
@@ -35,14 +39,12 @@ def _verify(args) -> int:
 
 
 def _load(args, cmd: str):
-    """The trajectory named on the command line, or None after saying what is wrong."""
+    """The trajectory named on the command line (errors reach :func:`main`, which says
+    what is wrong).  Its energy is rebuilt from the registry only: a file never makes
+    this command import code."""
     from .trajectory import Trajectory
 
-    try:
-        return Trajectory.load(args.file, args.group)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"fpk {cmd}: {exc}", file=sys.stderr)
-        return None
+    return Trajectory.load(args.file, args.group)
 
 
 def _run_file(args):
@@ -87,8 +89,6 @@ def _info(args) -> int:
     if r is not None:
         return _info_run(args.file, r)
     tr = _load(args, "info")
-    if tr is None:
-        return 2
     kl, R, mass = tr.kl(), tr.ratio(), tr.mass()
     print(f"{args.file}: {tr!r}")
     print(f"  energy: {tr.energy!r}   temperature: {tr.temperature:g}")
@@ -109,24 +109,21 @@ def _plot(args) -> int:
         print(out)
         return 0
     tr = _load(args, "plot")
-    if tr is None:
-        return 2
     plot_trajectory(tr, out)
     print(out)
     return 0
 
 
 def _run(args) -> int:
-    from .runner import load_config, run
+    import os
 
-    try:
-        cfg = load_config(args.config)
-    except ValueError as exc:
-        print(f"fpk run: {exc}", file=sys.stderr)
-        return 2
+    from .runner import builtin_configs, load_config, run
+
+    cfg = load_config(args.config)
+    inputs = [args.config] if args.config not in builtin_configs() or os.path.exists(args.config) else []
     try:
         run(cfg, args.output, progress=not args.quiet, log=(lambda *a: None) if args.quiet else
-            (lambda *a: print(*a, file=sys.stderr)))
+            (lambda *a: print(*a, file=sys.stderr)), overwrite=args.overwrite, protect=inputs)
     except KeyboardInterrupt:
         print(f"fpk run: interrupted; {args.output} was not written", file=sys.stderr)
         return 130
@@ -138,12 +135,8 @@ def _sweep(args) -> int:
     from .runner import load_config
     from .sweep import parse_params, sweep
 
-    try:
-        cfg = load_config(args.config)
-        params = parse_params(args.param or [])
-    except ValueError as exc:
-        print(f"fpk sweep: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
+    params = parse_params(args.param or [])
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     client = cluster = threads = None
     try:
@@ -163,9 +156,6 @@ def _sweep(args) -> int:
                 client = Client(cluster)
         rows = sweep(cfg, params, args.output, client=client, log=log,
                      threads=threads if args.local else None)
-    except ValueError as exc:
-        print(f"fpk sweep: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"fpk sweep: interrupted; finished points are kept in {args.output}, rerun to resume", file=sys.stderr)
         return 130
@@ -181,8 +171,15 @@ def _sweep(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .runner import builtin_configs
 
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p = argparse.ArgumentParser(prog="fpk", description="Fokker-Planck / gradient-flow toolkit")
     sub = p.add_subparsers(dest="cmd")
+    _add = sub.add_parser
+
+    def add_parser(*a, **kw):
+        return _add(*a, parents=[common], **kw)
+    sub.add_parser = add_parser
     v = sub.add_parser("verify", help="run the battery of theory checks and print a table")
     v.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
     v.add_argument("--only", nargs="*", help="run only these checks")
@@ -194,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config", help="CONFIG.toml or a built-in name: " + ", ".join(builtin_configs()))
     r.add_argument("-o", "--output", required=True, help="output HDF5 file (written atomically)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     r.set_defaults(func=_run)
     sw = sub.add_parser("sweep", help="an fpk run experiment over a grid of parameters (resumable; Dask optional)")
     sw.add_argument("config", help="CONFIG.toml or a built-in name")
@@ -225,5 +223,18 @@ def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv:  # the built-in default job
         argv = ["verify", "--quick"]
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"fpk {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"fpk {args.cmd}: {exc}", file=sys.stderr)
+        return 2

@@ -83,7 +83,9 @@ class Gibbs(Density):
     the energy's closed form (pass a grid quadrature value where there is none)."""
 
     def __init__(self, energy, temperature: float = 1.0, log_partition: float | None = None):
-        self.energy, self.temperature, self.dim = energy, float(temperature), energy.dim
+        from ._validate import positive_float
+
+        self.energy, self.temperature, self.dim = energy, positive_float(temperature, "temperature"), energy.dim
         self.log_z = energy.log_partition(temperature) if log_partition is None else float(log_partition)
 
     def logpdf(self, x):
@@ -124,14 +126,29 @@ class GridDensity(Density):
         return {"type": "GridDensity", "grid": self.grid.to_spec(), "values": self.values.tolist()}
 
 
-def from_spec(spec: dict) -> Density:
-    """Rebuild a density from its ``to_spec()`` dict."""
+DENSITY_KEYS = {"Gaussian": {"type", "mean", "cov"}, "GridDensity": {"type", "grid", "values"},
+                "Gibbs": {"type", "energy", "temperature", "log_partition"}}
+
+
+def from_spec(spec: dict, *, allow_modules=()) -> Density:
+    """Rebuild a density from its ``to_spec()`` dict (as read from a file or a config):
+    types from :data:`DENSITY_KEYS` only, unknown keys an error naming the nearest."""
+    from .energies import _check_keys, _nearest
+
     kind = spec.get("type") if isinstance(spec, dict) else None
-    if kind == "Gaussian":
-        return Gaussian(spec["mean"], spec["cov"])
-    if kind == "GridDensity":
-        return GridDensity(Grid.from_spec(spec["grid"]), np.asarray(spec["values"]))
-    if kind == "Gibbs":
+    if kind not in DENSITY_KEYS:
+        raise ValueError(f"unknown density type {kind!r}{_nearest(kind, DENSITY_KEYS)}; known: {sorted(DENSITY_KEYS)}"
+                         if isinstance(spec, dict) else f"a density spec is a table with a 'type', got {spec!r}")
+    _check_keys(spec, DENSITY_KEYS[kind], f"{kind} density")
+    try:
+        if kind == "Gaussian":
+            return Gaussian(spec["mean"], spec.get("cov", 1.0))
+        if kind == "GridDensity":
+            return GridDensity(Grid.from_spec(spec["grid"]), np.asarray(spec["values"], dtype=float))
         from .energies import from_spec as energy_from_spec
-        return Gibbs(energy_from_spec(spec["energy"]), spec["temperature"], spec["log_partition"])
-    raise ValueError(f"unknown density spec {spec!r}")
+        return Gibbs(energy_from_spec(spec["energy"], allow_modules=allow_modules), spec.get("temperature", 1.0),
+                     spec.get("log_partition"))
+    except KeyError as exc:
+        raise ValueError(f"{kind} density needs the key {exc}") from None
+    except TypeError as exc:
+        raise ValueError(f"{kind} density: {exc}") from None

@@ -100,27 +100,101 @@ def load_config(path_or_name) -> dict:
     return cfg
 
 
+# The keys each table of a config may hold (the energy and initial tables are checked
+# against the signature of the type they name).  Unknown keys are errors naming the
+# nearest valid one: a typo never falls back to a default silently.
+TABLE_KEYS = {
+    "grid": {"bounds", "cells", "periodic"},
+    "times": {"start", "stop", "num"},
+    "fokker_planck": {"method", "tol", "dt", "normalise"},
+    "continuity": {"method", "reconstruction", "dt", "cfl", "rtol", "atol", "normalise"},
+    "particles": {"n", "dt", "seed", "method", "keep"},
+    "deterministic_particles": {"n", "dt", "seed", "method", "keep"},
+    "stopping": {"eps"},
+    "composition": {"n", "dt", "time", "seed", "radius", "negation", "sigma"},
+    "energy": None,
+    "initial": None,
+}
+TOP_KEYS = {
+    "flows": {"kind", "temperature", "energy", "grid", "initial", "times", "fokker_planck", "continuity",
+              "particles", "deterministic_particles", "stopping"},
+    "composition": {"kind", "temperature", "grid", "initial", "composition"},
+    "theorem": {"kind", "temperature", "energy", "grid", "times"},
+}
+MAX_TIMES = 100_000
+
+
+def config_hash(cfg: dict) -> str:
+    """SHA-256 of the resolved config (canonical JSON): a run file records it, so a
+    sweep recomputes a point whose config changed instead of reusing it."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def check_config(cfg: dict) -> None:
-    """Errors a run would meet late, raised before anything runs: missing tables, an
-    unknown kind, particle steps that do not divide the save spacing."""
+    """Every error a run could meet in its config, raised before anything runs: an unknown
+    kind, missing tables, unknown keys (named with the nearest valid one), values of the
+    wrong kind or range, energies, grids and initial laws that cannot be built, particle
+    steps that do not divide the save spacing, sizes that do not fit in memory."""
+    from ._validate import check_memory, positive_float, positive_int
+
+    if not isinstance(cfg, dict):
+        raise ValueError(f"a config is a table of tables, got {type(cfg).__name__}")
     kind = cfg.get("kind", "flows")
     if kind not in REQUIRED:
-        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
+        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}{E._nearest(kind, KINDS)}")
+    E._check_keys(cfg, TOP_KEYS[kind], f"a {kind!r} config")
     missing = [k for k in REQUIRED[kind] if k not in cfg]
     if missing:
         raise ValueError(f"a {kind!r} config lacks the tables {missing}")
+    for table, keys in TABLE_KEYS.items():
+        if table in cfg:
+            if not isinstance(cfg[table], dict):
+                raise ValueError(f"[{table}] must be a table, got {cfg[table]!r}")
+            if keys is not None:
+                E._check_keys(cfg[table], keys, f"[{table}]")
+    T = positive_float(cfg.get("temperature", 1.0), "temperature")
+    grid = _grid(cfg)
+    if "energy" in cfg:
+        U = build_energy(cfg["energy"])
+        if U.dim != grid.ndim:
+            raise ValueError(f"[energy] has dimension {U.dim} but [grid] has {grid.ndim}")
+    if "initial" in cfg:
+        rho0 = Dn.from_spec(cfg["initial"])
+        if rho0.dim != grid.ndim:
+            raise ValueError(f"[initial] has dimension {rho0.dim} but [grid] has {grid.ndim}")
+    times = _times(cfg) if "times" in cfg else None
+    for table in ("particles", "deterministic_particles"):
+        if table in cfg:
+            p = cfg[table]
+            if "dt" not in p or "n" not in p:
+                raise ValueError(f"[{table}] needs 'n' and 'dt'")
+            n = positive_int(p["n"], f"[{table}] n")
+            dt = positive_float(p["dt"], f"[{table}] dt")
+            positive_int(p.get("keep", 2000), f"[{table}] keep")
+            positive_int(p.get("seed", 0), f"[{table}] seed", minimum=0)
+            every, n_steps = _save_schedule(times, dt)
+            if n_steps < 1:
+                raise ValueError(f"[{table}] dt = {dt:g} is longer than the run (stop = {times[-1]:g})")
+            # positions of every save in memory, plus the working arrays
+            check_memory(8.0 * n * grid.ndim * (times.size + 4), f"[{table}] n = {n} particles x {times.size} saves")
+    if "stopping" in cfg:
+        eps = cfg["stopping"].get("eps", [1e-2])
+        if not isinstance(eps, list) or not eps:
+            raise ValueError(f"[stopping] eps must be a list of positive numbers, got {eps!r}")
+        for e in eps:
+            positive_float(e, "[stopping] eps")
     if kind == "composition":
-        allowed = {"n", "dt", "time", "seed", "radius", "negation", "sigma"}
-        unknown = set(cfg["composition"]) - allowed
-        if unknown:
-            raise ValueError(f"[composition] has unknown keys {sorted(unknown)}; known: {sorted(allowed)}")
-    if kind == "flows":
-        for table in ("particles", "deterministic_particles"):
-            if table in cfg:
-                try:
-                    _save_schedule(_times(cfg), float(cfg[table]["dt"]))
-                except KeyError as exc:
-                    raise ValueError(f"[{table}] needs {exc}") from None
+        c = cfg["composition"]
+        n = positive_int(c.get("n", 5000), "[composition] n")
+        for k in ("dt", "time", "radius", "sigma"):
+            if k in c:
+                positive_float(c[k], f"[composition] {k}")
+        check_memory(8.0 * n * 2 * 4, f"[composition] n = {n} particles")
+    for table in ("fokker_planck", "continuity"):
+        if table in cfg:
+            check_memory(8.0 * grid.size * (times.size + 8), f"[{table}]: {times.size} densities on {grid.size} cells")
 
 
 def build_energy(spec: dict) -> E.Energy:
@@ -130,26 +204,45 @@ def build_energy(spec: dict) -> E.Energy:
 
 
 def _grid(cfg) -> Grid:
-    return Grid(cfg["grid"]["bounds"], cfg["grid"]["cells"], cfg["grid"].get("periodic", False))
+    g = cfg["grid"]
+    if "bounds" not in g or "cells" not in g:
+        raise ValueError("[grid] needs 'bounds' and 'cells'")
+    return Grid(g["bounds"], g["cells"], g.get("periodic", False))
 
 
 def _times(cfg) -> np.ndarray:
+    from ._validate import positive_int
+
     t = cfg["times"]
-    return np.linspace(float(t.get("start", 0.0)), float(t["stop"]), int(t.get("num", 51)))
+    if "stop" not in t:
+        raise ValueError("[times] needs 'stop'")
+    start, stop = t.get("start", 0.0), t["stop"]
+    for name, v in (("start", start), ("stop", stop)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise ValueError(f"[times] {name} must be a finite number, got {v!r}")
+    num = positive_int(t.get("num", 51), "[times] num", maximum=MAX_TIMES)
+    if start < 0 or stop < start or (num > 1 and stop == start):
+        raise ValueError(f"[times] needs 0 <= start < stop, got start = {start!r}, stop = {stop!r}")
+    return np.linspace(float(start), float(stop), num)
 
 
-def run(cfg: dict, out: str, *, progress: bool = True, log=print) -> None:
-    """Run the experiment ``cfg`` (a dict as :func:`load_config` returns) into ``out``."""
+def run(cfg: dict, out: str, *, progress: bool = True, log=print, overwrite: bool = True, protect=()) -> None:
+    """Run the experiment ``cfg`` (a dict as :func:`load_config` returns) into ``out``
+    (atomically, one writer at a time; ``overwrite=False`` refuses an existing file,
+    ``protect`` lists paths that must not be written, such as the config itself)."""
+    check_config(cfg)
     kind = cfg.get("kind", "flows")
-    if kind not in REQUIRED:
-        raise ValueError(f"kind must be one of {list(KINDS)}, got {kind!r}")
     import time
 
+    from . import __version__
+
     t0 = time.perf_counter()
-    with atomic_h5(out) as f:
+    with atomic_h5(out, overwrite=overwrite, protect=protect) as f:
         f.attrs["format"] = FORMAT
         f.attrs["kind"] = kind
         f.attrs["config"] = json.dumps(cfg)
+        f.attrs["config_sha256"] = config_hash(cfg)
+        f.attrs["package_version"] = __version__
         {"flows": run_flows, "composition": run_composition, "theorem": run_theorem}[kind](
             cfg, f, progress=progress, log=log)
         f.attrs["wall_time"] = time.perf_counter() - t0
@@ -160,6 +253,8 @@ def run(cfg: dict, out: str, *, progress: bool = True, log=print) -> None:
 def _save_schedule(times, dt):
     """``save_every`` and ``n_steps`` so that the particle saves fall on ``times``."""
     n_steps = int(round(times[-1] / dt))
+    if abs(n_steps * dt - times[-1]) > 1e-9 * max(1.0, times[-1]):
+        raise ValueError(f"the stop time {times[-1]:g} must be a multiple of dt = {dt:g}")
     if times.size > 1:
         every = (times[1] - times[0]) / dt
         if abs(every - round(every)) > 1e-6 or abs(times[0]) > 1e-12:

@@ -8,9 +8,11 @@ table present, ``cells`` the grid, ``n`` the particle counts).  The sweep is
 the Cartesian product of the values.
 
 Each point writes ``OUTDIR/<name>.h5`` atomically (the name spells the
-values), so a finished point is exactly a file under its final name: a rerun
-skips those and computes only the missing ones (an interrupted or partly
-failed sweep resumes).  Then ``summary.csv`` and ``summary.h5`` hold one row
+values), so a finished point is exactly a file under its final name, and the
+file records the SHA-256 of the point's full resolved config: a rerun skips
+the files of exactly this config and recomputes the missing, damaged or stale
+ones (an interrupted or partly failed sweep resumes; an edited base config,
+or another config pointed at the same folder, never reuses old results).  Then ``summary.csv`` and ``summary.h5`` hold one row
 per point: its values, wall time, tau_det (grid and particles, with the error
 bar and k*), the step of minimal KL, the last KL of each flow, and errors
 against the reference: the closed forms where the run has them (OU), else the
@@ -59,6 +61,31 @@ def points(params: dict[str, list]) -> list[dict]:
     return [dict(zip(names, vals)) for vals in itertools.product(*(params[n] for n in names))]
 
 
+def _check_path(name: str, path: str, cfg: dict) -> None:
+    """A parameter path must name a key the config's kind knows (typos name the nearest)."""
+    from .energies import _nearest
+    from .runner import TABLE_KEYS, TOP_KEYS
+
+    kind = cfg.get("kind", "flows")
+    parts = path.split(".")
+    top = TOP_KEYS.get(kind, set())
+    if parts[0] not in top:
+        raise ValueError(f"--param {name}: unknown config entry {parts[0]!r}{_nearest(parts[0], top | set(ALIASES))}; "
+                         f"valid: {sorted(top)} or the aliases {sorted(ALIASES)}")
+    if len(parts) == 1:
+        if isinstance(cfg.get(parts[0]), dict):
+            raise ValueError(f"--param {name}: [{parts[0]}] is a table; name one of its keys ({parts[0]}.KEY)")
+        return
+    if len(parts) > 2:
+        raise ValueError(f"--param {name}: a path is TABLE.KEY, got {path!r}")
+    keys = TABLE_KEYS.get(parts[0])
+    if keys is None:  # energy / initial: their keys depend on the type, checked when the point's config is
+        keys = set(cfg.get(parts[0], {}))
+    if parts[1] not in keys:
+        raise ValueError(f"--param {name}: [{parts[0]}] has no key {parts[1]!r}{_nearest(parts[1], keys)}; "
+                         f"valid: {sorted(keys)}")
+
+
 def apply(cfg: dict, point: dict) -> dict:
     """A copy of ``cfg`` with the point's values set (aliases set every path whose table exists)."""
     cfg = copy.deepcopy(cfg)
@@ -67,14 +94,28 @@ def apply(cfg: dict, point: dict) -> dict:
         if not paths:
             raise ValueError(f"--param {name}: the config has none of {ALIASES[name]}")
         for path in paths:
+            _check_path(name, path, cfg)
             *tables, key = path.split(".")
             d = cfg
             for t in tables:
-                if t not in d:
-                    raise ValueError(f"--param {name}: the config has no table [{t}] (path {path})")
-                d = d[t]
+                d = d.setdefault(t, {})
             d[key] = value
     return cfg
+
+
+def _up_to_date(path: str, cfg: dict) -> bool:
+    """True when ``path`` is a complete run file of exactly this config."""
+    import h5py
+
+    from .runner import FORMAT, config_hash
+
+    if not os.path.exists(path):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT and f.attrs.get("config_sha256") == config_hash(cfg)
+    except OSError:
+        return False
 
 
 def point_name(point: dict) -> str:
@@ -143,10 +184,18 @@ def _reference(rows: list[dict]) -> dict:
 
 def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=None, log=print) -> list[dict]:
     """Run the missing points of the sweep (on ``client`` when given), then write the
-    summary table; returns its rows.  ``log`` gets one line per point."""
-    from ._files import atomic_h5
+    summary table; returns its rows.  ``log`` gets one line per point.  One sweep per
+    folder at a time (a second one fails at once, naming the folder)."""
+    from ._files import PathLock
 
     os.makedirs(outdir, exist_ok=True)
+    with PathLock(os.path.join(outdir, "sweep")):
+        return _sweep(cfg, params, outdir, client=client, threads=threads, log=log)
+
+
+def _sweep(cfg, params, outdir, *, client, threads, log):
+    from ._files import atomic_h5
+
     pts = points(params)
     from .runner import check_config
 
@@ -157,7 +206,12 @@ def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=No
         except ValueError as exc:
             raise ValueError(f"point {point_name(p)}: {exc}") from None
     paths = [os.path.join(outdir, point_name(p) + ".h5") for p in pts]
-    todo = [i for i, p in enumerate(paths) if not os.path.exists(p)]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"two points of the sweep map to the same file name: {sorted(paths)}")
+    todo = [i for i, p in enumerate(paths) if not _up_to_date(p, cfgs[i])]
+    stale = [point_name(pts[i]) for i in todo if os.path.exists(paths[i])]
+    if stale:
+        log(f"{len(stale)} point files hold another config (or are damaged) and are recomputed: {stale}")
     log(f"{len(pts)} points, {len(pts) - len(todo)} already done, {len(todo)} to run"
         + (f" on {len(client.scheduler_info()['workers'])} workers" if client is not None and todo else ""))
     t0 = time.perf_counter()

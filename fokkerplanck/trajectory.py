@@ -243,10 +243,12 @@ class Trajectory:
         energy only when ``energy`` is given (it must have the stored spec) or its
         modules are listed in ``allow_modules``.  Otherwise the trajectory holds a
         :class:`SpecOnlyEnergy` and its diagnostics come from the file."""
+        import os
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
         try:
             f = h5py.File(path, "r")
-        except FileNotFoundError:
-            raise
         except OSError as exc:
             raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
         with f:
