@@ -22,6 +22,9 @@ def finite_array(a, name: str, *, ndim: int | None = None, shape: tuple | None =
 
 
 def positive_float(x, name: str) -> float:
+    """A positive finite number (a string or a bool is not one)."""
+    if isinstance(x, (str, bytes, bool)):
+        raise ValueError(f"{name} must be a positive number, got {x!r}")
     try:
         v = float(x)
     except (TypeError, ValueError):

@@ -46,7 +46,9 @@ from numba import prange
 from scipy.special import logsumexp
 
 from ._numba import jit, pjit
-from ._validate import finite_array, points, positive_float, spd_matrix
+from ._validate import finite_array, points, positive_float, positive_int, spd_matrix
+
+MAX_COMPONENTS = 1_000_000
 
 __all__ = [
     "Kernels", "Energy", "Quadratic", "DoubleWell", "GaussianMixture", "Sum", "SoftMin",
@@ -683,6 +685,9 @@ class GaussianMixture(Energy):
         if means.ndim != 2 or means.shape[0] < 1:
             raise ValueError(f"means must have shape (K, d), got {means.shape}")
         K, d = means.shape
+        if K > MAX_COMPONENTS:
+            raise ValueError(f"a mixture of {K} components is more than the maximum {MAX_COMPONENTS} "
+                             "(every evaluation loops over all of them)")
         covs_in = finite_array(covs, "covs")
         if covs_in.ndim <= 1:
             sig = np.broadcast_to(covs_in, (K,)) if covs_in.ndim == 0 or covs_in.shape == (K,) else None
@@ -715,12 +720,14 @@ class GaussianMixture(Energy):
     @classmethod
     def ring(cls, n: int = 8, radius: float = 4.0, sigma: float = 0.5):
         """``n`` equal Gaussians on a circle (the paper's eight Gaussians: defaults)."""
+        n = positive_int(n, "n", maximum=MAX_COMPONENTS)
         ang = 2 * np.pi * np.arange(n) / n
         return cls(radius * np.stack([np.cos(ang), np.sin(ang)], axis=1), sigma)
 
     @classmethod
     def square_grid(cls, n_side: int = 3, spacing: float = 3.0, sigma: float = 0.5):
         """``n_side**2`` equal Gaussians on a square lattice centred at the origin."""
+        n_side = positive_int(n_side, "n_side", maximum=int(MAX_COMPONENTS**0.5))
         c = spacing * (np.arange(n_side) - (n_side - 1) / 2)
         X, Y = np.meshgrid(c, c, indexing="ij")
         return cls(np.stack([X.ravel(), Y.ravel()], axis=1), sigma)

@@ -61,7 +61,8 @@ def plot_snapshots(fig, trajectory, indices=None):
         rho = trajectory.densities[j]
         if g.ndim == 1:
             ax.plot(g.axes[0], rho, label="rho_t")
-            ax.plot(g.axes[0], trajectory.gibbs, ls=":", label="rho*")
+            if trajectory.energy_loaded:  # a file's user-code energy is not rebuilt: no rho* then
+                ax.plot(g.axes[0], trajectory.gibbs, ls=":", label="rho*")
             ax.set_xlabel("x")
             ax.set_ylabel("density")
             ax.legend(fontsize="small")

@@ -272,7 +272,7 @@ class Trajectory:
         except (TypeError, ValueError):
             ver = -1
         if ver != VERSION:
-            raise ValueError(f"{where} has trajectory layout version {g.attrs.get('version')!r}; "
+            raise ValueError(f"{where} has trajectory layout version {_plain(g.attrs.get('version'))!r}; "
                              f"this toolkit reads version {VERSION}")
         missing = [k for k in ("times", "densities") if k not in g or not isinstance(g[k], h5py.Dataset)]
         if missing:
@@ -310,6 +310,11 @@ class Trajectory:
             if str(exc).startswith(where):
                 raise
             raise ValueError(f"{where}: {exc}") from None
+
+
+def _plain(v):
+    """An HDF5 attribute as a plain Python value (for messages)."""
+    return v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v
 
 
 def _json_attr(g, key):

@@ -147,16 +147,16 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     if int(summary_block) != summary_block or summary_block < 1:
         raise ValueError(f"summary_block must be a positive integer, got {summary_block!r}")
     n, d = X.shape
-    save_steps = list(range(0, n_steps, save_every)) + [n_steps]
-    save_steps = sorted(set(save_steps))
-    ns = len(save_steps)
+    ns = -(-n_steps // save_every) + 1 if n_steps > 0 else 1  # saves at 0, save_every, ..., n_steps
+    per_save = 8.0 * (n * (d + 1) if store == "memory" else 0) + 8.0 * 32 * (-(-n // int(summary_block)))
+    check_memory(ns * (per_save + 64), f"{ns} saves of {n} particles" + (
+        " with store='memory' (use store='summaries' or a file path, or save less often)" if store == "memory" else ""))
+    save_steps = sorted(set(range(0, n_steps, save_every)) | {n_steps})
     keep = store == "memory"
     if not keep and not isinstance(store, (str, os.PathLike)):
         raise ValueError(f"store must be 'memory', 'summaries' or a file path, got {store!r}")
     path = None if store in ("memory", "summaries") else os.fspath(store)
-    if keep:
-        check_memory(8.0 * ns * n * (d + (logrho is not None)), f"store='memory' of {ns} saves x {n} particles "
-                     "(use store='summaries' or a file path)")
+
     positions = np.empty((ns, n, d)) if keep else None
     logs = np.empty((ns, n)) if (logrho is not None and keep) else None
     stats: list[np.ndarray] = []

@@ -23,7 +23,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
-from fokkerplanck._validate import points
+from fokkerplanck._validate import points, positive_int
 
 __all__ = ["Estimate", "knn_entropy", "kl_knn", "kl_kde", "kl_histogram", "kl_binned", "kl_tracked", "ratio", "moments",
            "bootstrap"]
@@ -72,6 +72,9 @@ def _kl_entropy_terms(X, k: int) -> np.ndarray:
     """Per-point Kozachenko-Leonenko terms ``psi(N) - psi(k) + log V_d + d log eps_k(x_i)``;
     their mean is the entropy estimate."""
     n, d = X.shape
+    k = positive_int(k, "k")
+    if k >= n:
+        raise ValueError(f"the k-NN estimator needs more than k = {k} points, got {n}")
     log_vd = 0.5 * d * math.log(math.pi) - gammaln(0.5 * d + 1)
     return digamma(n) - digamma(k) + log_vd + d * _knn_log_dist(X, k)
 

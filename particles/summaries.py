@@ -125,9 +125,11 @@ def summaries(S: np.ndarray, d: int, T: float) -> dict:
     """The per-save summary dict of :class:`particles.Ensemble` from block statistics
     (with ``kl, kl_se`` when they carry the tracked-KL term)."""
     has_kl = n_values(np.shape(S)[1], d) == d + 3
-    n, mean, M2, S4 = merge(S, d)
     nan = float("nan")
-    if n < 2:
+    n = float(np.sum(np.asarray(S)[:, 0])) if np.size(S) else 0.0
+    if n >= 2:
+        n, mean, M2, S4 = merge(S, d)
+    if n < 2:  # fewer than two live particles: no estimate (NaN, never a number)
         out = {"mean": np.full(d, nan), "mean_se": np.full(d, nan), "cov": np.full((d, d), nan),
                "cov_se": np.full((d, d), nan)}
         out.update({k: nan for k in ("e_lap", "e_lap_se", "e_grad2", "e_grad2_se", "ratio", "ratio_se")})

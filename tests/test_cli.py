@@ -292,5 +292,5 @@ def test_sweep_command_line(tmp_path, capsys):
     assert err[1] < 1e-6 < err[0]
     assert (out / "summary.h5").exists()
     assert cli.main(["sweep", str(cfg), "--param", "nope.table=1", "-o", str(out)]) == 2
-    assert "no table [nope]" in capsys.readouterr().err
+    assert "unknown config entry 'nope'" in capsys.readouterr().err
     assert cli.main(["sweep", str(cfg), "--param", "dt=0.003", "-o", str(out)]) == 2  # does not divide the saves

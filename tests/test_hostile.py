@@ -1,0 +1,683 @@
+"""Hostile input: bad values, damaged and malicious files, configs with typos and code,
+concurrent writers.  Every case asserts a clear error (its type, and a message that
+names the bad value or key) or a documented, correct behaviour.  None may end in a
+raw traceback from inside numpy, numba or h5py, run code named by data, or leave a
+partial file under a final name.
+
+The fault tests (SIGKILL during ``fpk run`` and ``fpk sweep``) are in
+``test_faults.py``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import threading
+import time
+import _thread
+
+import h5py
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import particles
+from fokkerplanck import Continuity, FokkerPlanck, Grid, densities as Dn, energies as E
+from fokkerplanck._files import PathBusyError, PathLock, atomic_h5, stale_temporaries
+from fokkerplanck._validate import finite_array, positive_float, positive_int, spd_matrix
+from fokkerplanck.cli import main
+from fokkerplanck.diagnostics import kl_grid
+from fokkerplanck.expm import ChebyshevBudgetError, chebyshev_expm_multiply
+from fokkerplanck.runner import check_config, load_config
+from fokkerplanck.trajectory import SpecOnlyEnergy, Trajectory
+from particles import estimators as est
+
+Q2 = E.Quadratic(np.eye(2))
+G2 = Grid([(-4, 4), (-4, 4)], 16)
+G1 = Grid([(-5, 5)], 40)
+Q1 = E.Quadratic([[1.0]])
+
+
+def _cases(*rows):
+    return pytest.mark.parametrize("make, exc, match", rows, ids=[r[2][:40] for r in rows])
+
+
+# ---------------------------------------------------------------------------------------
+# Energies: constructors, evaluation, specs (data never names code)
+@_cases(
+    (lambda: E.Quadratic([[1, 0, 0], [0, 1, 0]]), ValueError, "square"),
+    (lambda: E.Quadratic([[1, np.nan], [np.nan, 1]]), ValueError, "NaN"),
+    (lambda: E.Quadratic([[1, 2], [0, 1]]), ValueError, "symmetric"),
+    (lambda: E.Quadratic([[1, 0], [0, -1]]), ValueError, "positive definite"),
+    (lambda: E.Quadratic(np.eye(2), [0, 0, 0]), ValueError, r"shape \(2,\)"),
+    (lambda: E.Quadratic("abc"), ValueError, "real numbers"),
+    (lambda: E.DoubleWell(0), ValueError, "dim"),
+    (lambda: E.DoubleWell(1.5), ValueError, "dim"),
+    (lambda: E.DoubleWell(1, barrier=np.nan), ValueError, "barrier"),
+    (lambda: E.DoubleWell(1, scale=-1), ValueError, "scale"),
+    (lambda: E.GaussianMixture([]), ValueError, "means"),
+    (lambda: E.GaussianMixture(np.zeros((2, 2, 2))), ValueError, "means"),
+    (lambda: E.GaussianMixture([[0, 0]], -1.0), ValueError, "positive"),
+    (lambda: E.GaussianMixture([[0, 0]], 0.0), ValueError, "positive"),
+    (lambda: E.GaussianMixture([[0, 0], [1, 1]], 1.0, [1.0, -0.5]), ValueError, "non-negative"),
+    (lambda: E.GaussianMixture([[0, 0], [1, 1]], 1.0, [0.0, 0.0]), ValueError, "positive sum"),
+    (lambda: E.GaussianMixture([[0, 0], [1, 1]], [[1.0, 0], [0, 1]]), ValueError, "covs"),
+    (lambda: E.GaussianMixture([[0, 0]], [[[1.0, 0], [0, -1]]]), ValueError, r"covs\[0\]"),
+    (lambda: E.GaussianMixture([[0, np.inf]]), ValueError, "NaN or inf"),
+    (lambda: E.GaussianMixture.ring(n=0), ValueError, "n must be an integer"),
+    (lambda: E.GaussianMixture.ring(n=10**12), ValueError, "maximum"),
+    (lambda: E.GaussianMixture.ring(n=2.5), ValueError, "n must be an integer"),
+    (lambda: Q2 + E.Quadratic(np.eye(3)), ValueError, "different dimensions"),
+    (lambda: E.Sum([1.0], ["not an energy"]), ValueError, "Energy terms"),
+    (lambda: E.softmin(Q2), ValueError, "at least two"),
+    (lambda: Q2.value(np.zeros((4, 3))), ValueError, "dimension 3"),
+    (lambda: Q2.value(np.array([[np.nan, 0.0]])), ValueError, "NaN or inf"),
+    (lambda: Q2.grad(np.array([[np.inf, 0.0]])), ValueError, "NaN or inf"),
+    (lambda: Q2.value(np.zeros((2, 2, 2))), ValueError, "shape"),
+    (lambda: Q2.residual(np.zeros(2), temperature=-1), ValueError, "temperature"),
+    (lambda: Q2.log_partition(0.0), ValueError, "temperature"),
+    (lambda: E.Custom(2, lambda x, p: 0.0, None, None), ValueError, "njit"),
+    (lambda: E.register(int), TypeError, "Energy subclasses"),
+)
+def test_energy_inputs(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_params_are_read_only_and_kernels_stay_in_bounds():
+    """Issue 11.7: ``ring().params[0] = 1e6`` segfaulted; parameters are fixed copies."""
+    U = E.GaussianMixture.ring()
+    for arr in (U.params, U.means, U.covs, U.weights, U.precisions, Q2.A, Q2.mean, (Q2 + Q2).coefs):
+        with pytest.raises(ValueError, match="read-only"):
+            arr[0] = 1e6
+    with pytest.raises(AttributeError, match="fixed at construction"):
+        U.params = np.zeros(3)
+    # the kernels clip the component count to what the parameter vector holds
+    p = np.array(U.params)
+    p[0] = 1e6
+    value, grad, lap, _ = U.kernels
+    x = np.array([4.0, 0.1])
+    assert value(x, p) == pytest.approx(U.value(x), rel=1e-14)
+    assert lap(x, p) == pytest.approx(U.laplacian(x), rel=1e-12)
+
+
+@_cases(
+    (lambda: E.from_spec("Quadratic"), ValueError, "dict with a 'type'"),
+    (lambda: E.from_spec({"A": [[1.0]]}), ValueError, "dict with a 'type'"),
+    (lambda: E.from_spec({"type": "Quadratik", "A": [[1.0]]}), ValueError, "did you mean 'Quadratic'"),
+    (lambda: E.from_spec({"type": "np.savetxt", "fname": "x", "X": [1]}), ValueError, "unknown energy type 'np.savetxt'"),
+    (lambda: E.from_spec({"type": "__class__"}), ValueError, "unknown energy type"),
+    (lambda: E.from_spec({"type": ["Quadratic"]}), ValueError, "unknown energy type"),
+    (lambda: E.from_spec({"type": "Quadratic", "A": [[1.0]], "meen": [0]}), ValueError, "'meen' .*did you mean 'mean'"),
+    (lambda: E.from_spec({"type": "Quadratic"}), ValueError, r"missing the keys \['A'\]"),
+    (lambda: E.from_spec({"type": "Sum"}), ValueError, "terms"),
+    (lambda: E.from_spec({"type": "Sum", "terms": [{"coef": 1.0}]}), ValueError, "malformed"),
+    (lambda: E.from_spec({"type": "SoftMin", "energies": "x"}), ValueError, "energy spec is a dict"),
+    (lambda: E.from_spec({"type": "Custom", "dim": 1, "value": "os:system", "grad": "os:system", "lap": "os:system"}),
+     E.UnresolvedEnergyError, r"modules \['os'\]"),
+    (lambda: E.from_spec({"type": "Custom", "dim": 1, "value": "math:sqrt", "grad": "math:sqrt", "lap": "math:sqrt"},
+                         allow_modules=["math"]), ValueError, "not a numba.njit function"),
+    (lambda: E.from_spec({"type": "Custom", "dim": 1, "value": "math.sqrt", "grad": "m:f()", "lap": "m:f"},
+                         allow_modules=["math.sqrt", "m"]), ValueError, "module:function"),
+    (lambda: E.from_config({"type": "importlib.import_module", "name": "os"}), ValueError,
+     "unknown energy type 'importlib.import_module'"),
+    (lambda: E.from_config({"type": "np.savetxt", "fname": "/tmp/x", "X": [1.0]}), ValueError, "unknown energy type"),
+    (lambda: E.from_config({"type": "GaussianMixture.ring", "nn": 8}), ValueError, "'nn' .*did you mean 'n'"),
+    (lambda: E.from_config({"type": "GaussianMixture.ring", "n": "8"}), ValueError, "n must be an integer"),
+    (lambda: E.from_config({"type": "GaussianMixture.__init__", "means": [[0.0]]}), ValueError, "unknown energy type"),
+    (lambda: E.from_config({"type": "GaussianMixture.sample", "n": 3}), ValueError, "unknown energy type"),
+)
+def test_energy_specs(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_no_file_is_written_by_a_spec(tmp_path):
+    """Issue 11.1: ``type = "np.savetxt"`` wrote any file."""
+    target = tmp_path / "pwned.txt"
+    with pytest.raises(ValueError):
+        E.from_config({"type": "np.savetxt", "fname": str(target), "X": [1.0], "header": "x"})
+    with pytest.raises(ValueError):
+        load_config_text(tmp_path, f'[energy]\ntype = "np.savetxt"\nfname = "{target}"\nX = [1.0]\n' + _FLOWS_REST)
+    assert not target.exists()
+
+
+# ---------------------------------------------------------------------------------------
+# Grids and densities
+@_cases(
+    (lambda: Grid([(1, -1)], 8), ValueError, "lo < hi"),
+    (lambda: Grid([(0, 1)] * 4, 8), ValueError, "1 to 3 axes"),
+    (lambda: Grid([(0, np.nan)], 8), ValueError, "NaN"),
+    (lambda: Grid([(0, 1)], 1), ValueError, "integer >= 2"),
+    (lambda: Grid([(0, 1)], 2.5), ValueError, "2.5"),
+    (lambda: Grid([(0, 1)], "a"), ValueError, "'a'"),
+    (lambda: Grid([(0, 1)], True), ValueError, "True"),
+    (lambda: Grid([(0, 1), (0, 1)], [4, 4, 4]), ValueError, r"\[4, 4, 4\]"),
+    (lambda: Grid([(0, 1)], [10**11]), MemoryError, "GiB"),
+    (lambda: Grid([(0, 1)] * 3, 10**5), MemoryError, "100000 x 100000 x 100000"),
+    (lambda: Grid([(0, 1), (0, 1)], 4, periodic=[True, False, True]), ValueError, "periodic"),
+    (lambda: Grid([(0, 1)], 4, periodic="yes"), ValueError, "periodic"),
+    (lambda: Grid.from_spec({"bounds": [[0, 1]], "cells": [10**11]}), MemoryError, "GiB"),
+    (lambda: Grid.from_spec({"bounds": [[0, 1]], "cels": 4}), ValueError, "'bounds' and 'cells'"),
+    (lambda: Grid.from_spec({"bounds": [[0, 1]], "cells": 4, "periodc": True}), ValueError, "periodc"),
+    (lambda: G1.check_density(-np.ones(40)), ValueError, "negative values"),
+    (lambda: G1.check_density(np.full(40, np.nan)), ValueError, "NaN"),
+    (lambda: G1.check_density(np.zeros(40)), ValueError, "zero mass"),
+    (lambda: G1.check_density(np.ones(41)), ValueError, r"shape \(40,\)"),
+    (lambda: G1.check_density(np.ones(40), normalise="raise"), ValueError, "not normalised"),
+    (lambda: G1.sample(np.ones(40) / 10, -1), ValueError, "non-negative integer"),
+    (lambda: G1.sample(np.ones(40) / 10, 2.5), ValueError, "2.5"),
+    (lambda: G1.interpolate(np.ones(7), np.zeros((3, 1))), ValueError, "grid's shape"),
+    (lambda: Dn.Gaussian([0, 0], [[1, 0], [0, -1]]), ValueError, "positive definite"),
+    (lambda: Dn.Gaussian([0, 0], [1, 2, 3]), ValueError, r"shape \(2,\)"),
+    (lambda: Dn.Gaussian([0, np.nan]), ValueError, "NaN"),
+    (lambda: Dn.from_spec({"type": "Gausian", "mean": [0]}), ValueError, "did you mean 'Gaussian'"),
+    (lambda: Dn.from_spec({"type": "Gaussian", "mean": [0], "covv": 1.0}), ValueError, "'covv'.*did you mean 'cov'"),
+    (lambda: Dn.from_spec({"type": "Gaussian"}), ValueError, "needs the key 'mean'"),
+    (lambda: Dn.Gibbs(Q2, temperature=-1.0), ValueError, "temperature"),
+)
+def test_grid_and_density_inputs(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_unnormalised_density_is_rescaled_with_a_warning():
+    with pytest.warns(RuntimeWarning, match="had mass 4"):
+        rho = G1.check_density(np.full(40, 0.4))
+    assert G1.integrate(rho) == pytest.approx(1.0, abs=1e-14)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-10, 10), st.text(max_size=3),
+                 st.booleans(), st.none()))
+def test_positive_float_accepts_exactly_the_positive_finite_numbers(x):
+    ok = not isinstance(x, (str, bool, type(None))) and np.isfinite(float(x)) and float(x) > 0
+    if ok:
+        assert positive_float(x, "v") == float(x)
+    else:
+        with pytest.raises(ValueError, match="v must be a positive"):
+            positive_float(x, "v")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-5, 10**7), st.booleans(), st.text(max_size=2)))
+def test_positive_int_accepts_exactly_the_integers_in_range(x):
+    ok = (not isinstance(x, (bool, str)) and np.isfinite(x) and float(x) == int(x) and 2 <= int(x) <= 10**6)
+    if ok:
+        assert positive_int(x, "n", minimum=2, maximum=10**6) == int(x)
+    else:
+        with pytest.raises(ValueError, match="n "):
+            positive_int(x, "n", minimum=2, maximum=10**6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.floats(allow_nan=True, allow_infinity=True, width=64), min_size=1, max_size=6))
+def test_finite_array_refuses_every_non_finite_entry(vals):
+    a = np.array(vals)
+    if np.all(np.isfinite(a)):
+        np.testing.assert_array_equal(finite_array(vals, "a"), a)
+    else:
+        first = int(np.flatnonzero(~np.isfinite(a))[0])
+        with pytest.raises(ValueError, match=rf"first at index \({first},\)"):
+            finite_array(vals, "a")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.floats(-3, 3), st.floats(-3, 3), st.floats(-3, 3))
+def test_spd_matrix_accepts_exactly_the_positive_definite_symmetric(a, b, c):
+    A = np.array([[a, b], [b, c]])
+    lam = np.linalg.eigvalsh(A).min()
+    if lam > 1e-9 * max(1.0, abs(A).max()):
+        np.testing.assert_allclose(spd_matrix(A, "A"), A)
+    elif lam < -1e-9:
+        with pytest.raises(ValueError, match="positive definite"):
+            spd_matrix(A, "A")
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.one_of(st.integers(-3, 300), st.floats(-3, 300)), min_size=1, max_size=3))
+def test_grid_cells_validated(cells):
+    bounds = [(0.0, 1.0)] * len(cells)
+    if all(float(c) == int(c) and c >= 2 for c in cells):
+        g = Grid(bounds, cells)
+        assert g.cells == tuple(int(c) for c in cells)
+    else:
+        with pytest.raises(ValueError, match="cells must be an integer >= 2"):
+            Grid(bounds, cells)
+
+
+# ---------------------------------------------------------------------------------------
+# Solvers
+def _gauss1():
+    return Dn.Gaussian([0.5], 0.5)
+
+
+@_cases(
+    (lambda: FokkerPlanck(Q2, G1), ValueError, "dimension 2 but grid has 1"),
+    (lambda: FokkerPlanck(Q1, G1, temperature=0.0), ValueError, "temperature"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), [0.0, 1.0, 0.5]), ValueError, "non-decreasing"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), [-1.0, 1.0]), ValueError, "non-negative"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), [0.0, np.nan]), ValueError, "NaN"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), []), ValueError, "non-empty"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), [1.0], method="magic"), ValueError, "'magic'"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), [1.0], tol=-1.0), ValueError, "tol"),
+    (lambda: FokkerPlanck(Q1, G1).solve(_gauss1(), [1.0], method="implicit", dt=-0.1), ValueError, "dt"),
+    (lambda: FokkerPlanck(Q1, G1).solve(-np.ones(40), [1.0]), ValueError, "negative values"),
+    (lambda: FokkerPlanck(Q1, G1).solve(np.full(40, np.nan), [1.0]), ValueError, "NaN"),
+    (lambda: FokkerPlanck(Q1, Grid([(-60, 60)], 50), temperature=0.1), ValueError, "varies by"),
+    (lambda: Continuity(Q1, G1, method="spectral"), ValueError, "'spectral'"),
+    (lambda: Continuity(Q1, G1, reconstruction="weno"), ValueError, "'weno'"),
+    (lambda: Continuity(Q1, G1, method="lagrangian").solve(np.ones(40) / 10, [0.0, 1.0]), ValueError, "logpdf"),
+    (lambda: Continuity(Q1, G1).solve(_gauss1(), [0.0, 1.0], dt=10.0), ValueError, "stable"),
+    (lambda: chebyshev_expm_multiply(lambda v: -v, np.ones(3), [1e12], 1.0), ChebyshevBudgetError, "more than"),
+)
+def test_solver_inputs(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_long_times_reach_the_gibbs_law_instead_of_a_truncated_expansion():
+    """Issue 11.3: at t = 1e7 the Chebyshev expansion stopped at 100000 terms and gave
+    NaN (KL shown as 0) or a negative KL.  Now: segments, then the spectral-gap jump."""
+    U = E.GaussianMixture.ring()
+    g = Grid([(-8, 8), (-8, 8)], 48)  # > 2000 cells: the Chebyshev path
+    fp = FokkerPlanck(U, g)
+    with pytest.warns(RuntimeWarning, match="walls"):
+        tr = fp.solve(Dn.Gaussian([0, 0], 4.0), [0.0, 1.0, 1e3, 1e7])
+    assert np.all(np.isfinite(tr.densities))
+    np.testing.assert_allclose(tr.mass(), 1.0, atol=1e-12)
+    kl = tr.kl()
+    assert np.all(np.isfinite(kl)) and kl.min() > -1e-11
+    np.testing.assert_allclose(tr.densities[-1], fp.gibbs, atol=1e-12 * fp.gibbs.max())
+    assert tr.info["gibbs_jump_outputs"] >= 1
+    # the jump is exact: the same answer as the implicit integrator at t = 1e3 within its tolerance
+    ref = fp.solve(Dn.Gaussian([0, 0], 4.0), [1e3], method="implicit", tol=1e-8)
+    assert np.abs(ref.densities[-1] - tr.densities[2]).sum() * g.cell_volume < 1e-6
+
+
+def test_nan_is_never_a_number_in_kl():
+    rho = np.full((2, 40), 0.1)
+    rho[1, 3] = np.nan
+    kl = kl_grid(G1, rho, np.log(np.full(40, 0.1)))
+    assert kl[0] == pytest.approx(0.0, abs=1e-14) and np.isnan(kl[1])
+
+
+def test_mass_lost_through_the_box_is_reported():
+    """Issue 11.9: an outward field on [-2, 2]^2: mass 0.02, KL -0.07, silently."""
+    U = -1.0 * E.Quadratic(np.eye(2))
+    g = Grid([(-2, 2), (-2, 2)], 24)
+    with pytest.warns(RuntimeWarning, match="Lagrangian density has grid mass"):
+        tr = Continuity(U, g, method="lagrangian").solve(Dn.Gaussian([0, 0], 0.25), [0.0, 2.0])
+    assert tr.mass()[-1] < 0.5
+    with pytest.warns(RuntimeWarning, match="not a divergence between probability laws"):
+        tr.kl()
+
+
+def test_wall_mass_is_reported_for_fokker_planck():
+    with pytest.warns(RuntimeWarning, match="within two cells of the walls"):
+        FokkerPlanck(Q1, Grid([(-1, 1)], 20)).solve(Dn.Gaussian([0.0], 1.0), [0.0, 0.1])
+
+
+# ---------------------------------------------------------------------------------------
+# Particles
+X2 = np.zeros((10, 2))
+
+
+@_cases(
+    (lambda: particles.langevin(Q2, np.zeros((10, 3)), 0.01, 5), ValueError, r"shape \(N, 2\)"),
+    (lambda: particles.langevin(Q2, np.full((10, 2), np.nan), 0.01, 5), ValueError, "x0 contains NaN"),
+    (lambda: particles.langevin(Q2, np.zeros((0, 2)), 0.01, 5), ValueError, "no particles"),
+    (lambda: particles.langevin(Q2, X2, 0.0, 5), ValueError, "dt"),
+    (lambda: particles.langevin(Q2, X2, np.nan, 5), ValueError, "dt"),
+    (lambda: particles.langevin(Q2, X2, 0.01, -5), ValueError, "n_steps"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 2.5), ValueError, "n_steps"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, save_every=0), ValueError, "save_every"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, method="rk45"), ValueError, "'rk45'"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, box=[(1, -1)] * 2), ValueError, "box"),
+    (lambda: particles.langevin(Q2, X2 + 5, 0.01, 5, box=[(-1, 1)] * 2), ValueError, "outside the box"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, temperature=-1), ValueError, "temperature"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, store=5), ValueError, "store"),
+    (lambda: particles.langevin(Q2, np.zeros((1000, 2)), 1e-3, 10**9, save_every=1), MemoryError, "store='memory'"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, summary_block=0), ValueError, "summary_block"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, index_offset=-1), ValueError, "index_offset"),
+    (lambda: particles.gradient_flow(Q2, X2, 0.01, 5, method="rk45"), ValueError, "'rk45'"),
+    (lambda: particles.gradient_flow(Q2, X2, 0.01, 5, track_logdensity=True, logrho0=np.zeros(3)), ValueError,
+     r"logrho0 must have shape \(10,\)"),
+    (lambda: est.kl_knn(np.zeros((5, 3)), Q2), ValueError, "dimension 3"),
+    (lambda: est.kl_knn(np.random.default_rng(0).normal(size=(5, 2)), Q2, k=5), ValueError, "more than k = 5"),
+    (lambda: est.kl_knn(np.random.default_rng(0).normal(size=(5, 2)), Q2, k=0), ValueError, "k must be"),
+    (lambda: est.kl_knn(np.zeros((5, 2)), Q2), ValueError, "duplicate"),
+)
+def test_particle_inputs(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_unstable_step_warns_and_lost_particles_are_counted():
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    U = E.Quadratic(50.0 * np.eye(2))
+    with pytest.warns(RuntimeWarning) as rec:
+        ens = particles.langevin(U, X, 0.1, 600, seed=0)  # |1 - 50 dt|^600 = 4^600 overflows
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "stability limit" in msgs and "non-finite" in msgs
+    assert ens.nonfinite == 200 and ens.alive[-1] == 0
+    assert np.isnan(ens.summaries["ratio"][-1]) and np.isnan(ens.summaries["mean"][-1]).all()  # no estimate, never a number
+
+
+def test_ctrl_c_stops_a_particle_run_within_a_second_and_keeps_the_saves():
+    """Issue 11.8: Ctrl-C was ignored inside the kernels until the next save."""
+    X = np.random.default_rng(0).normal(size=(100_000, 2))
+    U = E.GaussianMixture.ring()
+    particles.langevin(U, X[:10], 1e-3, 2, seed=0)  # compile first
+    timer = threading.Timer(1.0, _thread.interrupt_main)
+    t0 = time.perf_counter()
+    timer.start()
+    with pytest.raises(particles.ensemble.EnsembleInterrupted) as info:
+        particles.langevin(U, X, 1e-3, 100_000, save_every=50_000, seed=0, summaries=False)  # ~10 minutes
+    elapsed = time.perf_counter() - t0
+    timer.cancel()
+    part = info.value.partial
+    assert isinstance(info.value, KeyboardInterrupt)
+    assert elapsed < 5.0, f"the interrupt took {elapsed:.1f} s to act"
+    assert part.meta["interrupted"] and part.times.size == 1 and part.positions.shape == (1, 100_000, 2)
+    np.testing.assert_array_equal(part.positions[0], X)
+
+
+# ---------------------------------------------------------------------------------------
+# Files: damaged, foreign, malicious
+def _write_traj(path, **changes):
+    tr = FokkerPlanck(Q1, G1).solve(_gauss1(), [0.0, 0.5])
+    tr.save(path)
+    with h5py.File(path, "a") as f:
+        for k, v in changes.items():
+            if v is None:
+                del f[k]
+            else:
+                f.attrs[k] = v
+    return tr
+
+
+@_cases(
+    (lambda p: Trajectory.load(p / "missing.h5"), FileNotFoundError, "no such file"),
+    (lambda p: Trajectory.load(_text(p / "t.h5", "not hdf5")), ValueError, "not a readable HDF5"),
+    (lambda p: Trajectory.load(_write(p, format="something.else")), ValueError, "not a fokkerplanck trajectory"),
+    (lambda p: Trajectory.load(_write(p, version=7)), ValueError, "version 7"),
+    (lambda p: Trajectory.load(_write(p, version="x")), ValueError, "version 'x'"),
+    (lambda p: Trajectory.load(_write(p, densities=None)), ValueError, r"missing datasets \['densities'\]"),
+    (lambda p: Trajectory.load(_write(p, energy='{"type": "np.savetxt"}')), ValueError, "unknown energy type"),
+    (lambda p: Trajectory.load(_write(p, energy="{not json")), ValueError, "damaged"),
+    (lambda p: Trajectory.load(_write(p, energy="[1, 2]")), ValueError, "not a JSON object"),
+    (lambda p: Trajectory.load(_write(p, grid='{"bounds": [[0, 1]], "cells": [100000000000]}')), MemoryError, "GiB"),
+    (lambda p: Trajectory.load(_write(p, grid='{"bounds": [[0, 1]], "cells": [41]}')), ValueError, "do not match"),
+    (lambda p: Trajectory.load(_write(p, temperature="hot")), ValueError, "damaged"),
+    (lambda p: Trajectory.load(_write(p), energy=Q2), ValueError, "not the one stored"),
+    (lambda p: Trajectory.load(_write(p), group="continuity"), ValueError, "single trajectory"),
+)
+def test_damaged_files(tmp_path, make, exc, match):
+    with pytest.raises(exc, match=match):
+        make(tmp_path)
+
+
+def _text(path, text):
+    path.write_text(text)
+    return path
+
+
+def _write(p, **changes):
+    path = p / "t.h5"
+    _write_traj(path, **changes)
+    return path
+
+
+@pytest.fixture
+def trap_module(tmp_path, monkeypatch):
+    """A module that, if ever imported, leaves a marker file (and has valid kernels)."""
+    marker = tmp_path / "imported.txt"
+    (tmp_path / "fpk_trap.py").write_text(textwrap.dedent(f"""
+        import numba, pathlib
+        pathlib.Path({str(marker)!r}).write_text("imported")
+
+        @numba.njit
+        def value(x, p):
+            return 0.5 * p[0] * x[0] ** 2
+
+        @numba.njit
+        def grad(x, p, out):
+            out[0] = p[0] * x[0]
+
+        @numba.njit
+        def lap(x, p):
+            return p[0]
+        """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return marker
+
+
+def test_reading_a_file_never_imports_code(tmp_path, trap_module):
+    """Issue 11.2: opening a file imported the modules its ``energy`` attribute names."""
+    spec = {"type": "Custom", "dim": 1, "params": [1.0], "value": "fpk_trap:value", "grad": "fpk_trap:grad",
+            "lap": "fpk_trap:lap"}
+    path = tmp_path / "t.h5"
+    ref = _write_traj(path, energy=json.dumps(spec))
+    tr = Trajectory.load(path)
+    assert not trap_module.exists() and "fpk_trap" not in sys.modules
+    assert isinstance(tr.energy, SpecOnlyEnergy) and not tr.energy_loaded
+    np.testing.assert_array_equal(tr.kl(), ref.kl())  # the stored diagnostics
+    np.testing.assert_array_equal(tr.ratio(), ref.ratio())
+    with pytest.raises(ValueError, match="allow_modules"):
+        tr.energy.value(np.zeros(1))
+    for argv in (["info", str(path)], ["plot", str(path), "-o", str(tmp_path / "p.png")]):
+        assert main(argv) == 0
+    assert not trap_module.exists()
+    # the caller may allow the module explicitly: then it is rebuilt and agrees
+    tr2 = Trajectory.load(path, allow_modules=["fpk_trap"])
+    assert trap_module.exists() and tr2.energy_loaded
+    np.testing.assert_allclose(tr2.kl(), ref.kl(), rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Writers: overwrite, protect, concurrency, stale temporaries
+def test_atomic_writer_protects_inputs_and_existing_files(tmp_path):
+    out = tmp_path / "o.h5"
+    with atomic_h5(out) as f:
+        f["x"] = 1
+    with pytest.raises(FileExistsError, match="refusing to overwrite"):
+        with atomic_h5(out, overwrite=False):
+            pass
+    with pytest.raises(ValueError, match="input of this run"):
+        with atomic_h5(out, protect=[out]):
+            pass
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        with atomic_h5(tmp_path / "nope" / "o.h5"):
+            pass
+    with pytest.raises(IsADirectoryError):
+        with atomic_h5(tmp_path):
+            pass
+    with h5py.File(out) as f:
+        assert f["x"][()] == 1
+    assert sorted(os.listdir(tmp_path)) == ["o.h5"]  # no lock, no temporary left
+
+
+def test_two_writers_of_one_path_are_serialised(tmp_path):
+    out = tmp_path / "o.h5"
+    with atomic_h5(out) as f:
+        f["x"] = 1
+        with pytest.raises(PathBusyError, match="another process is writing"):
+            with atomic_h5(out):
+                pass
+    with PathLock(out):
+        with pytest.raises(PathBusyError):
+            PathLock(out).acquire()
+    PathLock(out).acquire().release()  # free again
+
+
+def test_stale_temporaries_are_removed_by_the_next_writer(tmp_path):
+    out = tmp_path / "o.h5"
+    for name in ("o.h5.abcd1234.tmp", "o.h5.zz_99xyz.tmp"):
+        (tmp_path / name).write_text("partial")
+    (tmp_path / "other.h5.abcd1234.tmp").write_text("not ours")
+    assert len(stale_temporaries(out)) == 2
+    with atomic_h5(out) as f:
+        f["x"] = 1
+    assert sorted(os.listdir(tmp_path)) == ["o.h5", "other.h5.abcd1234.tmp"]
+
+
+def test_a_failed_save_leaves_nothing(tmp_path):
+    out = tmp_path / "o.h5"
+    with pytest.raises(RuntimeError, match="boom"):
+        with atomic_h5(out) as f:
+            f["x"] = 1
+            raise RuntimeError("boom")
+    assert os.listdir(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------
+# Configs
+_FLOWS_REST = textwrap.dedent("""
+    [grid]
+    bounds = [[-5.0, 5.0]]
+    cells = 40
+    [initial]
+    type = "Gaussian"
+    mean = [0.5]
+    cov = 0.5
+    [times]
+    stop = 0.2
+    num = 3
+    [fokker_planck]
+    """)
+_OK = '[energy]\ntype = "Quadratic"\nA = [[1.0]]\n' + _FLOWS_REST
+
+
+def load_config_text(tmp_path, text):
+    p = tmp_path / "cfg.toml"
+    p.write_text(text)
+    return load_config(p)
+
+
+@_cases(
+    ("tempreature = 0.25\n" + _OK, ValueError, "'tempreature' .*did you mean 'temperature'"),
+    (_OK.replace("cells = 40", "celss = 40"), ValueError, "needs 'bounds' and 'cells'|'celss'"),
+    (_OK + "periodc = true\n", ValueError, r"\[fokker_planck\]: unknown key 'periodc'"),
+    (_OK.replace("cov = 0.5", "cov = 0.5\ncovv = 1"), ValueError, "'covv'"),
+    ('kind = "flow"\n' + _OK, ValueError, "did you mean 'flows'"),
+    (_OK.replace("[times]\nstop = 0.2\nnum = 3\n", ""), ValueError, r"lacks the tables \['times'\]"),
+    (_OK.replace('"Quadratic"', '"np.savetxt"'), ValueError, "unknown energy type 'np.savetxt'"),
+    (_OK.replace('"Quadratic"', '"importlib.import_module"'), ValueError, "unknown energy type"),
+    ('[energy]\ntype = "Custom"\ndim = 1\nvalue = "os:system"\ngrad = "os:system"\nlap = "os:system"\n' + _FLOWS_REST,
+     ValueError, "never imports code"),
+    (_OK + "[particles]\nn = 1e12\ndt = 0.1\n", MemoryError, "n = 1000000000000 particles"),
+    (_OK + "[particles]\nn = 2.5\ndt = 0.1\n", ValueError, "n must be an integer"),
+    (_OK + "[particles]\nn = 10\ndt = 0.03\n", ValueError, "multiple of dt"),
+    (_OK + "[particles]\nn = 10\ndt = -0.1\n", ValueError, "dt must be a positive"),
+    (_OK + "[particles]\nn = 10\n", ValueError, "needs 'n' and 'dt'"),
+    (_OK + "[particles]\nn = 10\ndt = 0.1\nmethd = 'mala'\n", ValueError, "'methd'.*did you mean 'method'"),
+    (_OK.replace("stop = 0.2", "start = 1.0\nstop = 0.2"), ValueError, "0 <= start < stop"),
+    (_OK.replace("num = 3", "num = 0"), ValueError, "num must be an integer >= 1"),
+    (_OK.replace("num = 3", "num = 1000000000"), ValueError, "maximum"),
+    (_OK.replace("stop = 0.2", "stop = nan"), ValueError, "finite number"),
+    ('temperature = "hot"\n' + _OK, ValueError, "temperature must be a positive"),
+    ("temperature = -1\n" + _OK, ValueError, "temperature must be a positive"),
+    (_OK.replace("cells = 40", "cells = 100000000000"), MemoryError, "GiB"),
+    (_OK.replace("[grid]", "grid = 3\n[grd]"), ValueError, "grd"),
+    (_OK + "[stopping]\neps = [-1.0]\n", ValueError, "eps must be a positive"),
+    (_OK + "[stopping]\neps = 0.01\n", ValueError, "list"),
+    (_OK.replace('A = [[1.0]]', 'A = [[1.0, 0], [0, 1.0]]'), ValueError, "dimension 2 but \\[grid\\] has 1"),
+    (_OK.replace('mean = [0.5]', 'mean = [0.5, 0.5]'), ValueError, "\\[initial\\] has dimension 2"),
+    (_OK.replace("[grid]", "[grid]\n[[x]]"), ValueError, "not valid TOML|unknown key"),
+    ("this is = not toml = at all", ValueError, "not valid TOML"),
+    ('kind = "composition"\n[grid]\nbounds = [[-9, 9], [-9, 9]]\ncells = 32\n[initial]\ntype = "Gaussian"\n'
+     'mean = [0, 0]\ncov = 9.0\n[composition]\nn = 10\nnegatoin = 0.3\n', ValueError, "'negatoin'.*did you mean 'negation'"),
+)
+def test_bad_configs(tmp_path, make, exc, match):
+    with pytest.raises(exc, match=match):
+        load_config_text(tmp_path, make)
+
+
+def test_config_errors_come_before_any_work(tmp_path):
+    """Issue 11.10: ``n = 1e12`` failed deep in numpy after the grid solves had run."""
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError):
+        check_config(load_config_text(tmp_path, _OK) | {"particles": {"n": 10**12, "dt": 0.1}})
+    assert time.perf_counter() - t0 < 2.0
+    with pytest.raises(ValueError, match="no config file"):
+        load_config(tmp_path / "missing.toml")
+
+
+# ---------------------------------------------------------------------------------------
+# The command line: one clear line and exit status 2, never a raw traceback
+def test_fpk_run_refuses_to_overwrite_its_input_or_an_output(tmp_path, capsys):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(_OK)
+    before = cfg.read_bytes()
+    assert main(["run", str(cfg), "-o", str(cfg), "-q"]) == 2
+    assert cfg.read_bytes() == before and "input of this run" in capsys.readouterr().err
+    out = tmp_path / "o.h5"
+    assert main(["run", str(cfg), "-o", str(out), "-q"]) == 0
+    stamp = out.stat().st_mtime_ns
+    assert main(["run", str(cfg), "-o", str(out), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err and out.stat().st_mtime_ns == stamp
+    assert main(["run", str(cfg), "-o", str(out), "-q", "--overwrite"]) == 0
+    assert sorted(os.listdir(tmp_path)) == ["cfg.toml", "o.h5"]
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["run", "{tmp}/missing.toml", "-o", "{tmp}/o.h5"], "no config file"),
+    (["run", "{tmp}/typo.toml", "-o", "{tmp}/o.h5"], "did you mean 'temperature'"),
+    (["run", "{tmp}/cfg.toml", "-o", "{tmp}/nofolder/o.h5"], "does not exist"),
+    (["info", "{tmp}/missing.h5"], "no such file"),
+    (["info", "{tmp}/cfg.toml"], "not a readable HDF5"),
+    (["plot", "{tmp}/cfg.toml"], "not a readable HDF5"),
+    (["sweep", "{tmp}/cfg.toml", "--param", "grid.celss=16,24", "-o", "{tmp}/sw"], "did you mean 'cells'"),
+    (["sweep", "{tmp}/cfg.toml", "--param", "tempreature=1,2", "-o", "{tmp}/sw"], "did you mean 'temperature'"),
+    (["sweep", "{tmp}/cfg.toml", "--param", "cells", "-o", "{tmp}/sw"], "NAME=v1,v2"),
+    (["sweep", "{tmp}/cfg.toml", "--param", "cells=1", "-o", "{tmp}/sw"], "integer >= 2"),
+    (["sweep", "{tmp}/cfg.toml", "--param", "grid=4", "-o", "{tmp}/sw"], "is a table"),
+])
+def test_cli_errors_are_one_line(tmp_path, capsys, argv, match):
+    (tmp_path / "cfg.toml").write_text(_OK)
+    (tmp_path / "typo.toml").write_text("tempreature = 1\n" + _OK)
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert pytest.importorskip("re").search(match, err), err
+
+
+def test_cli_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "typo.toml").write_text("tempreature = 1\n" + _OK)
+    with pytest.raises(ValueError, match="tempreature"):
+        main(["run", str(tmp_path / "typo.toml"), "-o", str(tmp_path / "o.h5"), "--debug"])
+
+
+def test_cli_unknown_check_and_no_command(capsys):
+    assert main(["verify", "--only", "nope", "--no-report"]) == 2
+    assert "unknown checks" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps: nothing stale is reused, one sweep per folder
+def test_sweep_recomputes_points_whose_config_changed(tmp_path):
+    """Issue 11.4: resume checked file names only."""
+    from fokkerplanck.sweep import sweep
+
+    cfg = load_config_text(tmp_path, _OK)
+    out = tmp_path / "sw"
+    logs = []
+    rows = sweep(cfg, {"cells": [16, 24]}, out, log=logs.append)
+    sweep(cfg, {"cells": [16, 24]}, out, log=logs.append)
+    assert "2 already done, 0 to run" in logs[-1]
+    edited = json.loads(json.dumps(cfg))
+    edited["initial"]["mean"] = [-0.5]
+    rows2 = sweep(edited, {"cells": [16, 24]}, out, log=logs.append)
+    assert any("recomputed" in m for m in logs) and "0 already done, 2 to run" in " ".join(logs[-4:])
+    assert rows2[0]["kl_final_fokker_planck"] != rows[0]["kl_final_fokker_planck"]
+    # a damaged point file is recomputed too
+    (out / "cells=16.h5").write_text("damaged")
+    sweep(edited, {"cells": [16, 24]}, out, log=logs.append)
+    assert "1 already done, 1 to run" in " ".join(logs[-3:])
+    with PathLock(out / "sweep"):
+        with pytest.raises(PathBusyError, match="another process"):
+            sweep(edited, {"cells": [16, 24]}, out, log=logs.append)
+    assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".lock"))]
