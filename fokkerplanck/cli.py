@@ -168,6 +168,17 @@ def _sweep(args) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .runner import builtin_configs
 
@@ -200,12 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("-o", "--output", required=True, help="folder for one HDF5 file per point and summary.csv/.h5")
     where = sw.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://host:8786)")
-    where.add_argument("--local", type=int, metavar="N", help="a local Dask cluster of N worker processes")
+    where.add_argument("--local", type=_count, metavar="N", help="a local Dask cluster of N worker processes")
     sw.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     sw.set_defaults(func=_sweep)
     i = sub.add_parser("info", help="summary of a trajectory file (HDF5)")
     i.add_argument("file")
-    i.add_argument("--rows", type=int, default=11, help="how many saved times to list")
+    i.add_argument("--rows", type=_count, default=11, help="how many saved times to list")
     i.add_argument("--group", help="one flow of an fpk run file: fokker-planck or continuity "
                    "(default: the run's summary)")
     i.set_defaults(func=_info)

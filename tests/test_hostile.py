@@ -681,3 +681,11 @@ def test_sweep_recomputes_points_whose_config_changed(tmp_path):
         with pytest.raises(PathBusyError, match="another process"):
             sweep(edited, {"cells": [16, 24]}, out, log=logs.append)
     assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".lock"))]
+
+
+@pytest.mark.parametrize("argv", [["info", "x.h5", "--rows", "-1"], ["info", "x.h5", "--rows", "a"],
+                                  ["sweep", "c.toml", "-o", "d", "--local", "0"], ["run"], ["nope"]])
+def test_cli_argument_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2 and "usage:" in capsys.readouterr().err
