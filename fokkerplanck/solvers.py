@@ -243,7 +243,10 @@ class FokkerPlanck:
             w0 = rho / sp_
             if n <= EIGH_MAX_CELLS:
                 lam, V = np.linalg.eigh(self.symmetric.toarray())
-                lam = np.minimum(lam, 0.0)  # S is negative semi-definite; clip round-off
+                # S is negative semi-definite with the Gibbs direction as its kernel: eigh gives
+                # that zero as a round-off of ~1e-13 lam_max either sign, and exp(t lam) then
+                # drifts the mass for large t (4e-6 at t = 1e7).  Round-off zeros are zeros.
+                lam = np.where(lam > -1e-10 * np.abs(lam).max(), 0.0, lam)
                 W = (np.exp(np.outer(rest, lam)) * (V.T @ w0)) @ V.T
                 info.update(exact="eigh", lam_max=float(-lam.min()))
             else:
@@ -264,10 +267,10 @@ class FokkerPlanck:
         of the state orthogonal to the Gibbs direction has decayed below
         ``tol ||w0||`` by the spectral gap (``||e^{tS} r|| <= e^{-lambda_1 t} ||r||``)
         the answer is the Gibbs law itself.  Never a silently truncated expansion."""
-        from .expm import KMAX, max_segment
+        from . import expm
 
         S, lam = self.symmetric, self.lam_max
-        seg = max_segment(lam, tol)
+        seg = expm.max_segment(lam, tol, expm.KMAX)
         if rest[-1] <= seg:
             return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback),
                     {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
@@ -299,7 +302,7 @@ class FokkerPlanck:
                 base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
             else:  # no output in this segment: advance the state by one whole segment
                 w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol)[0]
-                matvecs += KMAX
+                matvecs += n_terms(seg, lam, tol)
                 base += seg
             segments += 1
             if segments > 10_000:

@@ -11,6 +11,8 @@ import pytest
 
 distributed = pytest.importorskip("dask.distributed")
 
+pytestmark = pytest.mark.slow  # a two-worker LocalCluster (~50 s in all): CI's second step
+
 import particles  # noqa: E402
 from fokkerplanck import energies as E  # noqa: E402
 from particles.distributed import GaussianInit, shard_ranges  # noqa: E402

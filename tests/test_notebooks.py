@@ -16,6 +16,7 @@ def test_every_experiment_has_a_notebook():
     assert {p.stem for p in NOTEBOOKS} >= {"eight_gaussians", "composition", "double_well", "ou", "theorem"}
 
 
+@pytest.mark.slow  # ~20 s each, mostly JIT compilation in a fresh kernel: CI's second step
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("FPK_NOTEBOOK_SMALL", "1")
