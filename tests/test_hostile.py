@@ -302,7 +302,8 @@ def test_long_times_reach_the_gibbs_law_instead_of_a_truncated_expansion(monkeyp
     assert np.abs(tr.densities - ref.densities).max() < 1e-11 * ref.densities.max()
     np.testing.assert_allclose(tr.mass(), 1.0, atol=1e-12)
     kl = tr.kl()
-    assert np.all(np.isfinite(kl)) and kl.min() > -1e-13 and np.all(np.diff(kl) < 1e-13)
+    # at rho = pi the sum rho (log rho - log pi) is log(mass) to round-off, ~1e-12 either sign
+    assert np.all(np.isfinite(kl)) and kl.min() > -1e-11 and np.all(np.diff(kl) < 1e-11)
     np.testing.assert_allclose(tr.densities[-1], fp.gibbs, atol=1e-12 * fp.gibbs.max())
     with pytest.raises(ChebyshevBudgetError):  # one sweep never truncates: it raises
         chebyshev_expm_multiply(fp.symmetric.dot, np.ones(g.size), [1e7], fp.lam_max)
