@@ -114,3 +114,10 @@ def check_memory(nbytes: float, what: str, *, fraction: float = 0.8) -> None:
     if nbytes > fraction * avail:
         raise MemoryError(f"{what} needs {nbytes / 2**30:.3g} GiB, more than {fraction:.0%} of the "
                           f"{avail / 2**30:.3g} GiB of memory available: reduce the size")
+
+
+def sample_count(n, dim: int, name: str = "n") -> int:
+    """A number of samples to draw: a non-negative integer whose (n, dim) draws fit in memory."""
+    n = positive_int(n, name, minimum=0)
+    check_memory(8.0 * n * (dim + 3), f"{n} samples in dimension {dim}")
+    return n

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from ._validate import finite_array, points, spd_matrix
+from ._validate import finite_array, points, sample_count, spd_matrix
 from .grid import Grid
 
 __all__ = ["Density", "Gaussian", "GridDensity", "Gibbs", "from_spec"]
@@ -60,8 +60,9 @@ class Gaussian(Density):
         return float(v[0]) if single else v
 
     def sample(self, n: int, seed=None) -> np.ndarray:
+        n = sample_count(n, self.dim)
         rng = np.random.default_rng(seed)
-        return self.mean + rng.standard_normal((int(n), self.dim)) @ self._chol.T
+        return self.mean + rng.standard_normal((n, self.dim)) @ self._chol.T
 
     def quadrature(self, n: int = 20) -> tuple[np.ndarray, np.ndarray]:
         """Tensor Gauss-Hermite rule with ``n`` nodes per axis: ``(nodes (n^d, d),

@@ -46,7 +46,7 @@ from numba import prange
 from scipy.special import logsumexp
 
 from ._numba import jit, pjit
-from ._validate import finite_array, points, positive_float, positive_int, spd_matrix
+from ._validate import finite_array, points, positive_float, positive_int, sample_count, spd_matrix
 
 MAX_COMPONENTS = 1_000_000
 
@@ -785,6 +785,7 @@ class GaussianMixture(Energy):
 
     def sample(self, n: int, seed=None) -> np.ndarray:
         """``n`` exact samples of ``rho* = sum_k w_k N(m_k, S_k)`` (T = 1)."""
+        n = sample_count(n, self.dim)
         rng = np.random.default_rng(seed)
         k = rng.choice(self.K, size=n, p=self.weights)
         L = np.linalg.cholesky(self.covs)

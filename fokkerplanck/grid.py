@@ -13,7 +13,7 @@ import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 from scipy.special import logsumexp
 
-from ._validate import check_memory, finite_array, points, positive_float, positive_int
+from ._validate import check_memory, finite_array, points, positive_float, positive_int, sample_count
 
 __all__ = ["Grid"]
 
@@ -187,8 +187,10 @@ class Grid:
         """``n`` exact samples of the piecewise-constant density ``rho`` (cell chosen
         with probability ``rho_i vol``, then uniform inside the cell): shape (n, d)."""
         rho = self.check_density(rho, "rho")
-        if int(n) != n or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n!r}")
+        try:
+            n = sample_count(n, self.ndim)
+        except ValueError:
+            raise ValueError(f"n must be a non-negative integer, got {n!r}") from None
         rng = np.random.default_rng(seed)
         prob = rho.ravel() / rho.sum()
         idx = rng.choice(self.size, size=int(n), p=prob)

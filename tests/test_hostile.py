@@ -177,6 +177,10 @@ def test_no_file_is_written_by_a_spec(tmp_path):
     (lambda: Dn.from_spec({"type": "Gaussian", "mean": [0], "covv": 1.0}), ValueError, "'covv'.*did you mean 'cov'"),
     (lambda: Dn.from_spec({"type": "Gaussian"}), ValueError, "needs the key 'mean'"),
     (lambda: Dn.Gibbs(Q2, temperature=-1.0), ValueError, "temperature"),
+    (lambda: Dn.Gaussian([0.0]).sample(10**12), MemoryError, "10\\*\\*12|1000000000000 samples"),
+    (lambda: Dn.Gaussian([0.0]).sample(-3), ValueError, "n must be an integer >= 0"),
+    (lambda: E.GaussianMixture.ring().sample(10**12), MemoryError, "1000000000000 samples"),
+    (lambda: G1.sample(np.ones(40) / 10, 10**12), MemoryError, "1000000000000 samples"),
 )
 def test_grid_and_density_inputs(make, exc, match):
     with pytest.raises(exc, match=match):
