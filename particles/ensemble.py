@@ -31,7 +31,8 @@ __all__ = ["Ensemble", "EnsembleInterrupted", "langevin", "gradient_flow", "CHUN
 
 FORMAT = "particles.ensemble"
 VERSION = 1
-CHUNK_WORK = 1_000_000  # particle-steps per compiled call (~0.1-0.4 s): Ctrl-C acts within that
+CHUNK_WORK = 1_000_000  # particle-steps of the first compiled call; then calls of about CHUNK_SECONDS
+CHUNK_SECONDS = 0.4     # Ctrl-C acts within that; longer calls would save only the thread barrier (< 1%)
 
 
 class EnsembleInterrupted(KeyboardInterrupt):
@@ -185,7 +186,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
         if histogram is not None:
             hists.append(_histogram(X, ok, histogram))
 
-    chunk = max(1, CHUNK_WORK // max(n, 1))
+    chunk = [max(1, CHUNK_WORK // max(n, 1))]  # steps per compiled call, adapted to CHUNK_SECONDS
     done = [0]  # saves recorded
 
     def loop(f):
@@ -193,9 +194,15 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
         done[0] = 1
         for j in range(1, ns):
             k = save_steps[j] - save_steps[j - 1]
-            for a in range(0, k, chunk):  # bounded compiled calls: Ctrl-C is seen between them
-                m = min(chunk, k - a)
+            a = 0
+            while a < k:  # bounded compiled calls: Ctrl-C is seen between them
+                m = min(chunk[0], k - a)
+                tc = time.perf_counter()
                 advance(save_steps[j - 1] + a, m, status)
+                el = time.perf_counter() - tc
+                if m == chunk[0] and el > 0:  # aim at CHUNK_SECONDS per call (the thread barrier then costs < 1%)
+                    chunk[0] = max(1, min(4 * m, int(m * CHUNK_SECONDS / el)))
+                a += m
                 if bar is not None:
                     bar.update(m)
             record(j, f)
