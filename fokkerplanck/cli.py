@@ -94,9 +94,16 @@ def _info(args) -> int:
     print(f"  energy: {tr.energy!r}   temperature: {tr.temperature:g}")
     print(f"  grid: {tr.grid!r}")
     print(f"  scheme: {tr.scheme}")
-    print(f"  {'t':>10} {'KL':>12} {'R_t':>10} {'mass':>14}")
+    ref = tr.refinement
+    if ref is not None:
+        print(f"  refinement: grids {ref.cells}, observed orders "
+              + ", ".join(f"{k} {v:.2f}" for k, v in ref.observed_order.items())
+              + ("" if ref.reliable else "  (NOT in the asymptotic regime: error estimates unreliable)"))
+    extra = f" {'KL error':>10} {'R_t error':>10}" if ref is not None else ""
+    print(f"  {'t':>10} {'KL':>12} {'R_t':>10} {'mass':>14}{extra}")
     for j in np.unique(np.linspace(0, len(tr) - 1, min(len(tr), args.rows)).astype(int)):
-        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {mass[j]:14.12f}")
+        err = f" {ref.kl_error[j]:10.2g} {ref.ratio_error[j]:10.2g}" if ref is not None else ""
+        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {mass[j]:14.12f}{err}")
     return 0
 
 

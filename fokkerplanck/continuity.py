@@ -187,7 +187,8 @@ class Continuity:
 
     # -- entry point ---------------------------------------------------------------------
     def solve(self, rho0, times, *, dt: float | None = None, cfl: float = 0.2, rtol: float = 1e-10,
-              atol: float = 1e-12, normalise: str = "warn", progress: bool = False) -> Trajectory:
+              atol: float = 1e-12, normalise: str = "warn", progress: bool = False,
+              refine: bool | int = False) -> Trajectory:
         """Densities at ``times`` from ``rho0`` at time 0.
 
         finite-volume: ``rho0`` a grid density or a density object (evaluated on
@@ -197,6 +198,8 @@ class Continuity:
         are the ODE tolerances.  The densities are point values at the cell
         centres (not renormalised: ``Trajectory.mass()`` shows the quadrature
         error, which grows as the flow concentrates mass below the cell size).
+        refine : Richardson error estimates over 2 and 4 times the cell size, as
+            ``trajectory.refinement`` (:mod:`fokkerplanck.refine`).
         """
         times = _check_times(times)
         t0 = time.perf_counter()
@@ -222,8 +225,17 @@ class Continuity:
                               f"{'left the box' if mass[k] < 1 else 'is over-counted'} or is unresolved on the grid "
                               "(the flow concentrates below the cell size); KL and R_t of these densities are not "
                               "those of probability laws", RuntimeWarning, stacklevel=2)
-        return Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow, scheme=scheme,
-                          info=info)
+        tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow, scheme=scheme,
+                        info=info)
+        if refine:
+            from .refine import refine as richardson
+
+            tr.refinement = richardson(
+                lambda g, r0: Continuity(self.energy, g, method=self.method, temperature=self.temperature,
+                                         reconstruction=self.reconstruction).solve(
+                    r0, times, dt=dt, cfl=cfl, rtol=rtol, atol=atol, normalise="silent"),
+                tr, rho0, 3 if refine is True else refine)
+        return tr
 
 
 # ---------------------------------------------------------------------------------------

@@ -106,8 +106,8 @@ def load_config(path_or_name) -> dict:
 TABLE_KEYS = {
     "grid": {"bounds", "cells", "periodic"},
     "times": {"start", "stop", "num"},
-    "fokker_planck": {"method", "tol", "dt", "normalise"},
-    "continuity": {"method", "reconstruction", "dt", "cfl", "rtol", "atol", "normalise"},
+    "fokker_planck": {"method", "tol", "dt", "normalise", "refine"},
+    "continuity": {"method", "reconstruction", "dt", "cfl", "rtol", "atol", "normalise", "refine"},
     "particles": {"n", "dt", "seed", "method", "keep"},
     "deterministic_particles": {"n", "dt", "seed", "method", "keep"},
     "stopping": {"eps"},

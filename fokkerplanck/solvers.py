@@ -153,7 +153,7 @@ class FokkerPlanck:
 
     # ------------------------------------------------------------------------------------------
     def solve(self, rho0, times, *, method: str = "exact", tol: float | None = None, dt: float | None = None,
-              normalise: str = "warn", progress: bool = False) -> Trajectory:
+              normalise: str = "warn", progress: bool = False, refine: bool | int = False) -> Trajectory:
         """Densities at ``times`` from ``rho0`` at time 0.
 
         rho0 : grid density (shape ``grid.shape``) or a density object with
@@ -165,7 +165,12 @@ class FokkerPlanck:
         tol : truncation tolerance (exact, default 1e-14) or local L1 error per
             step (implicit, default 1e-9).
         dt : implicit only: fixed step, no error control.
+        refine : also solve with 2 and 4 times the cell size (or ``refine`` levels
+            in all) and attach Richardson error estimates and extrapolations of
+            KL, R_t and the densities as ``trajectory.refinement``
+            (:mod:`fokkerplanck.refine`).
         """
+        given = rho0
         rho0 = _initial_density(self.grid, rho0, normalise)
         times = _check_times(times)
         t0 = time.perf_counter()
@@ -186,8 +191,16 @@ class FokkerPlanck:
         info["min_density"] = float(dens.min())
         info["max_wall_mass"] = warn_wall_mass(self.grid, times, dens)
         scheme.update(space="finite-volume Scharfetter-Gummel")
-        return Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow,
-                          scheme=scheme, info=info)
+        tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow,
+                        scheme=scheme, info=info)
+        if refine:
+            from .refine import refine as richardson
+
+            tr.refinement = richardson(
+                lambda g, r0: FokkerPlanck(self.energy, g, self.temperature).solve(
+                    r0, times, method=method, tol=tol, dt=dt, normalise="silent"),
+                tr, given if hasattr(given, "on_grid") else rho0, 3 if refine is True else refine)
+        return tr
 
     def _exact(self, rho0, times, tol, progress):
         """Two phases.  The symmetric form works on ``w = rho / sqrt(pi)``, and its

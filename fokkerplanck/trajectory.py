@@ -10,6 +10,9 @@ HDF5 layout (version 1)::
     /axes/axis_<a>         cell centres of axis a
     /diagnostics/<name>    (n,) float64: kl, fisher, tv, mass, ratio, e_lap, e_grad2
     /diagnostics/mean      (n, d), /diagnostics/cov (n, d, d)
+    /refinement/           optional (solve(..., refine=True)): kl, kl_error, kl_extrapolated,
+                           ratio*, density_error, densities_extrapolated; attrs cells, order,
+                           reliable, observed_order_<quantity>
 
 Files are written atomically: to a temporary name in the same folder, then
 renamed, so a crash never leaves a half-written file under the final name
@@ -91,6 +94,7 @@ class Trajectory:
         self.scheme = dict(scheme)
         self.info = dict(info or {})
         self.stored: dict = {}  # diagnostics read from a file (used when the energy is not loaded)
+        self.refinement = None  # Richardson error estimates (solve(..., refine=True))
 
     def __len__(self):
         return self.times.size
@@ -231,6 +235,8 @@ class Trajectory:
             warnings.simplefilter("ignore", RuntimeWarning)
             for name in ("kl", "fisher", "tv", "mass", "ratio", "e_lap", "e_grad2", "mean", "cov"):
                 dg.create_dataset(name, data=getattr(self, name)())
+        if self.refinement is not None:
+            self.refinement.write(g.create_group("refinement"))
 
     @classmethod
     def load(cls, path, group: str | None = None, *, energy=None, allow_modules=()) -> "Trajectory":
@@ -303,6 +309,10 @@ class Trajectory:
                      info=json.loads(g.attrs.get("info", "{}")))
             if "diagnostics" in g:
                 tr.stored = {k: v[()] for k, v in g["diagnostics"].items() if isinstance(v, h5py.Dataset)}
+            if "refinement" in g:
+                from .refine import Refinement
+
+                tr.refinement = Refinement.read(g["refinement"])
             return tr
         except (KeyError, json.JSONDecodeError, OSError, TypeError) as exc:
             raise ValueError(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
