@@ -45,7 +45,7 @@ import numpy as np
 from numba import prange
 from scipy.special import logsumexp
 
-from ._numba import jit, pjit
+from ._numba import closure_jit, jit
 from ._validate import finite_array, points, positive_float, positive_int, sample_count, spd_matrix
 
 MAX_COMPONENTS = 1_000_000
@@ -218,7 +218,7 @@ def _kernel_loop(k: Kernels, with_hess: bool = True):
     if key not in _LOOPS:
         value, grad, lap, hess = k
 
-        @pjit
+        @closure_jit(parallel=True)
         def loop(X, p):
             n, d = X.shape
             v = np.empty(n)
@@ -243,7 +243,7 @@ def _lap_grad2_loop(k: Kernels):
     if key not in _LOOPS:
         _, grad, lap, _ = k
 
-        @pjit
+        @closure_jit(parallel=True)
         def loop(X, p):
             n, d = X.shape
             lp = np.empty(n)
@@ -817,12 +817,12 @@ def _sum_kernels(k1: Kernels, k2: Kernels) -> Kernels:
     v1, g1, l1, h1 = k1
     v2, g2, l2, h2 = k2
 
-    @jit
+    @closure_jit
     def value(x, p):
         n1 = int(p[0])
         return p[1] * v1(x, p[3:3 + n1]) + p[2] * v2(x, p[3 + n1:])
 
-    @jit
+    @closure_jit
     def grad(x, p, out):
         n1 = int(p[0])
         tmp = np.empty_like(out)
@@ -831,12 +831,12 @@ def _sum_kernels(k1: Kernels, k2: Kernels) -> Kernels:
         for i in range(out.shape[0]):
             out[i] = p[1] * out[i] + p[2] * tmp[i]
 
-    @jit
+    @closure_jit
     def lap(x, p):
         n1 = int(p[0])
         return p[1] * l1(x, p[3:3 + n1]) + p[2] * l2(x, p[3 + n1:])
 
-    @jit
+    @closure_jit
     def hess(x, p, out):
         n1 = int(p[0])
         tmp = np.empty_like(out)
@@ -871,7 +871,7 @@ def _softmin_kernels(k1: Kernels, k2: Kernels) -> Kernels:
     v1, g1, l1, h1 = k1
     v2, g2, l2, h2 = k2
 
-    @jit
+    @closure_jit
     def _weights(x, p):
         n1 = int(p[0])
         u1 = v1(x, p[1:1 + n1])
@@ -881,11 +881,11 @@ def _softmin_kernels(k1: Kernels, k2: Kernels) -> Kernels:
         e2 = math.exp(m - u2)
         return m - math.log(e1 + e2), e1 / (e1 + e2), e2 / (e1 + e2)
 
-    @jit
+    @closure_jit
     def value(x, p):
         return _weights(x, p)[0]
 
-    @jit
+    @closure_jit
     def grad(x, p, out):
         n1 = int(p[0])
         _, s1, s2 = _weights(x, p)
@@ -895,7 +895,7 @@ def _softmin_kernels(k1: Kernels, k2: Kernels) -> Kernels:
         for i in range(out.shape[0]):
             out[i] = s1 * out[i] + s2 * tmp[i]
 
-    @jit
+    @closure_jit
     def lap(x, p):
         # lap U = s1 lap U1 + s2 lap U2 - s1 s2 |grad U1 - grad U2|^2
         n1 = int(p[0])
@@ -910,7 +910,7 @@ def _softmin_kernels(k1: Kernels, k2: Kernels) -> Kernels:
             v += (a[i] - b[i]) ** 2
         return s1 * l1(x, p[1:1 + n1]) + s2 * l2(x, p[1 + n1:]) - s1 * s2 * v
 
-    @jit
+    @closure_jit
     def hess(x, p, out):
         n1 = int(p[0])
         _, s1, s2 = _weights(x, p)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._numba import pjit
+from ._numba import closure_jit
 
 __all__ = ["integrate_characteristics", "CharacteristicsError"]
 
@@ -53,7 +53,7 @@ def _build(kernels):
     grad, lap = kernels.grad, kernels.lap
     A, Ecoef = _A, _E
 
-    @pjit
+    @closure_jit(parallel=True)
     def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0):
         n, d = X0.shape
         nt = times.shape[0]

@@ -29,7 +29,7 @@ import math
 import numpy as np
 from numba import prange
 
-from fokkerplanck._numba import jit, pjit
+from fokkerplanck._numba import closure_jit, jit
 
 from .rng import STREAM_ACCEPT, STREAM_NOISE, fill_normals, uniform
 
@@ -95,7 +95,7 @@ def langevin_kernel(kernels, scheme: str):
         return _BUILT[key][1]
     value, grad = kernels.value, kernels.grad
 
-    @pjit
+    @closure_jit(parallel=True)
     def run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset):
         n, d = X.shape
         s2 = math.sqrt(2.0 * T * dt)
@@ -170,7 +170,7 @@ def flow_kernel(kernels, scheme: str, track: bool):
         return _BUILT[key][1]
     grad, lap, hess = kernels.grad, kernels.lap, kernels.hess
 
-    @pjit
+    @closure_jit(parallel=True)
     def run(X, LOG, nsteps, dt, p, lo, hi, status):
         n, d = X.shape
         for i in prange(n):
@@ -249,7 +249,7 @@ def gradient_only_kernel(kernels):
         return _BUILT[key][1]
     grad = kernels.grad
 
-    @pjit
+    @closure_jit(parallel=True)
     def run(X, nsteps, dt, p):
         n, d = X.shape
         for i in prange(n):

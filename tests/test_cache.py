@@ -1,0 +1,66 @@
+"""Kernels specialised at run time (closures) are cached on disk through generated
+modules: the same bits as an in-memory closure, and a second process loads them."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import numpy as np
+
+from fokkerplanck import _numba
+from fokkerplanck import energies as E
+
+
+def _make(k, scale):
+    def loop(X, p):
+        out = np.empty(X.shape[0])
+        for i in range(X.shape[0]):
+            out[i] = scale * k(X[i], p)
+        return out
+    return loop
+
+
+def test_generated_kernel_equals_the_closure(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    U = E.GaussianMixture.ring() + E.Quadratic(np.eye(2))
+    fn = _make(U.kernels.value, 0.5)
+    cached = _numba.closure_jit(fn)
+    plain = _numba.jit(_make(U.kernels.value, 0.5))
+    assert id(cached) in _numba._GENERATED  # a generated module, not the fallback
+    src = open(sys.modules[_numba._GENERATED[id(cached)][0]].__file__).read()
+    assert "scale = float.fromhex" in src and "import" in src
+    X = np.random.default_rng(0).normal(size=(50, 2)) * 4
+    np.testing.assert_array_equal(cached(X, U.params), plain(X, U.params))
+    np.testing.assert_allclose(cached(X, U.params), 0.5 * U.value(X), rtol=1e-14)  # numpy vs kernel: round-off
+
+
+def test_unimportable_kernels_fall_back_to_memory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+
+    @numba.njit
+    def local(x, p):  # defined in a function: cannot be imported by a generated module
+        return x[0] + p[0]
+
+    k = _numba.closure_jit(_make(local, 2.0))
+    assert id(k) not in _numba._GENERATED and not any(tmp_path.rglob("*.py"))
+    np.testing.assert_array_equal(k(np.ones((3, 1)), np.array([1.0])), [4.0, 4.0, 4.0])
+
+
+SCRIPT = textwrap.dedent("""
+    import numpy as np, particles
+    from fokkerplanck import energies as E
+    from particles.integrators import langevin_kernel
+    U = E.GaussianMixture.ring() + E.Quadratic(np.eye(2))
+    ens = particles.langevin(U, np.ones((64, 2)), 1e-3, 5, seed=3, summaries=False)
+    k = langevin_kernel(U.kernels, "euler-maruyama")
+    print(sum(k.stats.cache_hits.values()), repr(ens.positions[-1].sum()))
+    """)
+
+
+def test_a_second_process_loads_the_kernels_from_disk(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+            .stdout.split() for _ in range(2)]
+    assert runs[0][0] == "0" and int(runs[1][0]) >= 1, runs  # compiled, then loaded
+    assert runs[0][1] == runs[1][1]  # the same bits
