@@ -155,7 +155,12 @@ def closure_jit(fn=None, *, parallel: bool = False):
                     tmp = f"{path}.{os.getpid()}.tmp"
                     with open(tmp, "w") as fh:
                         fh.write(src)
-                    os.replace(tmp, path)
+                    try:  # create once, never rewrite: numba's cache index is stamped with the file's mtime
+                        os.link(tmp, path)
+                    except FileExistsError:
+                        pass
+                    finally:
+                        os.unlink(tmp)
                 spec = importlib.util.spec_from_file_location(modname, path)
                 mod = importlib.util.module_from_spec(spec)
                 sys.modules[modname] = mod
