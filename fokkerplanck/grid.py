@@ -10,7 +10,6 @@ import math
 import warnings
 
 import numpy as np
-from scipy.interpolate import RegularGridInterpolator
 from scipy.special import logsumexp
 
 from ._validate import check_memory, finite_array, points, positive_float, positive_int, sample_count
@@ -210,6 +209,8 @@ class Grid:
             lo, hi = self.bounds[a]
             axes.append(np.concatenate([[lo], self.axes[a], [hi]]))
             f = np.concatenate([np.take(f, [0], axis=a), f, np.take(f, [-1], axis=a)], axis=a)
+        from scipy.interpolate import RegularGridInterpolator  # 0.1 s to import: only when used
+
         itp = RegularGridInterpolator(axes, f, method="linear", bounds_error=False, fill_value=fill_value)
         out = itp(X)
         return float(out[0]) if single else out

@@ -20,7 +20,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
 from fokkerplanck._validate import points, positive_int
@@ -59,6 +58,8 @@ def _log_z(energy, T, log_partition):
 
 
 def _knn_log_dist(X, k: int, workers: int = -1):
+    from scipy.spatial import cKDTree  # 0.3 s to import: only where a k-NN estimate is asked for
+
     tree = cKDTree(X, leafsize=16, balanced_tree=False, compact_nodes=False)
     dist, _ = tree.query(X, k=[k + 1], workers=workers)
     dist = dist[:, 0]
