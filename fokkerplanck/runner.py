@@ -533,26 +533,50 @@ def read_run(path) -> dict:
     ``kind``, ``config``, ``stopping`` and per-group datasets (not the grid trajectories)."""
     import h5py
 
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
+    with f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not an fpk run file (format attribute {f.attrs.get('format')!r})")
-        out = {"kind": str(f.attrs.get("kind", "flows")), "config": json.loads(f.attrs["config"]),
-               "groups": list(f)}
-        for key in ("stopping", "theorem", "centres", "grid"):
-            if key in f.attrs:
-                out[key] = json.loads(f.attrs[key])
-        for key in ("radius", "n"):
-            if key in f.attrs:
-                out[key] = f.attrs[key].item()
-        for name in f:
-            g = f[name]
-            if g.attrs.get("format") == "fokkerplanck.trajectory":
-                continue
-            d = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in g.attrs.items()}
+        try:
+            out = _read_run(f)
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise ValueError(f"{path} is a damaged fpk run file: {type(exc).__name__}: {exc}") from None
+    return out
 
-            def visit(key, obj):
-                if hasattr(obj, "shape"):
-                    d[key] = obj[()]
-            g.visititems(visit)
-            out[name] = d
+
+_ATTR_TYPES = {"config": dict, "stopping": list, "theorem": dict, "centres": dict, "grid": dict}
+_STOP_KEYS = {"name": str, "time": (int, float), "source": str}
+
+
+def _read_run(f) -> dict:
+    out = {"kind": str(f.attrs.get("kind", "flows")), "groups": list(f)}
+    if out["kind"] not in KINDS:
+        raise ValueError(f"unknown kind {out['kind']!r}")
+    for key, typ in _ATTR_TYPES.items():
+        if key in f.attrs or key == "config":
+            raw = f.attrs[key]
+            v = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+            if not isinstance(v, typ):
+                raise TypeError(f"attribute {key!r} is not a JSON {typ.__name__}")
+            out[key] = v
+    for s in out.get("stopping", []):
+        if not isinstance(s, dict) or any(not isinstance(s.get(k), t) for k, t in _STOP_KEYS.items()):
+            raise TypeError(f"a stopping entry is not {{name, time, source}}: {str(s)[:100]}")
+    for key in ("radius", "n"):
+        if key in f.attrs:
+            out[key] = f.attrs[key].item()
+    for name in f:
+        g = f[name]
+        if g.attrs.get("format") == "fokkerplanck.trajectory":
+            continue
+        d = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in g.attrs.items()}
+
+        def visit(key, obj):
+            if hasattr(obj, "shape"):
+                d[key] = obj[()]
+        g.visititems(visit)
+        out[name] = d
     return out

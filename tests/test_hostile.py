@@ -705,3 +705,22 @@ def test_cli_argument_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2 and "usage:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("attr, value, match", [
+    ("stopping", "[1, 2]", "stopping entry"),
+    ("config", "{oops", "JSONDecodeError"),
+    ("config", "[1]", "not a JSON dict"),
+    ("kind", "evil", "unknown kind"),
+])
+def test_damaged_run_files_are_named(tmp_path, capsys, attr, value, match):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(_OK)
+    out = tmp_path / "o.h5"
+    assert main(["run", str(cfg), "-o", str(out), "-q"]) == 0
+    with h5py.File(out, "a") as f:
+        f.attrs[attr] = value
+    for cmd in ("info", "plot"):
+        assert main([cmd, str(out)]) == 2
+        err = capsys.readouterr().err
+        assert "damaged fpk run file" in err and match in err and "Traceback" not in err
