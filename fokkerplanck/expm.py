@@ -80,12 +80,15 @@ def n_terms(t: float, lam_max: float, tol: float) -> int:
 
 
 def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol: float = 1e-15,
-                            block: int = 32, callback=None) -> np.ndarray:
+                            block: int = 32, callback=None, combine=None) -> np.ndarray:
     """``[exp(t S) v for t in times]`` as an array (len(times), v.size).
 
     ``matvec(x)`` computes ``S x``; ``lam_max`` bounds the spectrum of ``-S``
     from above; ``tol`` bounds the 2-norm truncation error relative to
     ``||v||_2``.  ``callback(k, K)`` is called every block of products (progress).
+    ``combine(x, alpha, beta, z, gamma, out)``, when given, computes
+    ``alpha S x + beta x + gamma z`` in one pass (a matrix-free stencil): the
+    recurrence then makes no temporaries.
     Raises :class:`ChebyshevBudgetError` when a time needs more than :data:`KMAX` terms.
     """
     times = np.asarray(times, dtype=float)
@@ -102,15 +105,21 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
     Vb = np.empty((min(block, K), v.size))
     t_prev = np.asarray(v, dtype=float).copy()
     t_cur = None
+    spare = np.empty(v.size) if combine is not None else None
     start = 0
     for k in range(K):
         if k == 0:
             tk = t_prev
         elif k == 1:
-            t_cur = (2.0 / lam) * matvec(t_prev) + t_prev
+            t_cur = (combine(t_prev, 2.0 / lam, 1.0, out=np.empty(v.size)) if combine is not None
+                     else (2.0 / lam) * matvec(t_prev) + t_prev)
             tk = t_cur
         else:
-            t_next = (4.0 / lam) * matvec(t_cur) + 2.0 * t_cur - t_prev
+            if combine is not None:  # T_{k+1} = 2 Y T_k - T_{k-1} in one pass, into the free buffer
+                t_next = combine(t_cur, 4.0 / lam, 2.0, t_prev, -1.0, out=spare)
+                spare = t_prev
+            else:
+                t_next = (4.0 / lam) * matvec(t_cur) + 2.0 * t_cur - t_prev
             t_prev, t_cur = t_cur, t_next
             tk = t_cur
         Vb[k - start] = tk

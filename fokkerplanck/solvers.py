@@ -44,7 +44,7 @@ import scipy.sparse.linalg as spla
 
 from ._validate import finite_array, positive_float
 from .expm import chebyshev_expm_multiply, gershgorin_bound, n_terms, uniformization_multiply
-from .fluxes import faces, sg_generator, sg_symmetric
+from .fluxes import SymmetricStencil, faces, sg_generator, sg_symmetric
 from .trajectory import Trajectory
 
 __all__ = ["FokkerPlanck", "WALL_MASS_TOL", "check_finite"]
@@ -126,6 +126,11 @@ class FokkerPlanck:
     @cached_property
     def symmetric(self) -> sp.csr_matrix:
         return sg_symmetric(self.grid, self.U, self.temperature, self._faces)
+
+    @cached_property
+    def stencil(self) -> SymmetricStencil:
+        """:attr:`symmetric` as a matrix-free stencil (the exact solver's Chebyshev sweeps)."""
+        return SymmetricStencil(self.grid, self.U, self.temperature, self._faces)
 
     @cached_property
     def gibbs(self) -> np.ndarray:
@@ -282,10 +287,10 @@ class FokkerPlanck:
         the answer is the Gibbs law itself.  Never a silently truncated expansion."""
         from . import expm
 
-        S, lam = self.symmetric, self.lam_max
+        S, lam = self.stencil, self.lam_max
         seg = expm.max_segment(lam, tol, expm.KMAX)
         if rest[-1] <= seg:
-            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback),
+            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback, combine=S.combine),
                     {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
         out = np.empty((rest.size, w0.size))
         phi = self._sqrt_pi / np.linalg.norm(self._sqrt_pi)
@@ -309,12 +314,12 @@ class FokkerPlanck:
                 break
             sel = np.flatnonzero((rest[i:] <= base + seg) & ~done) + i
             if sel.size:
-                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol)
+                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol, combine=S.combine)
                 out[sel] = W
                 matvecs += n_terms(float(rest[sel[-1]] - base), lam, tol)
                 base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
             else:  # no output in this segment: advance the state by one whole segment
-                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol)[0]
+                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol, combine=S.combine)[0]
                 matvecs += n_terms(seg, lam, tol)
                 base += seg
             segments += 1

@@ -289,3 +289,23 @@ def test_gibbs_underflow_at_the_walls_keeps_fisher_and_phases_finite():
     h = 1e-3
     k = fp.solve(densities.Gaussian([0.0], 1.0), [0.5 - h, 0.5 + h]).kl()
     assert abs((k[1] - k[0]) / (2 * h) + I[5]) < 1e-4 * I[5]
+
+
+@pytest.mark.parametrize("bounds, cells, periodic", [
+    ([(-3, 3)], 17, False), ([(-3, 3)], 16, True), ([(-3, 3), (-2, 2)], (9, 12), False),
+    ([(-3, 3), (-2, 2)], (9, 12), [True, False]), ([(-3, 3)] * 3, (5, 6, 7), False),
+    ([(-3, 3)] * 3, (5, 6, 7), [False, True, True]), ([(-3, 3)] * 2, (2, 5), [True, False]),
+])
+def test_matrix_free_stencil_equals_the_sparse_symmetric_generator(bounds, cells, periodic, rng):
+    """Two implementations of S (STYLE 6): the assembled sparse matrix and the stencil
+    the exact solver's Chebyshev sweeps use, incl. its fused alpha S x + beta x + gamma z."""
+    from fokkerplanck.fluxes import SymmetricStencil, sg_symmetric
+
+    g = Grid(bounds, cells, periodic)
+    U = 2.0 * rng.normal(size=g.shape)
+    S, st = sg_symmetric(g, U, 0.7), SymmetricStencil(g, U, 0.7)
+    x, z = rng.normal(size=g.size), rng.normal(size=g.size)
+    ref = S @ x
+    np.testing.assert_allclose(st.dot(x), ref, rtol=0, atol=1e-14 * np.abs(ref).max())
+    ref2 = 0.3 * ref + 2.0 * x - z
+    np.testing.assert_allclose(st.combine(x, 0.3, 2.0, z, -1.0), ref2, rtol=0, atol=1e-14 * np.abs(ref2).max())
