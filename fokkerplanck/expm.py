@@ -100,6 +100,10 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
     C = np.zeros((times.size, K))
     for j, c in enumerate(coefs):
         C[j, :c.size] = c
+    sizes = np.array([c.size for c in coefs])
+    # the times whose expansions reach term k: a suffix when the times are sorted, so a
+    # block of terms updates only those rows (earlier times need fewer terms)
+    sorted_sizes = bool(np.all(np.diff(sizes) >= 0))
     out = np.zeros((times.size, v.size))
     # Y = (2/lam) S + I ; T_0 v = v, T_1 v = Y v, T_{k+1} = 2 Y T_k - T_{k-1}
     Vb = np.empty((min(block, K), v.size))
@@ -125,21 +129,24 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
         Vb[k - start] = tk
         if k - start + 1 == Vb.shape[0] or k == K - 1:
             n = k - start + 1
-            out += C[:, start:start + n] @ Vb[:n]
+            r0 = int(np.argmax(sizes > start)) if sorted_sizes else 0
+            out[r0:] += C[r0:, start:start + n] @ Vb[:n]
             start = k + 1
             if callback is not None:
                 callback(start, K)
     return out
 
 
-def uniformization_multiply(matvec, v: np.ndarray, times, rate: float, *, tol: float = 1e-15) -> tuple[np.ndarray, int]:
+def uniformization_multiply(matvec, v: np.ndarray, times, rate: float, *, tol: float = 1e-15,
+                            combine=None) -> tuple[np.ndarray, int]:
     """``[exp(t L) v for t in times]`` for a generator ``L`` of a Markov jump process
     (off-diagonal >= 0, columns summing to zero), by uniformisation:
     ``exp(tL) = sum_k Poisson(k; rate t) Y^k`` with ``Y = I + L / rate`` (entrywise
     non-negative when ``rate >= max |L_jj|``).  Every term is non-negative and
     ``Y`` preserves the L1 norm of non-negative vectors, so the result is
     positive and its L1 truncation error is below ``tol * ||v||_1``, whatever
-    the shape of ``v``; the cost is ``~ rate * t`` products.  Returns
+    the shape of ``v``; the cost is ``~ rate * t`` products.  ``combine`` (a
+    :class:`~fokkerplanck.fluxes.Stencil`'s) fuses each term into one pass.  Returns
     ``(out, number of products)``."""
     from scipy.stats import poisson
 
@@ -150,6 +157,12 @@ def uniformization_multiply(matvec, v: np.ndarray, times, rate: float, *, tol: f
     W = np.stack([poisson.pmf(ks, m) if m > 0 else (ks == 0).astype(float) for m in mu])
     out = np.zeros((times.size, v.size))
     y = np.asarray(v, dtype=float).copy()
+    if combine is not None:  # one pass per term: out += W[:, k] y and y <- y + L y / rate
+        spare = np.empty_like(y)
+        for k in range(K):
+            spare = combine(y, 1.0 / rate, 1.0, out=spare, acc_w=W[:, k], acc=out)
+            y, spare = spare, y
+        return out, K - 1
     for k in range(K):
         out += np.outer(W[:, k], y)
         if k < K - 1:

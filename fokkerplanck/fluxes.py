@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from ._numba import jit
 
-__all__ = ["bernoulli", "FaceSet", "faces", "sg_generator", "sg_symmetric", "SymmetricStencil", "sg_fisher"]
+__all__ = ["bernoulli", "FaceSet", "faces", "sg_generator", "sg_symmetric", "Stencil", "sg_fisher"]
 
 
 def bernoulli(z):
@@ -114,46 +114,76 @@ def sg_symmetric(grid, U, temperature: float, fs: FaceSet | None = None) -> sp.c
     return sp.csr_matrix((np.concatenate([off, off, diag]), (rows, cols)), shape=(n, n))
 
 
-class SymmetricStencil:
-    """``S`` of :func:`sg_symmetric` as a matrix-free stencil: the diagonal and, per
-    axis, the weight of the face between each cell and its ``+e_a`` neighbour (zero at
-    a wall), on a 3D view of the grid (missing axes of length 1).  :meth:`combine`
-    computes ``alpha S x + beta x + gamma z`` in one pass (the Chebyshev
-    recurrence without temporaries); tested equal to the sparse matrix."""
+class Stencil:
+    """A Scharfetter-Gummel operator as a matrix-free stencil on a 3D view of the grid
+    (missing axes of length 1): the diagonal and, per axis, the weights coupling each
+    cell to its ``+e_a`` neighbour (``fwd``: the entry ``M[i, i+e_a]``) and the
+    neighbour back to it (``bwd``: ``M[i+e_a, i]``), zero at a wall.
+    :meth:`symmetric` is ``S`` of :func:`sg_symmetric`, :meth:`generator` is ``L`` of
+    :func:`sg_generator`; both are tested equal to the sparse matrices.
 
-    def __init__(self, grid, U, temperature: float, fs: FaceSet | None = None):
-        fs = fs or faces(grid)
-        off, diag = _sg_symmetric_entries(grid, U, temperature, fs)
+    :meth:`combine` computes ``alpha M x + beta x + gamma z`` in one pass (the Chebyshev
+    recurrence, or a uniformisation step ``x + M x / rate``, without temporaries) and
+    can add ``w_r x`` to rows ``r`` of an accumulator in the same pass."""
+
+    def __init__(self, grid, diag, fwd, bwd, fs: FaceSet):
         shape3 = (1,) * (3 - grid.ndim) + tuple(grid.cells)
         self.shape3, self.size = shape3, grid.size
-        self.diag = diag.reshape(shape3)
-        per = (False,) * (3 - grid.ndim) + tuple(grid.periodic)
-        self.periodic = np.array(per, dtype=np.bool_)
-        w = []
-        start = 0
+        self.diag = np.ascontiguousarray(diag).reshape(shape3)
+        self.periodic = np.array((False,) * (3 - grid.ndim) + tuple(grid.periodic), dtype=np.bool_)
+        self.fwd, self.bwd = self._per_axis(grid, fwd), self._per_axis(grid, bwd)
+        self._none_w = np.zeros(0)
+        self._none_acc = np.zeros((0,) + shape3)
+
+    def _per_axis(self, grid, vals):
+        """Face values in FaceSet order (axis by axis) as one 3D array per axis."""
+        out, start = [], 0
         for a3 in range(3):
-            wa = np.zeros(shape3)
+            wa = np.zeros(self.shape3)
             a = a3 - (3 - grid.ndim)
             if a >= 0:
-                n_faces = grid.size if grid.periodic[a] else grid.size // grid.cells[a] * (grid.cells[a] - 1)
-                block = off[start:start + n_faces]
-                start += n_faces
                 cells = list(grid.cells)
                 if not grid.periodic[a]:
                     cells[a] -= 1
+                n_faces = int(np.prod(cells))
                 sl = [slice(None)] * 3
                 sl[a3] = slice(0, cells[a])
-                wa[tuple(sl)] = block.reshape((1,) * (3 - grid.ndim) + tuple(cells))
-            w.append(wa)
-        self.w = tuple(w)
+                wa[tuple(sl)] = vals[start:start + n_faces].reshape((1,) * (3 - grid.ndim) + tuple(cells))
+                start += n_faces
+            out.append(wa)
+        return tuple(out)
 
-    def combine(self, x, alpha: float, beta: float = 0.0, z=None, gamma: float = 0.0, *, out=None):
-        """``alpha S x + beta x + gamma z`` for flat vectors (a new array, or ``out``)."""
+    @classmethod
+    def symmetric(cls, grid, U, temperature: float, fs: FaceSet | None = None) -> "Stencil":
+        fs = fs or faces(grid)
+        off, diag = _sg_symmetric_entries(grid, U, temperature, fs)
+        return cls(grid, diag, off, off, fs)
+
+    @classmethod
+    def generator(cls, grid, U, temperature: float, fs: FaceSet | None = None) -> "Stencil":
+        fs = fs or faces(grid)
+        u = np.asarray(U, dtype=float).ravel()
+        T = float(temperature)
+        delta = (u[fs.right] - u[fs.left]) / T
+        a = T * fs.inv_h2 * bernoulli(delta)    # rate left -> right: L[right, left]
+        b = T * fs.inv_h2 * bernoulli(-delta)   # rate right -> left: L[left, right]
+        diag = np.zeros(grid.size)
+        np.add.at(diag, fs.left, -a)
+        np.add.at(diag, fs.right, -b)
+        return cls(grid, diag, b, a, fs)
+
+    def combine(self, x, alpha: float, beta: float = 0.0, z=None, gamma: float = 0.0, *, out=None,
+                acc_w=None, acc=None):
+        """``alpha M x + beta x + gamma z`` for flat vectors (a new array, or ``out``);
+        with ``acc`` (m, size) and ``acc_w`` (m,): also ``acc[r] += acc_w[r] x``."""
         y = np.empty(self.size) if out is None else out
         zz = x if z is None else z
-        _stencil_combine(self.diag, self.w[0], self.w[1], self.w[2], self.periodic, x.reshape(self.shape3),
+        accw = self._none_w if acc_w is None else np.ascontiguousarray(acc_w, dtype=float)
+        acc3 = self._none_acc if acc is None else acc.reshape((acc.shape[0],) + self.shape3)
+        f, b = self.fwd, self.bwd
+        _stencil_combine(self.diag, f[0], b[0], f[1], b[1], f[2], b[2], self.periodic, x.reshape(self.shape3),
                          zz.reshape(self.shape3), float(alpha), float(beta), float(gamma if z is not None else 0.0),
-                         y.reshape(self.shape3))
+                         y.reshape(self.shape3), accw, acc3)
         return y
 
     def dot(self, x):
@@ -161,35 +191,34 @@ class SymmetricStencil:
 
 
 @jit(cache=True)
-def _stencil_combine(diag, w0, w1, w2, per, x, z, alpha, beta, gamma, y):
-    # serial on purpose: the sweep alternates with BLAS block products whose spinning
-    # threads made a parallel (prange) version 2-3x slower than scipy's CSR in the loop
+def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, per, x, z, alpha, beta, gamma, y, acc_w, acc):
+    # Branch-free: the weight arrays are zero at the walls (and on missing axes), so a
+    # missing neighbour is any valid cell times a zero weight; the neighbour indices are
+    # then the periodic ones on every axis, and the interior of the last axis is a plain
+    # loop that LLVM vectorises.  Serial on purpose: the sweep alternates with BLAS block
+    # products whose spinning threads made a parallel (prange) version 2-3x slower.
+    # ``per`` is implied by the zero weights and kept for the signature's sake.
     n0, n1, n2 = x.shape
+    m = acc_w.shape[0]
     for i in range(n0):
-        im = i - 1 if i > 0 else (n0 - 1 if per[0] else -1)
-        ip = i + 1 if i < n0 - 1 else (0 if per[0] else -1)
+        ip = i + 1 if i < n0 - 1 else 0
+        im = i - 1 if i > 0 else n0 - 1
         for j in range(n1):
-            jm = j - 1 if j > 0 else (n1 - 1 if per[1] else -1)
-            jp = j + 1 if j < n1 - 1 else (0 if per[1] else -1)
+            jp = j + 1 if j < n1 - 1 else 0
+            jm = j - 1 if j > 0 else n1 - 1
             for k in range(n2):
-                s = diag[i, j, k] * x[i, j, k]
-                if ip >= 0:
-                    s += w0[i, j, k] * x[ip, j, k]
-                if im >= 0:
-                    s += w0[im, j, k] * x[im, j, k]
-                if jp >= 0:
-                    s += w1[i, j, k] * x[i, jp, k]
-                if jm >= 0:
-                    s += w1[i, jm, k] * x[i, jm, k]
-                if k < n2 - 1:
-                    s += w2[i, j, k] * x[i, j, k + 1]
-                elif per[2]:
-                    s += w2[i, j, k] * x[i, j, 0]
-                if k > 0:
-                    s += w2[i, j, k - 1] * x[i, j, k - 1]
-                elif per[2]:
-                    s += w2[i, j, n2 - 1] * x[i, j, n2 - 1]
+                kp = k + 1 if k < n2 - 1 else 0
+                km = k - 1 if k > 0 else n2 - 1
+                s = (diag[i, j, k] * x[i, j, k]
+                     + f1[i, j, k] * x[i, jp, k] + b1[i, jm, k] * x[i, jm, k]
+                     + f2[i, j, k] * x[i, j, kp] + b2[i, j, km] * x[i, j, km])
+                if n0 > 1:  # 3D (a 1D or 2D grid has a leading axis of length 1: no such terms)
+                    s += f0[i, j, k] * x[ip, j, k] + b0[im, j, k] * x[im, j, k]
                 y[i, j, k] = alpha * s + beta * x[i, j, k] + gamma * z[i, j, k]
+            for r in range(m):
+                w = acc_w[r]
+                for k in range(n2):
+                    acc[r, i, j, k] += w * x[i, j, k]
 
 
 def sg_fisher(grid, U, temperature: float, rho, fs: FaceSet | None = None) -> np.ndarray:

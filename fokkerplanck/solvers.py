@@ -44,7 +44,7 @@ import scipy.sparse.linalg as spla
 
 from ._validate import finite_array, positive_float
 from .expm import chebyshev_expm_multiply, gershgorin_bound, n_terms, uniformization_multiply
-from .fluxes import SymmetricStencil, faces, sg_generator, sg_symmetric
+from .fluxes import Stencil, faces, sg_generator, sg_symmetric
 from .trajectory import Trajectory
 
 __all__ = ["FokkerPlanck", "WALL_MASS_TOL", "check_finite"]
@@ -128,9 +128,14 @@ class FokkerPlanck:
         return sg_symmetric(self.grid, self.U, self.temperature, self._faces)
 
     @cached_property
-    def stencil(self) -> SymmetricStencil:
+    def stencil(self) -> Stencil:
         """:attr:`symmetric` as a matrix-free stencil (the exact solver's Chebyshev sweeps)."""
-        return SymmetricStencil(self.grid, self.U, self.temperature, self._faces)
+        return Stencil.symmetric(self.grid, self.U, self.temperature, self._faces)
+
+    @cached_property
+    def generator_stencil(self) -> Stencil:
+        """:attr:`generator` as a matrix-free stencil (the exact solver's uniformisation)."""
+        return Stencil.generator(self.grid, self.U, self.temperature, self._faces)
 
     @cached_property
     def gibbs(self) -> np.ndarray:
@@ -220,8 +225,8 @@ class FokkerPlanck:
         vol = self.grid.cell_volume
         out = np.empty((times.size, n))
         pi_n = self.gibbs.ravel()
-        L = self.generator
-        rate = float(np.abs(L.diagonal()).max())
+        G = self.generator_stencil
+        rate = float(np.abs(G.diag).max())
         rho = rho0.ravel().copy()
         t, j, mv1 = 0.0, 0, 0
         seg = 4.0 / rate
@@ -240,7 +245,7 @@ class FokkerPlanck:
             t_next = min(t + seg, times[-1])
             inside = np.flatnonzero((times > t) & (times <= t_next))
             tt = np.concatenate([times[inside] - t, [t_next - t]])
-            res, k = uniformization_multiply(L.dot, rho, tt, rate, tol=tol)
+            res, k = uniformization_multiply(G.dot, rho, tt, rate, tol=tol, combine=G.combine)
             mv1 += k
             out[inside] = res[:-1]
             j = max(j, inside[-1] + 1) if inside.size else j

@@ -296,16 +296,22 @@ def test_gibbs_underflow_at_the_walls_keeps_fisher_and_phases_finite():
     ([(-3, 3), (-2, 2)], (9, 12), [True, False]), ([(-3, 3)] * 3, (5, 6, 7), False),
     ([(-3, 3)] * 3, (5, 6, 7), [False, True, True]), ([(-3, 3)] * 2, (2, 5), [True, False]),
 ])
-def test_matrix_free_stencil_equals_the_sparse_symmetric_generator(bounds, cells, periodic, rng):
-    """Two implementations of S (STYLE 6): the assembled sparse matrix and the stencil
-    the exact solver's Chebyshev sweeps use, incl. its fused alpha S x + beta x + gamma z."""
-    from fokkerplanck.fluxes import SymmetricStencil, sg_symmetric
+def test_matrix_free_stencils_equal_the_sparse_generators(bounds, cells, periodic, rng):
+    """Two implementations of S and L (STYLE 6): the assembled sparse matrices and the
+    stencils the exact solver's sweeps use, incl. the fused alpha M x + beta x + gamma z
+    and the accumulation acc[r] += w_r x of the uniformisation."""
+    from fokkerplanck.fluxes import Stencil, sg_generator, sg_symmetric
 
     g = Grid(bounds, cells, periodic)
     U = 2.0 * rng.normal(size=g.shape)
-    S, st = sg_symmetric(g, U, 0.7), SymmetricStencil(g, U, 0.7)
-    x, z = rng.normal(size=g.size), rng.normal(size=g.size)
-    ref = S @ x
-    np.testing.assert_allclose(st.dot(x), ref, rtol=0, atol=1e-14 * np.abs(ref).max())
-    ref2 = 0.3 * ref + 2.0 * x - z
-    np.testing.assert_allclose(st.combine(x, 0.3, 2.0, z, -1.0), ref2, rtol=0, atol=1e-14 * np.abs(ref2).max())
+    for M, st in ((sg_symmetric(g, U, 0.7), Stencil.symmetric(g, U, 0.7)),
+                  (sg_generator(g, U, 0.7), Stencil.generator(g, U, 0.7))):
+        x, z = rng.normal(size=g.size), rng.normal(size=g.size)
+        ref = M @ x
+        np.testing.assert_allclose(st.dot(x), ref, rtol=0, atol=1e-14 * np.abs(ref).max())
+        ref2 = 0.3 * ref + 2.0 * x - z
+        acc, w = rng.normal(size=(3, g.size)), np.array([0.5, 0.0, -2.0])
+        acc_ref = acc + np.outer(w, x)
+        got = st.combine(x, 0.3, 2.0, z, -1.0, acc_w=w, acc=acc)
+        np.testing.assert_allclose(got, ref2, rtol=0, atol=1e-14 * np.abs(ref2).max())
+        np.testing.assert_allclose(acc, acc_ref, rtol=0, atol=1e-14 * np.abs(acc_ref).max())
