@@ -209,7 +209,7 @@ def ou1d(ns):
     return rows
 
 
-def write(rows, name):
+def write(rows, name, command=None):
     os.makedirs(RESULTS, exist_ok=True)
     keys = ["problem", "solver", "n", "time_s", "l1_error", "gibbs_drift", "note"]
     with open(os.path.join(RESULTS, name + ".csv"), "w", newline="") as f:
@@ -230,7 +230,7 @@ def write(rows, name):
                      f"{r['gibbs_drift']:.1e} | {ratio} | {r.get('note', '')} |")
     table = "\n".join(lines)
     with open(os.path.join(RESULTS, name + ".md"), "w") as f:
-        f.write(f"Command: `python benchmarks/bench_fokkerplanck.py{' --quick' if name.endswith('quick') else ''}`\n\n")
+        f.write(f"Command: `{command or 'python benchmarks/bench_fokkerplanck.py' + (' --quick' if name.endswith('quick') else '')}`\n\n")
         f.write(table + "\n")
     print(table)
 
@@ -238,8 +238,14 @@ def write(rows, name):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--ring", type=int, nargs="+", metavar="N",
+                   help="only the 2D eight Gaussians at these N^2 against fplanck (results/fokkerplanck_ring.md)")
+    p.add_argument("--ref", type=int, default=512, help="with --ring: cells per axis of the reference solution")
     args = p.parse_args(argv)
-    if args.quick:
+    if args.ring:
+        write(ring2d(args.ring, ref_n=args.ref), "fokkerplanck_ring",
+              f"python benchmarks/bench_fokkerplanck.py --ring {' '.join(map(str, args.ring))} --ref {args.ref}")
+    elif args.quick:
         rows = ou1d([200, 400]) + ring2d([64], ref_n=256, peers_2d={"py-pde": (64,), "fipy": (64,)})
     else:
         rows = ou1d([200, 400, 800, 1600]) + ring2d([64, 128, 256], peers_2d={"py-pde": (128, 256),
