@@ -64,3 +64,38 @@ def test_a_second_process_loads_the_kernels_from_disk(tmp_path):
             .stdout.split() for _ in range(2)]
     assert runs[0][0] == "0" and int(runs[1][0]) >= 1, runs  # compiled, then loaded
     assert runs[0][1] == runs[1][1]  # the same bits
+
+
+MAIN_SCRIPT = textwrap.dedent("""
+    import numba, numpy as np, particles
+    from fokkerplanck import energies as E
+
+    @numba.njit
+    def value(x, p):
+        return 0.5 * p[0] * x[0] ** 2
+
+    @numba.njit
+    def grad(x, p, out):
+        out[0] = p[0] * x[0]
+
+    @numba.njit
+    def lap(x, p):
+        return p[0]
+
+    U = E.Custom(1, value, grad, lap, params=[2.0]) + E.Quadratic([[1.0]])
+    ens = particles.langevin(U, np.ones((4, 1)), 0.1, 1, seed=0, summaries=False)
+    print(ens.meta["energy"]["type"], repr(ens.positions[-1, 0, 0]))
+    """)
+
+
+def test_kernels_written_in_a_script_run_uncached(tmp_path):
+    """A user's kernels in ``__main__`` (a script, ``python -c``, a notebook) cannot be
+    imported by a generated module: they run as in-memory closures, and the run's
+    metadata says the energy has no spec instead of failing."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", MAIN_SCRIPT], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] == "unsaved"
+    z = float(out[1])  # one Euler-Maruyama step from x = 1 with grad U = 3 x, dt = 0.1: 1 - 0.3 + noise
+    assert abs(z - 0.7) < 6 * np.sqrt(0.2)
+    assert not any("__main__" in p.read_text() for p in tmp_path.rglob("_fpk_kernel_*.py"))
