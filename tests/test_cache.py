@@ -84,7 +84,7 @@ MAIN_SCRIPT = textwrap.dedent("""
 
     U = E.Custom(1, value, grad, lap, params=[2.0]) + E.Quadratic([[1.0]])
     ens = particles.langevin(U, np.ones((4, 1)), 0.1, 1, seed=0, summaries=False)
-    print(ens.meta["energy"]["type"], repr(ens.positions[-1, 0, 0]))
+    print(ens.meta["energy"]["type"], float(ens.positions[-1, 0, 0]))
     """)
 
 
