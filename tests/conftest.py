@@ -23,3 +23,22 @@ def _close_figures():
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261122)
+
+
+# numba kernels of U(x) = p[0] x^2 / 2 in 1D, as source text: the tests that need them in
+# a file of their own (a module that must never be imported, a script's __main__)
+QUADRATIC_KERNELS_1D = '''
+@numba.njit
+def value(x, p):
+    return 0.5 * p[0] * x[0] ** 2
+
+
+@numba.njit
+def grad(x, p, out):
+    out[0] = p[0] * x[0]
+
+
+@numba.njit
+def lap(x, p):
+    return p[0]
+'''

@@ -11,6 +11,8 @@ import numpy as np
 from fokkerplanck import _numba
 from fokkerplanck import energies as E
 
+from conftest import QUADRATIC_KERNELS_1D
+
 
 def _make(k, scale):
     def loop(X, p):
@@ -66,22 +68,8 @@ def test_a_second_process_loads_the_kernels_from_disk(tmp_path):
     assert runs[0][1] == runs[1][1]  # the same bits
 
 
-MAIN_SCRIPT = textwrap.dedent("""
-    import numba, numpy as np, particles
-    from fokkerplanck import energies as E
-
-    @numba.njit
-    def value(x, p):
-        return 0.5 * p[0] * x[0] ** 2
-
-    @numba.njit
-    def grad(x, p, out):
-        out[0] = p[0] * x[0]
-
-    @numba.njit
-    def lap(x, p):
-        return p[0]
-
+MAIN_SCRIPT = "import numba, numpy as np, particles\nfrom fokkerplanck import energies as E\n" + QUADRATIC_KERNELS_1D + \
+    textwrap.dedent("""
     U = E.Custom(1, value, grad, lap, params=[2.0]) + E.Quadratic([[1.0]])
     ens = particles.langevin(U, np.ones((4, 1)), 0.1, 1, seed=0, summaries=False)
     print(ens.meta["energy"]["type"], float(ens.positions[-1, 0, 0]))

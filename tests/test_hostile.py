@@ -34,6 +34,8 @@ from fokkerplanck.runner import check_config, load_config
 from fokkerplanck.trajectory import SpecOnlyEnergy, Trajectory
 from particles import estimators as est
 
+from conftest import QUADRATIC_KERNELS_1D
+
 Q2 = E.Quadratic(np.eye(2))
 G2 = Grid([(-4, 4), (-4, 4)], 16)
 G1 = Grid([(-5, 5)], 40)
@@ -451,22 +453,8 @@ def _write(p, **changes):
 def trap_module(tmp_path, monkeypatch):
     """A module that, if ever imported, leaves a marker file (and has valid kernels)."""
     marker = tmp_path / "imported.txt"
-    (tmp_path / "fpk_trap.py").write_text(textwrap.dedent(f"""
-        import numba, pathlib
-        pathlib.Path({str(marker)!r}).write_text("imported")
-
-        @numba.njit
-        def value(x, p):
-            return 0.5 * p[0] * x[0] ** 2
-
-        @numba.njit
-        def grad(x, p, out):
-            out[0] = p[0] * x[0]
-
-        @numba.njit
-        def lap(x, p):
-            return p[0]
-        """))
+    (tmp_path / "fpk_trap.py").write_text(f"import numba, pathlib\npathlib.Path({str(marker)!r}).write_text('imported')\n"
+                                          + QUADRATIC_KERNELS_1D)
     monkeypatch.syspath_prepend(str(tmp_path))
     return marker
 
