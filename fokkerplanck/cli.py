@@ -251,6 +251,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"fpk {args.cmd}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (fpk info FILE | head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except USER_ERRORS as exc:
         if args.debug:
             raise
