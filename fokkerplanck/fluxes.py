@@ -126,11 +126,10 @@ class Stencil:
     recurrence, or a uniformisation step ``x + M x / rate``, without temporaries) and
     can add ``w_r x`` to rows ``r`` of an accumulator in the same pass."""
 
-    def __init__(self, grid, diag, fwd, bwd, fs: FaceSet):
+    def __init__(self, grid, diag, fwd, bwd):
         shape3 = (1,) * (3 - grid.ndim) + tuple(grid.cells)
         self.shape3, self.size = shape3, grid.size
         self.diag = np.ascontiguousarray(diag).reshape(shape3)
-        self.periodic = np.array((False,) * (3 - grid.ndim) + tuple(grid.periodic), dtype=np.bool_)
         self.fwd, self.bwd = self._per_axis(grid, fwd), self._per_axis(grid, bwd)
         self._none_w = np.zeros(0)
         self._none_acc = np.zeros((0,) + shape3)
@@ -157,7 +156,7 @@ class Stencil:
     def symmetric(cls, grid, U, temperature: float, fs: FaceSet | None = None) -> "Stencil":
         fs = fs or faces(grid)
         off, diag = _sg_symmetric_entries(grid, U, temperature, fs)
-        return cls(grid, diag, off, off, fs)
+        return cls(grid, diag, off, off)
 
     @classmethod
     def generator(cls, grid, U, temperature: float, fs: FaceSet | None = None) -> "Stencil":
@@ -170,7 +169,7 @@ class Stencil:
         diag = np.zeros(grid.size)
         np.add.at(diag, fs.left, -a)
         np.add.at(diag, fs.right, -b)
-        return cls(grid, diag, b, a, fs)
+        return cls(grid, diag, b, a)
 
     def combine(self, x, alpha: float, beta: float = 0.0, z=None, gamma: float = 0.0, *, out=None,
                 acc_w=None, acc=None):
@@ -181,7 +180,7 @@ class Stencil:
         accw = self._none_w if acc_w is None else np.ascontiguousarray(acc_w, dtype=float)
         acc3 = self._none_acc if acc is None else acc.reshape((acc.shape[0],) + self.shape3)
         f, b = self.fwd, self.bwd
-        _stencil_combine(self.diag, f[0], b[0], f[1], b[1], f[2], b[2], self.periodic, x.reshape(self.shape3),
+        _stencil_combine(self.diag, f[0], b[0], f[1], b[1], f[2], b[2], x.reshape(self.shape3),
                          zz.reshape(self.shape3), float(alpha), float(beta), float(gamma if z is not None else 0.0),
                          y.reshape(self.shape3), accw, acc3)
         return y
@@ -191,13 +190,12 @@ class Stencil:
 
 
 @jit(cache=True)
-def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, per, x, z, alpha, beta, gamma, y, acc_w, acc):
+def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
     # Branch-free: the weight arrays are zero at the walls (and on missing axes), so a
     # missing neighbour is any valid cell times a zero weight; the neighbour indices are
     # then the periodic ones on every axis, and the interior of the last axis is a plain
     # loop that LLVM vectorises.  Serial on purpose: the sweep alternates with BLAS block
     # products whose spinning threads made a parallel (prange) version 2-3x slower.
-    # ``per`` is implied by the zero weights and kept for the signature's sake.
     n0, n1, n2 = x.shape
     m = acc_w.shape[0]
     for i in range(n0):
