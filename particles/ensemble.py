@@ -208,8 +208,9 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             record(j, f)
             done[0] = j + 1
 
-    def result(m, file_path):
-        summ_arrays = _summary_arrays(stats[:m], d, T)
+    def result(m, file_path, summ_arrays=None):
+        if summ_arrays is None:
+            summ_arrays = _summary_arrays(stats[:m], d, T)
         escaped, nonfinite = _warn_lost(status)
         st = np.array(save_steps[:m])
         return Ensemble(st * dt, st, None if positions is None else positions[:m],
@@ -219,6 +220,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
 
     meta["n_saves"] = ns
     t0 = time.perf_counter()
+    summ_arrays = None  # computed once: written to the file store and returned
     try:
         if path is None:
             loop(None)
@@ -244,7 +246,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     if bar is not None:
         bar.close()
     meta["wall_time"] = time.perf_counter() - t0
-    return result(ns, path)
+    return result(ns, path, summ_arrays)
 
 
 def _spec(energy) -> dict:
