@@ -24,11 +24,12 @@ import numba
 FASTMATH = frozenset({"contract"})
 
 
-def jit(fn=None, *, cache: bool = False, parallel: bool = False):
-    """Compile ``fn`` in nopython mode with the project's settings."""
+def jit(fn=None, *, cache: bool = False, parallel: bool = False, inline: str = "never"):
+    """Compile ``fn`` in nopython mode with the project's settings (``inline="always"``
+    inlines it at numba's IR level, e.g. for small functions called in vectorised loops)."""
     def wrap(f):
         return numba.njit(f, fastmath=set(FASTMATH), cache=cache, parallel=parallel,
-                          error_model="numpy")
+                          error_model="numpy", inline=inline)
     return wrap if fn is None else wrap(fn)
 
 
@@ -124,9 +125,16 @@ def _source(fn, parallel: bool):
         if inspect.iscode(const):
             names |= set(const.co_names)
     glob = sorted(n for n in names if n in fn.__globals__ and n not in free)
-    for n in glob:  # compiled helpers imported into fn's module (the RNG, ...) are dependencies too
-        py = getattr(fn.__globals__[n], "py_func", None)
-        if py is not None:
+    for n in list(glob):
+        value = fn.__globals__[n]
+        if isinstance(value, (bool, int, float, np.integer, np.floating)):
+            # a number (BLOCK, a stream id): its value goes into the source, so the key
+            # changes with it even when it is defined in another module
+            binds.append(_ref(n, value, deps))
+            glob.remove(n)
+            continue
+        py = getattr(value, "py_func", None)
+        if py is not None:  # compiled helpers imported into fn's module (the RNG, ...) are dependencies too
             deps.add(py.__module__)
     try:
         stamps = [f"{m}@{_file_hash(m) if not m.startswith('_fpk_') else 'gen'}" for m in sorted(deps)]

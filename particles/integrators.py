@@ -31,7 +31,10 @@ from numba import prange
 
 from fokkerplanck._numba import closure_jit, jit
 
-from .rng import STREAM_ACCEPT, STREAM_NOISE, fill_normals, uniform
+from fokkerplanck._vmath import cast_like, vlog
+from fokkerplanck.energy_blocks import BLOCK, work_rows
+
+from .rng import STREAM_ACCEPT, STREAM_NOISE, block_normals, block_uniforms
 
 __all__ = ["LANGEVIN_SCHEMES", "FLOW_SCHEMES", "langevin_kernel", "flow_kernel", "gradient_only_kernel"]
 
@@ -86,78 +89,140 @@ def _key(kind, kernels, scheme, extra=()):
     return (kind, tuple(id(f) for f in kernels), scheme, extra)
 
 
-def langevin_kernel(kernels, scheme: str):
+def langevin_kernel(blocks, scheme: str):
     """``run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset)``: advance
-    in place; particle ``i`` draws the noise of global index ``offset + i``."""
+    in place; particle ``i`` draws the noise of global index ``offset + i``.
+
+    ``blocks`` are the energy's :class:`~fokkerplanck.energy_blocks.BlockKernels`.  The
+    particles go in blocks of ``BLOCK`` lanes (struct of arrays; ``prange`` over blocks,
+    steps inside), so every loop over lanes is SIMD code.  A lane's arithmetic does not
+    depend on its block or position (no cross-lane operations, a tail block is padded),
+    hence the same bits whatever the thread count, chunking or split of the particles.
+    ``X`` may be float64 or float32 (then ``p``, ``lo``, ``hi`` too): the arithmetic, and
+    the noise (:func:`particles.rng.block_normals`), follow its precision."""
     code = LANGEVIN_SCHEMES[scheme]
-    key = _key("langevin", kernels, code)
+    key = _key("langevin", blocks, code)
     if key in _BUILT:
         return _BUILT[key][1]
-    value, grad = kernels.value, kernels.grad
+    vgrad, vvalue_grad = blocks.grad, blocks.value_grad
 
     @closure_jit(parallel=True)
     def run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset):
         n, d = X.shape
-        s2 = math.sqrt(2.0 * T * dt)
-        for i in prange(n):
-            gi = offset + i
-            if status[i] != 0:
+        nblocks = (n + BLOCK - 1) // BLOCK
+        ft = X.dtype
+        for blk in prange(nblocks):
+            i0 = blk * BLOCK
+            x = np.empty((d, BLOCK), ft)
+            g = np.empty((d, BLOCK), ft)
+            z = np.empty((d, BLOCK), ft)
+            xp = np.empty((d, BLOCK), ft)
+            W = np.empty((work_rows(d), BLOCK), ft)
+            live = np.zeros(BLOCK, np.bool_)
+            code_ = np.zeros(BLOCK, np.int8)
+            nlive = 0
+            for b in range(BLOCK):
+                i = min(i0 + b, n - 1)          # a tail block's spare lanes repeat the last particle
+                for a in range(d):
+                    x[a, b] = X[i, a]
+                if i0 + b < n and status[i0 + b] == 0:
+                    live[b] = True
+                    nlive += 1
+            if nlive == 0:
                 continue
-            x = X[i].copy()
-            xp = np.empty(d)
-            g = np.empty(d)
-            z = np.empty(d)
-            if code == 1:  # Leimkuhler-Matthews carries xi_k between steps
-                znext = np.empty(d)
-                fill_normals(z, k0, k1, gi, step0, STREAM_NOISE)
+            dtc = cast_like(x[0, 0], dt)
+            s2 = cast_like(x[0, 0], math.sqrt(2.0 * T * dt))
+            first = offset + i0
+            if code == 1:   # Leimkuhler-Matthews carries xi_k between steps
+                znext = np.empty((d, BLOCK), ft)
+                block_normals(z, k0, k1, first, step0, STREAM_NOISE)
             if code == 2:
-                y = np.empty(d)
-                gy = np.empty(d)
-                ux = value(x, p)
-                grad(x, p, g)
+                y = np.empty((d, BLOCK), ft)
+                gy = np.empty((d, BLOCK), ft)
+                ux = np.empty(BLOCK, ft)
+                uy = np.empty(BLOCK, ft)
+                u = np.empty(BLOCK, ft)
+                acc = np.zeros(BLOCK, np.int64)
+                vvalue_grad(x, p, ux, g, W)
+                c4 = cast_like(x[0, 0], 1.0 / (4.0 * T * dt))
+                invT = cast_like(x[0, 0], 1.0 / T)
             for k in range(nsteps):
                 step = step0 + k
                 for a in range(d):
-                    xp[a] = x[a]
+                    for b in range(BLOCK):
+                        xp[a, b] = x[a, b]
                 if code == 0:
-                    grad(x, p, g)
-                    fill_normals(z, k0, k1, gi, step, STREAM_NOISE)
+                    vgrad(x, p, g, W)
+                    block_normals(z, k0, k1, first, step, STREAM_NOISE)
                     for a in range(d):
-                        x[a] += -dt * g[a] + s2 * z[a]
+                        for b in range(BLOCK):
+                            x[a, b] = x[a, b] - dtc * g[a, b] + s2 * z[a, b] if live[b] else x[a, b]
                 elif code == 1:
-                    grad(x, p, g)
-                    fill_normals(znext, k0, k1, gi, step + 1, STREAM_NOISE)
+                    vgrad(x, p, g, W)
+                    block_normals(znext, k0, k1, first, step + 1, STREAM_NOISE)
                     for a in range(d):
-                        x[a] += -dt * g[a] + 0.5 * s2 * (z[a] + znext[a])
-                        z[a] = znext[a]
+                        for b in range(BLOCK):
+                            xn = x[a, b] - dtc * g[a, b] + cast_like(x[0, 0], 0.5) * s2 * (z[a, b] + znext[a, b])
+                            x[a, b] = xn if live[b] else x[a, b]
+                            z[a, b] = znext[a, b]
                 else:
-                    fill_normals(z, k0, k1, gi, step, STREAM_NOISE)
+                    block_normals(z, k0, k1, first, step, STREAM_NOISE)
                     for a in range(d):
-                        y[a] = x[a] - dt * g[a] + s2 * z[a]
-                    uy = value(y, p)
-                    grad(y, p, gy)
-                    fwd = 0.0
-                    bwd = 0.0
+                        for b in range(BLOCK):
+                            y[a, b] = x[a, b] - dtc * g[a, b] + s2 * z[a, b]
+                    vvalue_grad(y, p, uy, gy, W)
+                    block_uniforms(u, k0, k1, first, step, STREAM_ACCEPT)
+                    for b in range(BLOCK):   # log alpha = -(U(y) - U(x))/T - (|bwd|^2 - |fwd|^2)/(4 T dt)
+                        W[0, b] = -(uy[b] - ux[b]) * invT
+                        W[1, b] = cast_like(x[0, 0], 0.0)
                     for a in range(d):
-                        fwd += (s2 * z[a]) ** 2
-                        bwd += (x[a] - y[a] + dt * gy[a]) ** 2
-                    log_alpha = -(uy - ux) / T - (bwd - fwd) / (4.0 * T * dt)
-                    if math.log(uniform(k0, k1, gi, step, STREAM_ACCEPT)) < log_alpha:
-                        for a in range(d):
-                            x[a] = y[a]
-                            g[a] = gy[a]
-                        ux = uy
-                        accepted[i] += 1
-                st = _check(x, lo, hi)
-                if st != 0:
-                    status[i] = st
-                    if st == 2:  # keep the last finite position
-                        for a in range(d):
-                            x[a] = xp[a]
+                        for b in range(BLOCK):
+                            bwd = x[a, b] - y[a, b] + dtc * gy[a, b]
+                            fwd = s2 * z[a, b]
+                            W[1, b] += bwd * bwd - fwd * fwd
+                    for b in range(BLOCK):
+                        ok = live[b] and vlog(u[b]) < W[0, b] - W[1, b] * c4
+                        W[2, b] = cast_like(x[0, 0], 1.0) if ok else cast_like(x[0, 0], 0.0)
+                        ux[b] = uy[b] if ok else ux[b]
+                        acc[b] += 1 if ok else 0
+                    for a in range(d):
+                        for b in range(BLOCK):
+                            ok = W[2, b] != 0
+                            x[a, b] = y[a, b] if ok else x[a, b]
+                            g[a, b] = gy[a, b] if ok else g[a, b]
+                # lane checks, branch-free: 2 = non-finite, 1 = outside the box
+                for b in range(BLOCK):
+                    code_[b] = 0
+                for a in range(d):
+                    la = lo[a]
+                    ha = hi[a]
+                    for b in range(BLOCK):
+                        v = x[a, b]
+                        c = np.int8(2) if not np.isfinite(v) else (np.int8(1) if (v < la or v > ha) else np.int8(0))
+                        code_[b] = max(code_[b], c)
+                bad = 0
+                for b in range(BLOCK):
+                    bad += code_[b] if live[b] else 0
+                if bad == 0:
+                    continue
+                for b in range(BLOCK):
+                    if live[b] and code_[b] != 0:
+                        status[i0 + b] = code_[b]
+                        live[b] = False
+                        nlive -= 1
+                        if code_[b] == 2:  # keep the last finite position
+                            for a in range(d):
+                                x[a, b] = xp[a, b]
+                if nlive == 0:
                     break
-            X[i] = x
+            for b in range(min(BLOCK, n - i0)):
+                for a in range(d):
+                    X[i0 + b, a] = x[a, b]
+            if code == 2:
+                for b in range(min(BLOCK, n - i0)):
+                    accepted[i0 + b] += acc[b]
 
-    _BUILT[key] = (kernels, run)
+    _BUILT[key] = (blocks, run)
     return run
 
 

@@ -13,7 +13,11 @@ import math
 
 import numpy as np
 
+from numba import types
+from numba.extending import overload
+
 from fokkerplanck._numba import jit
+from fokkerplanck._vmath import vlog, vsincos2pi
 
 __all__ = ["philox4x32", "seed_key", "normals", "uniform", "fill_normals"]
 
@@ -28,7 +32,7 @@ STREAM_ACCEPT = 1
 STREAM_INIT = 2  # initial positions drawn per particle (particles.distributed.GaussianInit)
 
 
-@jit(cache=True)
+@jit(cache=True, inline="always")
 def philox4x32(c0, c1, c2, c3, k0, k1):
     """Philox4x32-10 block: four uint64 holding 32-bit counter words and two key words."""
     for r in range(10):
@@ -53,7 +57,7 @@ def seed_key(seed) -> tuple[np.uint64, np.uint64]:
     return np.uint64(words[0]), np.uint64(words[1])
 
 
-@jit(cache=True)
+@jit(cache=True, inline="always")
 def _u53(a, b):
     """A uniform in (0, 1] from two 32-bit words (53 random bits)."""
     return ((a >> np.uint64(5)) * 67108864.0 + (b >> np.uint64(6)) + 1.0) / 9007199254740992.0
@@ -70,14 +74,78 @@ def fill_normals(out, k0, k1, particle, step, stream):
                                     (np.uint64(stream) << np.uint64(16)) | np.uint64(block),
                                     (np.uint64(particle) >> np.uint64(32)) ^ ((np.uint64(step) >> np.uint64(32)) << np.uint64(16)),
                                     k0, k1)
-        u1 = _u53(w0, w1)
-        u2 = _u53(w2, w3)
-        r = math.sqrt(-2.0 * math.log(u1))
-        out[i] = r * math.cos(2.0 * math.pi * u2)
+        r, c, s = _box_muller(w0, w1, w2, w3)
+        out[i] = r * c
         if i + 1 < d:
-            out[i + 1] = r * math.sin(2.0 * math.pi * u2)
+            out[i + 1] = r * s
         i += 2
         block += 1
+
+
+@jit(cache=True, inline="always")
+def _box_muller(w0, w1, w2, w3):
+    """``(r, cos, sin)``: the normals are ``r cos`` and ``r sin`` (vectorisable functions,
+    so the scalar and the blocked generators give the same bits)."""
+    r = math.sqrt(-2.0 * vlog(_u53(w0, w1)))
+    c, s = vsincos2pi(_u53(w2, w3))
+    return r, c, s
+
+
+def _box_muller_like(x, w0, w1, w2, w3):
+    """:func:`_box_muller` in the precision of ``x`` (numba only)."""
+    raise NotImplementedError
+
+
+@overload(_box_muller_like, inline="always")
+def _box_muller_like_impl(x, w0, w1, w2, w3):
+    if x == types.float64:
+        return lambda x, w0, w1, w2, w3: _box_muller(w0, w1, w2, w3)
+    if x == types.float32:
+        return lambda x, w0, w1, w2, w3: _box_muller32(w0, w2)
+    return None
+
+
+@jit(cache=True, inline="always")
+def _box_muller32(w0, w2):
+    """float32 Box-Muller from two 24-bit uniforms in (0, 1] (tails cut at 5.8 sigma)."""
+    u1 = np.float32(np.int32(w0 >> np.uint64(8)) + np.int32(1)) * np.float32(5.960464477539063e-08)
+    u2 = np.float32(np.int32(w2 >> np.uint64(8)) + np.int32(1)) * np.float32(5.960464477539063e-08)
+    r = np.sqrt(np.float32(-2.0) * vlog(u1))
+    c, s = vsincos2pi(u2)
+    return r, c, s
+
+
+@jit(cache=True)
+def block_normals(Z, k0, k1, first, step, stream):
+    """``Z[:, b]`` = the normals of particle ``first + b`` at ``step`` (``Z`` is (d, B),
+    struct of arrays).  float64: the same numbers as :func:`fill_normals`, a lane per
+    particle; float32: the same Philox words, with 24-bit uniforms and float32
+    arithmetic (so different, coarser numbers: tails are cut at 5.8 sigma)."""
+    d, B = Z.shape
+    st = np.uint64(step)
+    for j in range((d + 1) // 2):
+        c2 = (np.uint64(stream) << np.uint64(16)) | np.uint64(j)
+        for b in range(B):
+            pid = np.uint64(first + b)
+            w0, w1, w2, w3 = philox4x32(pid & _M32, st & _M32, c2,
+                                        (pid >> np.uint64(32)) ^ ((st >> np.uint64(32)) << np.uint64(16)),
+                                        k0, k1)
+            r, c, s = _box_muller_like(Z[0, 0], w0, w1, w2, w3)
+            Z[2 * j, b] = r * c
+            if 2 * j + 1 < d:
+                Z[2 * j + 1, b] = r * s
+
+
+@jit(cache=True)
+def block_uniforms(u, k0, k1, first, step, stream):
+    """``u[b]`` = :func:`uniform` of particle ``first + b`` (same bits, a lane per particle)."""
+    st = np.uint64(step)
+    for b in range(u.shape[0]):
+        pid = np.uint64(first + b)
+        w0, w1, w2, w3 = philox4x32(pid & _M32, st & _M32, np.uint64(stream) << np.uint64(16),
+                                    (pid >> np.uint64(32)) ^ ((st >> np.uint64(32)) << np.uint64(16)),
+                                    k0, k1)
+        u[b] = _u53(w0, w1)
 
 
 @jit(cache=True)
