@@ -185,10 +185,11 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
             f["positions"][j] = X
             if logrho is not None:
                 f["logdensity"][j] = logrho
+        X64 = X if X.dtype == np.float64 else X.astype(np.float64)  # summaries in float64 always
         if summaries:
-            stats.append(_save_stats(X, ok, energy, T, logrho, log_z, summary_block))
+            stats.append(_save_stats(X64, ok, energy, T, logrho, log_z, summary_block))
         if histogram is not None:
-            hists.append(_histogram(X, ok, histogram))
+            hists.append(_histogram(X64, ok, histogram))
 
     chunk = [max(1, CHUNK_WORK // max(n, 1))]  # steps per compiled call, adapted to CHUNK_SECONDS
     done = [0]  # saves recorded
@@ -304,10 +305,11 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     histogram : a :class:`fokkerplanck.Grid`: per save, the counts of live particles
         in its cells (``Ensemble.histograms``; integers, so shards add exactly; see
         :func:`particles.estimators.kl_binned`).
-    precision : ``"float64"`` or ``"float32"``: the arithmetic, the noise and the
-        returned positions of the integrator (float32 runs about twice as many particles
-        per SIMD instruction; its noise uses 24-bit uniforms, so its bits differ from
-        float64's).  Summaries are computed in float64 either way.
+    precision : ``"float64"`` or ``"float32"``: the arithmetic and the noise of the
+        integrator (float32 puts twice as many particles in a SIMD instruction; its noise
+        uses 24-bit uniforms, so its bits differ from float64's).  Positions are returned
+        and stored as float64 arrays (holding float32 values), summaries are computed in
+        float64 either way.
     client, shard_size, shard_threads : a ``dask.distributed.Client`` runs the ensemble in
         shards of about ``shard_size`` particles (default four per worker), each with
         ``shard_threads`` numba threads (default all cores), bit-identical to the

@@ -53,9 +53,10 @@ SCRIPT = textwrap.dedent("""
     import numpy as np, particles
     from fokkerplanck import energies as E
     from particles.integrators import langevin_kernel
+    from fokkerplanck.energy_blocks import block_kernels
     U = E.GaussianMixture.ring() + E.Quadratic(np.eye(2))
     ens = particles.langevin(U, np.ones((64, 2)), 1e-3, 5, seed=3, summaries=False)
-    k = langevin_kernel(U.kernels, "euler-maruyama")
+    k = langevin_kernel(block_kernels(U), "euler-maruyama")
     print(sum(k.stats.cache_hits.values()), repr(ens.positions[-1].sum()))
     """)
 

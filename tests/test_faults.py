@@ -65,7 +65,8 @@ def _leftovers(folder):
 
 def test_sigkill_during_fpk_run_then_rerun(tmp_path):
     cfg = tmp_path / "cfg.toml"
-    cfg.write_text(CFG)
+    # 2e8 particle-steps (~2 s on 2 cores since the SIMD kernels): the kill lands inside the run
+    cfg.write_text(CFG.replace("dt = 1e-3", "dt = 1e-4"))
     out = tmp_path / "out.h5"
     proc = _spawn(["run", str(cfg), "-o", str(out), "-q"], tmp_path)
     _wait_for(lambda: any(n.endswith(".tmp") for n in os.listdir(tmp_path)), proc)

@@ -74,12 +74,15 @@ def ou_em_moments(A, m0, S0, T, dt, k):
     return m, S
 
 
-def test_ou_euler_maruyama_closed_forms():
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_ou_euler_maruyama_closed_forms(precision):
     A = np.array([[1.5, 0.5], [0.5, 0.8]])
     T, dt, k, N = 0.7, 0.05, 40, 200_000
     m0, S0 = np.array([1.0, -0.5]), np.array([[0.5, 0.1], [0.1, 0.3]])
     x0 = densities.Gaussian(m0, S0).sample(N, seed=5)
-    r = particles.langevin(E.Quadratic(A), x0, dt, k, temperature=T, seed=6, store="summaries")
+    if precision == "float32":  # the chain starts from the float32-rounded particles
+        x0 = x0.astype(np.float32).astype(np.float64)
+    r = particles.langevin(E.Quadratic(A), x0, dt, k, temperature=T, seed=6, store="summaries", precision=precision)
     m, S = ou_em_moments(A, x0.mean(0), np.cov(x0.T), T, dt, k)
     s = r.summaries
     assert np.all(np.abs(s["mean"][-1] - m) < 4 * s["mean_se"][-1])
@@ -89,11 +92,13 @@ def test_ou_euler_maruyama_closed_forms():
     assert np.all(np.diag(np.abs(S - Sc)) > 4 * np.diag(s["cov_se"][-1]))
 
 
-def test_stationary_variances_em_lm_mala():
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+def test_stationary_variances_em_lm_mala(precision):
     a, T, N = 2.0, 0.5, 200_000
     x0 = np.zeros((N, 1))
     U = E.Quadratic([[a]])
-    res = {m: particles.langevin(U, x0, 0.2, 60, method=m, temperature=T, seed=3, store="summaries")
+    res = {m: particles.langevin(U, x0, 0.2, 60, method=m, temperature=T, seed=3, store="summaries",
+                                 precision=precision)
            for m in ("euler-maruyama", "leimkuhler-matthews", "mala")}
     for m, exact in (("euler-maruyama", T / (a * (1 - a * 0.2 / 2))), ("leimkuhler-matthews", T / a),
                      ("mala", T / a)):
