@@ -57,6 +57,9 @@ __all__ = [
 ]
 
 
+COMPILED_MIN_POINTS = 4096  # from this many points, GaussianMixture.value runs its compiled kernel
+
+
 class Kernels(NamedTuple):
     """numba kernels of an energy on one point; see the module docstring."""
 
@@ -235,6 +238,23 @@ def _kernel_loop(k: Kernels, with_hess: bool = True):
             return v, g, lp, h
 
         _LOOPS[key] = (k, loop)  # keep k alive so ids stay unique
+    return _LOOPS[key][1]
+
+
+def _value_loop(k: Kernels):
+    """``U`` at points (N, d) by the compiled one-point kernel, in parallel."""
+    key = (tuple(id(f) for f in k), "value")
+    if key not in _LOOPS:
+        value = k.value
+
+        @closure_jit(parallel=True)
+        def loop(X, p):
+            v = np.empty(X.shape[0])
+            for i in prange(X.shape[0]):
+                v[i] = value(X[i], p)
+            return v
+
+        _LOOPS[key] = (k, loop)
     return _LOOPS[key][1]
 
 
@@ -761,6 +781,8 @@ class GaussianMixture(Energy):
         return np.exp(L - lse[:, None]), G, lse
 
     def _value(self, X):
+        if X.shape[0] >= COMPILED_MIN_POINTS:  # grids: no (N, K, d) temporaries, all cores
+            return _value_loop(self.kernels)(np.ascontiguousarray(X), self.params)
         return -logsumexp(self._logits(X)[0], axis=1)
 
     def _grad(self, X):

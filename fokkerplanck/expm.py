@@ -80,7 +80,7 @@ def n_terms(t: float, lam_max: float, tol: float) -> int:
 
 
 def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol: float = 1e-15,
-                            block: int = 32, callback=None, combine=None) -> np.ndarray:
+                            block: int = 64, callback=None, combine=None) -> np.ndarray:
     """``[exp(t S) v for t in times]`` as an array (len(times), v.size).
 
     ``matvec(x)`` computes ``S x``; ``lam_max`` bounds the spectrum of ``-S``

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from ._numba import jit
+from numba import prange
+
+from ._numba import jit, pjit
 
 __all__ = ["bernoulli", "FaceSet", "faces", "sg_generator", "sg_symmetric", "Stencil", "sg_fisher"]
 
@@ -172,51 +174,72 @@ class Stencil:
         return cls(grid, diag, b, a)
 
     def combine(self, x, alpha: float, beta: float = 0.0, z=None, gamma: float = 0.0, *, out=None,
-                acc_w=None, acc=None):
+                acc_w=None, acc=None, parallel: bool = False):
         """``alpha M x + beta x + gamma z`` for flat vectors (a new array, or ``out``);
-        with ``acc`` (m, size) and ``acc_w`` (m,): also ``acc[r] += acc_w[r] x``."""
+        with ``acc`` (m, size) and ``acc_w`` (m,): also ``acc[r] += acc_w[r] x``.
+        ``parallel``: on all cores (same bits); for loops that make no BLAS calls."""
         y = np.empty(self.size) if out is None else out
         zz = x if z is None else z
         accw = self._none_w if acc_w is None else np.ascontiguousarray(acc_w, dtype=float)
         acc3 = self._none_acc if acc is None else acc.reshape((acc.shape[0],) + self.shape3)
         f, b = self.fwd, self.bwd
-        _stencil_combine(self.diag, f[0], b[0], f[1], b[1], f[2], b[2], x.reshape(self.shape3),
+        (_stencil_combine_par if parallel else _stencil_combine)(self.diag, f[0], b[0], f[1], b[1], f[2], b[2], x.reshape(self.shape3),
                          zz.reshape(self.shape3), float(alpha), float(beta), float(gamma if z is not None else 0.0),
                          y.reshape(self.shape3), accw, acc3)
         return y
+
+    def combine_parallel(self, x, alpha: float, beta: float = 0.0, z=None, gamma: float = 0.0, *, out=None,
+                         acc_w=None, acc=None):
+        """:meth:`combine` on all cores."""
+        return self.combine(x, alpha, beta, z, gamma, out=out, acc_w=acc_w, acc=acc, parallel=True)
 
     def dot(self, x):
         return self.combine(np.ascontiguousarray(x, dtype=float), 1.0)
 
 
 @jit(cache=True)
-def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
-    # Branch-free: the weight arrays are zero at the walls (and on missing axes), so a
-    # missing neighbour is any valid cell times a zero weight; the neighbour indices are
-    # then the periodic ones on every axis, and the interior of the last axis is a plain
-    # loop that LLVM vectorises.  Serial on purpose: the sweep alternates with BLAS block
-    # products whose spinning threads made a parallel (prange) version 2-3x slower.
+def _stencil_line(i, j, diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
+    # One line (i, j, :) of the sweep.  Branch-free: the weight arrays are zero at the
+    # walls (and on missing axes), so a missing neighbour is any valid cell times a zero
+    # weight; the neighbour indices are then the periodic ones on every axis, and the
+    # interior of the last axis is a plain loop that LLVM vectorises.
     n0, n1, n2 = x.shape
-    m = acc_w.shape[0]
+    ip = i + 1 if i < n0 - 1 else 0
+    im = i - 1 if i > 0 else n0 - 1
+    jp = j + 1 if j < n1 - 1 else 0
+    jm = j - 1 if j > 0 else n1 - 1
+    for k in range(n2):
+        kp = k + 1 if k < n2 - 1 else 0
+        km = k - 1 if k > 0 else n2 - 1
+        s = (diag[i, j, k] * x[i, j, k]
+             + f1[i, j, k] * x[i, jp, k] + b1[i, jm, k] * x[i, jm, k]
+             + f2[i, j, k] * x[i, j, kp] + b2[i, j, km] * x[i, j, km])
+        if n0 > 1:  # 3D (a 1D or 2D grid has a leading axis of length 1: no such terms)
+            s += f0[i, j, k] * x[ip, j, k] + b0[im, j, k] * x[im, j, k]
+        y[i, j, k] = alpha * s + beta * x[i, j, k] + gamma * z[i, j, k]
+    for r in range(acc_w.shape[0]):
+        w = acc_w[r]
+        for k in range(n2):
+            acc[r, i, j, k] += w * x[i, j, k]
+
+
+@jit(cache=True)
+def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
+    # Serial: the Chebyshev sweep alternates with BLAS block products whose spinning
+    # threads made a parallel (prange) version 2-3x slower there.
+    n0, n1, _ = x.shape
     for i in range(n0):
-        ip = i + 1 if i < n0 - 1 else 0
-        im = i - 1 if i > 0 else n0 - 1
         for j in range(n1):
-            jp = j + 1 if j < n1 - 1 else 0
-            jm = j - 1 if j > 0 else n1 - 1
-            for k in range(n2):
-                kp = k + 1 if k < n2 - 1 else 0
-                km = k - 1 if k > 0 else n2 - 1
-                s = (diag[i, j, k] * x[i, j, k]
-                     + f1[i, j, k] * x[i, jp, k] + b1[i, jm, k] * x[i, jm, k]
-                     + f2[i, j, k] * x[i, j, kp] + b2[i, j, km] * x[i, j, km])
-                if n0 > 1:  # 3D (a 1D or 2D grid has a leading axis of length 1: no such terms)
-                    s += f0[i, j, k] * x[ip, j, k] + b0[im, j, k] * x[im, j, k]
-                y[i, j, k] = alpha * s + beta * x[i, j, k] + gamma * z[i, j, k]
-            for r in range(m):
-                w = acc_w[r]
-                for k in range(n2):
-                    acc[r, i, j, k] += w * x[i, j, k]
+            _stencil_line(i, j, diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc)
+
+
+@pjit(cache=True)
+def _stencil_combine_par(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
+    # The same sweep over lines in parallel (the same bits: no reductions across cells);
+    # for loops without BLAS calls in between (uniformisation).
+    n0, n1, _ = x.shape
+    for ij in prange(n0 * n1):
+        _stencil_line(ij // n1, ij % n1, diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc)
 
 
 def sg_fisher(grid, U, temperature: float, rho, fs: FaceSet | None = None) -> np.ndarray:

@@ -245,7 +245,7 @@ class FokkerPlanck:
             t_next = min(t + seg, times[-1])
             inside = np.flatnonzero((times > t) & (times <= t_next))
             tt = np.concatenate([times[inside] - t, [t_next - t]])
-            res, k = uniformization_multiply(G.dot, rho, tt, rate, tol=tol, combine=G.combine)
+            res, k = uniformization_multiply(G.dot, rho, tt, rate, tol=tol, combine=G.combine_parallel)
             mv1 += k
             out[inside] = res[:-1]
             j = max(j, inside[-1] + 1) if inside.size else j
