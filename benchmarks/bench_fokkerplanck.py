@@ -16,6 +16,12 @@ right-hand side, as a user meets it).  Stationarity drift is the L1 change of
 each solver's own discrete Gibbs law over [0, 5] (not measured for py-pde and
 FiPy: their Gibbs law is not a discrete fixed point, PEERS.md).
 Peers that are not installed (the ``bench`` extra) are reported as such.
+
+Roofline (2D rows of this toolkit): every operator product of the exact solver
+(uniformisation and Chebyshev terms, counted by the solver) must at least stream
+the stencil's seven input arrays and one output; a parallel sweep doing only
+that is timed in the same run at the same grid size, and the note gives
+products x that time, and its fraction of the measured time.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ import sys
 import time
 import warnings
 
+import numba
 import numpy as np
 
 from fokkerplanck import FokkerPlanck, Grid, densities, energies as E
@@ -50,21 +57,51 @@ def coarsen(rho, factor):
     return rho.reshape(n, factor, n, factor).mean(axis=(1, 3))
 
 
+# ---------------------------------------------------------------------------- bandwidth bound
+@numba.njit(parallel=True, cache=True)
+def _sweep(y, a, b, c, d, e, f, g):
+    for i in numba.prange(y.size):
+        y[i] = a[i] + b[i] + c[i] + d[i] + e[i] + f[i] + g[i]
+
+
+def sweep_bandwidth(cells: int) -> float:
+    """Bytes per second of the best possible stencil sweep at this grid size, measured now:
+    read seven arrays of ``cells`` doubles (x, z, the diagonal and four face weights of a
+    2D stencil) and write one, on all cores, best of 20 (the working set sits where the
+    solver's does: cache for small grids, memory for large)."""
+    arrs = [np.random.default_rng(i).random(cells) for i in range(8)]
+    _sweep(*arrs)
+    best = min(_timed_sweep(arrs) for _ in range(20))
+    return 8 * 8 * cells / best
+
+
+def _timed_sweep(arrs):
+    t0 = time.perf_counter()
+    _sweep(*arrs)
+    return time.perf_counter() - t0
+
+
 # ---------------------------------------------------------------------------- ours
 def ours(U, grid, rho0, times):
+    info = {}
+
     def run():
         fp = FokkerPlanck(U, grid)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # N(0, 9) touches the walls of [-8, 8]^2 (4e-3 mass)
             tr = fp.solve(rho0, times)
         tr.kl()
+        info.update(tr.info)
         return tr.densities, fp.gibbs
     t, (dens, gibbs) = median_time(run)
 
     def drift():
         fp = FokkerPlanck(U, grid)
         return np.abs(fp.solve(fp.gibbs, [0, times[-1]]).densities[-1] - fp.gibbs).sum() * grid.cell_volume
-    return t, dens, drift()
+    # the bandwidth bound: every operator product of the run is at least one sweep
+    products = int(info.get("uniformisation_matvecs", 0)) + int(info.get("chebyshev_matvecs", 0))
+    bound = products * 64.0 * grid.size / sweep_bandwidth(grid.size) if grid.ndim == 2 else np.nan
+    return t, dens, drift(), dict(products=products, bound_s=bound)
 
 
 # ---------------------------------------------------------------------------- fplanck
@@ -161,9 +198,11 @@ def ring2d(ns, ref_n=512, peers_2d=None):
     for n in ns:
         g = Grid([(-8, 8)] * 2, n)
         r = coarsen(ref, ref_n // n)
-        t, dens, drift = ours(U, g, G, times)
+        t, dens, drift, roof = ours(U, g, G, times)
         rows.append(dict(problem="ring2d", solver="fokkerplanck (exact)", n=f"{n}^2", time_s=t,
-                         l1_error=np.abs(dens[-1] - r).sum() * g.cell_volume, gibbs_drift=drift))
+                         l1_error=np.abs(dens[-1] - r).sum() * g.cell_volume, gibbs_drift=drift,
+                         note=f"{roof['products']} products; sweep-bandwidth bound {roof['bound_s']:.3f} s "
+                              f"= {roof['bound_s'] / t:.2f} of the time"))
         try:
             tf, dens_f, drift_f = fplanck_solver(
                 U, g, lambda x, y: np.exp(G.logpdf(np.stack([x.ravel(), y.ravel()], 1))).reshape(x.shape), times)
@@ -196,7 +235,7 @@ def ou1d(ns):
     for n in ns:
         g = Grid([(-6, 6)], n)
         exact = D.ou_density(g, m, S)
-        t, dens, drift = ours(U, g, G, np.array([0.0, t_end]))
+        t, dens, drift, _ = ours(U, g, G, np.array([0.0, t_end]))
         rows.append(dict(problem="ou1d", solver="fokkerplanck (exact)", n=n, time_s=t,
                          l1_error=np.abs(dens[-1] - exact).sum() * g.cell_volume, gibbs_drift=drift))
         try:
