@@ -284,6 +284,7 @@ def main(argv=None):
     if args.ring:
         write(ring2d(args.ring, ref_n=args.ref), "fokkerplanck_ring",
               f"python benchmarks/bench_fokkerplanck.py --ring {' '.join(map(str, args.ring))} --ref {args.ref}")
+        return
     elif args.quick:
         rows = ou1d([200, 400]) + ring2d([64], ref_n=256, peers_2d={"py-pde": (64,), "fipy": (64,)})
     else:
