@@ -79,6 +79,14 @@ def _info_run(path, r) -> int:
             print(f"  {name:<12} near A: {g['count_A']:>5} (Fokker-Planck {g['expected_A']:8.1f}, Gibbs "
                   f"{g['expected_A_gibbs']:8.1f})   near B: {g['count_B']:>5} (Fokker-Planck {g['expected_B']:8.1f}, "
                   f"Gibbs {g['expected_B_gibbs']:8.1f})")
+    if r["kind"] == "ising":
+        ex, pa = r["exact"], r["particles"]
+        print(f"  {r['lattice']['model']} {r['lattice']['shape']}: {ex['states']} states, {ex['dynamics']}, "
+              f"spectral gap {ex['spectral_gap']:.6g}, |dKL/dt + D| / D <= {ex['identity_residual']:.2g}")
+        print(f"  {'t':>8} {'KL exact':>12} {'Dirichlet':>12} {'E exact':>10} {'E particles':>20}")
+        for j in np.unique(np.linspace(0, ex["times"].size - 1, min(ex["times"].size, 11)).astype(int)):
+            print(f"  {ex['times'][j]:8.4g} {ex['kl'][j]:12.6g} {ex['dirichlet'][j]:12.6g} {ex['mean_energy'][j]:10.5g} "
+                  f"{pa['mean_energy'][j]:10.5g} +- {pa['mean_energy_se'][j]:.2g}")
     if r["kind"] == "flows":
         print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
     return 0

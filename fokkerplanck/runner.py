@@ -1,6 +1,6 @@
 """``fpk run CONFIG.toml -o out.h5``: one experiment from a TOML file into one HDF5 file.
 
-Three kinds of experiment (``kind = ...`` at the top of the config):
+Four kinds of experiment (``kind = ...`` at the top of the config):
 
 ``kind = "flows"`` (the default): both density flows of one energy from one
 initial law, on the grid and with particles::
@@ -41,6 +41,11 @@ Gibbs law (see :func:`run_composition`).
 ``kind = "theorem"``: the deterministic flow started at ``rho*`` (see
 :func:`run_theorem`).
 
+``kind = "ising"``: a spin lattice (``[lattice]``: model ising/potts, shape, J, h, q),
+its exact master equation under ``[dynamics] name`` (glauber/metropolis) from
+``[spins] initial`` (up, down, random or a list of letters), against ``[spins] n``
+jump-process particles (see :func:`run_ising`).
+
 Layout of the output: root attrs ``format = "fokkerplanck.run"``, ``kind``,
 ``config`` (JSON).  Flows: one group per grid flow (``fokker-planck``,
 ``continuity``) in the Trajectory layout; ``particles`` and
@@ -53,6 +58,7 @@ Written atomically: Ctrl-C leaves no file.
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 import warnings
 from importlib import resources
@@ -68,7 +74,7 @@ __all__ = ["load_config", "run", "build_energy", "builtin_configs", "read_run", 
 
 FORMAT = "fokkerplanck.run"
 REQUIRED = {"flows": ("energy", "grid", "initial", "times"), "composition": ("grid", "initial", "composition"),
-            "theorem": ("energy", "grid", "times")}
+            "theorem": ("energy", "grid", "times"), "ising": ("lattice", "times")}
 KINDS = tuple(REQUIRED)
 
 
@@ -114,12 +120,16 @@ TABLE_KEYS = {
     "composition": {"n", "dt", "time", "seed", "radius", "negation", "sigma"},
     "energy": None,
     "initial": None,
+    "lattice": {"model", "shape", "periodic", "J", "h", "q"},
+    "dynamics": {"name"},
+    "spins": {"initial", "n", "seed"},
 }
 TOP_KEYS = {
     "flows": {"kind", "temperature", "energy", "grid", "initial", "times", "fokker_planck", "continuity",
               "particles", "deterministic_particles", "stopping"},
     "composition": {"kind", "temperature", "grid", "initial", "composition"},
     "theorem": {"kind", "temperature", "energy", "grid", "times"},
+    "ising": {"kind", "temperature", "lattice", "dynamics", "spins", "times"},
 }
 MAX_TIMES = 100_000
 
@@ -155,6 +165,9 @@ def check_config(cfg: dict) -> None:
             if keys is not None:
                 E._check_keys(cfg[table], keys, f"[{table}]")
     T = positive_float(cfg.get("temperature", 1.0), "temperature")
+    if kind == "ising":
+        _check_ising(cfg)
+        return
     grid = _grid(cfg)
     if "energy" in cfg:
         U = build_energy(cfg["energy"])
@@ -195,6 +208,79 @@ def check_config(cfg: dict) -> None:
     for table in ("fokker_planck", "continuity"):
         if table in cfg:
             check_memory(8.0 * grid.size * (times.size + 8), f"[{table}]: {times.size} densities on {grid.size} cells")
+
+
+_LATTICE_MODELS = ("ising", "potts")
+_INITIAL_SPINS = ("up", "down", "random")
+
+
+def _lattice_energy(cfg):
+    """The :class:`~fokkerplanck.discrete.PairEnergy` of ``[lattice]``."""
+    from . import discrete as Dz
+    from ._validate import positive_int
+
+    lat = cfg["lattice"]
+    model = lat.get("model", "ising")
+    if model not in _LATTICE_MODELS:
+        raise ValueError(f"[lattice] model must be one of {list(_LATTICE_MODELS)}, got {model!r}")
+    shape = lat.get("shape")
+    if not isinstance(shape, list) or not 1 <= len(shape) <= 2:
+        raise ValueError(f"[lattice] shape must be [L] or [L0, L1], got {shape!r}")
+    shape = tuple(positive_int(v, "[lattice] shape") for v in shape)
+    periodic = lat.get("periodic", True)
+    if not isinstance(periodic, bool):
+        raise ValueError(f"[lattice] periodic must be true or false, got {periodic!r}")
+    if model == "ising":
+        if "q" in lat and lat["q"] != 2:
+            raise ValueError("[lattice] an Ising model has q = 2")
+        return Dz.ising(shape, _number(lat.get("J", 1.0), "[lattice] J"), _number(lat.get("h", 0.0), "[lattice] h"),
+                        periodic)
+    if "h" in lat:
+        raise ValueError("[lattice] a Potts model here has no field h")
+    return Dz.potts(shape, positive_int(lat.get("q", 3), "[lattice] q"), _number(lat.get("J", 1.0), "[lattice] J"),
+                    periodic)
+
+
+def _number(v, name) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _initial_codes(cfg, energy) -> np.ndarray:
+    init = cfg.get("spins", {}).get("initial", "up")
+    n = energy.n_sites
+    if isinstance(init, str):
+        if init not in _INITIAL_SPINS:
+            raise ValueError(f"[spins] initial must be one of {list(_INITIAL_SPINS)} or a list of {n} letters, "
+                             f"got {init!r}")
+        if init == "random":
+            seed = cfg.get("spins", {}).get("seed", 0)
+            return np.random.default_rng(seed + 1).integers(0, energy.q, size=n).astype(np.int8)
+        return np.full(n, energy.q - 1 if init == "up" else 0, dtype=np.int8)
+    if (not isinstance(init, list) or len(init) != n
+            or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < energy.q for v in init)):
+        raise ValueError(f"[spins] initial must be 'up', 'down', 'random' or a list of {n} letters in "
+                         f"0..{energy.q - 1}")
+    return np.array(init, dtype=np.int8)
+
+
+def _check_ising(cfg) -> None:
+    from . import discrete as Dz
+    from ._validate import check_memory, positive_int
+
+    energy = _lattice_energy(cfg)
+    Dz._n_states(energy.q, energy.n_sites)   # refuses spaces too large to enumerate, with the size
+    dyn = cfg.get("dynamics", {}).get("name", "glauber")
+    if dyn not in Dz.DYNAMICS:
+        raise ValueError(f"[dynamics] name must be one of {sorted(Dz.DYNAMICS)}, got {dyn!r}")
+    _initial_codes(cfg, energy)
+    times = _times(cfg)
+    spins = cfg.get("spins", {})
+    n = positive_int(spins.get("n", 20000), "[spins] n")
+    positive_int(spins.get("seed", 0), "[spins] seed", minimum=0)
+    check_memory(8.0 * energy.q ** energy.n_sites * (times.size + 8) + 24.0 * n * times.size,
+                 f"the exact laws of {energy.q ** energy.n_sites} states at {times.size} times")
 
 
 def build_energy(spec: dict) -> E.Energy:
@@ -243,7 +329,7 @@ def run(cfg: dict, out: str, *, progress: bool = True, log=print, overwrite: boo
         f.attrs["config"] = json.dumps(cfg)
         f.attrs["config_sha256"] = config_hash(cfg)
         f.attrs["package_version"] = __version__
-        {"flows": run_flows, "composition": run_composition, "theorem": run_theorem}[kind](
+        {"flows": run_flows, "composition": run_composition, "theorem": run_theorem, "ising": run_ising}[kind](
             cfg, f, progress=progress, log=log)
         f.attrs["wall_time"] = time.perf_counter() - t0
 
@@ -528,6 +614,64 @@ def run_theorem(cfg, f, *, progress=True, log=print):
     return r
 
 
+# ---------------------------------------------------------------------------------------
+# kind = "ising"
+def run_ising(cfg, f, *, progress=True, log=print) -> dict:
+    """A spin lattice's exact master equation (:mod:`fokkerplanck.discrete`) from one
+    configuration, against jump-process particles (:mod:`particles.jumps`): group
+    ``exact`` (KL, Dirichlet form, its identity residual, the magnetisation law and mean
+    energy at every time, the spectral gap) and group ``particles`` (the magnetisation
+    frequencies with standard errors, mean energy with its error, plug-in KL)."""
+    from particles import jumps
+
+    from . import discrete as Dz
+
+    T = float(cfg.get("temperature", 1.0))
+    energy = _lattice_energy(cfg)
+    dyn = cfg.get("dynamics", {}).get("name", "glauber")
+    times = _times(cfg)
+    c0 = _initial_codes(cfg, energy)
+    spins = cfg.get("spins", {})
+    n, seed = int(spins.get("n", 20000)), int(spins.get("seed", 0))
+    log(f"{energy.name} {energy.lattice.shape}, {energy.q ** energy.n_sites} states, {dyn}: exact master equation ...")
+    space = Dz.FiniteSpace(energy, T)
+    me = Dz.MasterEquation(space, dyn)
+    P = me.solve(space.point_mass(c0), times)
+    kl, D, rate = me.kl(P), me.dirichlet(P), me.kl_rate(P)
+    M = space.magnetisation() if energy.q == 2 else np.zeros(space.size, dtype=np.int64)
+    support = np.unique(M)
+    laws = np.array([space.distribution(M, p)[1] for p in P])
+    gap = me.spectral_gap()
+    g = f.create_group("exact")
+    for k, v in {"times": times, "kl": kl, "dirichlet": D, "kl_rate": rate, "magnetisation_support": support,
+                 "magnetisation_law": laws, "mean_energy": P @ space.E}.items():
+        g.create_dataset(k, data=v)
+    g.attrs.update(spectral_gap=gap, log_z=space.log_z, states=space.size, dynamics=dyn,
+                   identity_residual=_identity_residual(rate, D))
+    log(f"{n} jump particles ...")
+    ens = jumps.simulate(energy, np.tile(c0, (n, 1)), times, dynamics=dyn, temperature=T, seed=seed)
+    freq = np.array([ens.histogram("magnetisation", s, support=support)[1] for s in range(times.size)])
+    pg = f.create_group("particles")
+    kl_pi = np.array([ens.kl_plugin(s, space.log_pi) for s in range(times.size)])
+    for k, v in {"times": times, "magnetisation_freq": freq, "magnetisation_se": np.sqrt(freq * (1 - freq) / n),
+                 "mean_energy": ens.energy.mean(1), "mean_energy_se": ens.energy.std(1) / np.sqrt(n),
+                 "kl_plugin": kl_pi[:, 0], "kl_plugin_bias": kl_pi[:, 1]}.items():
+        pg.create_dataset(k, data=v)
+    pg.attrs.update(n=n, seed=seed)
+    f.attrs["lattice"] = json.dumps({"model": energy.name, "shape": list(energy.lattice.shape), "q": energy.q})
+    return {"gap": gap}
+
+
+def _identity_residual(rate, D) -> float:
+    """max |dKL/dt + D| / D over the times where both are finite (at a point mass both are
+    infinite: the identity holds as -inf = -inf)."""
+    fin = np.isfinite(rate) & np.isfinite(D) & (D > 0)
+    both_inf = np.isinf(rate) & np.isinf(D) & (rate < 0)
+    if not np.all(fin | both_inf):
+        return math.inf
+    return float(np.max(np.abs(rate[fin] + D[fin]) / D[fin])) if fin.any() else 0.0
+
+
 def read_run(path) -> dict:
     """The scalars and small arrays of an ``fpk run`` file, for ``fpk info`` and plots:
     ``kind``, ``config``, ``stopping`` and per-group datasets (not the grid trajectories)."""
@@ -547,7 +691,7 @@ def read_run(path) -> dict:
     return out
 
 
-_ATTR_TYPES = {"config": dict, "stopping": list, "theorem": dict, "centres": dict, "grid": dict}
+_ATTR_TYPES = {"config": dict, "stopping": list, "theorem": dict, "centres": dict, "grid": dict, "lattice": dict}
 _STOP_KEYS = {"name": str, "time": (int, float), "source": str}
 
 

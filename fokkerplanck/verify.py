@@ -412,3 +412,77 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
                              z <= allowed, f"{res[name][f'count_{key}']} vs {res[name][f'expected_{key}']:.1f}"
                              f" (Gibbs {res[name][f'expected_{key}_gibbs']:.1f}); 4 sd + 1% + 2"))
     return out
+
+
+@register
+def check_discrete(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Finite state spaces: the periodic Ising chain against its transfer matrix and
+    Glauber's gap 1 - tanh(2J/T); the Lyapunov identity d/dt KL = -Dirichlet form along
+    an exact Potts master equation; 4x4 Ising Glauber particles against the exact law
+    (magnetisation histogram, in standard errors)."""
+    import math
+
+    from particles import jumps
+
+    from . import discrete as Dz
+
+    out = []
+    n, J, h, T = 12, 1.0, 0.25, 1.5
+    space = Dz.FiniteSpace(Dz.ising(n, J, h), T)
+    out.append(below("Ising chain n=12: |log Z - transfer matrix| / log Z",
+                     abs(space.log_z - Dz.ising_chain_log_partition(n, J, h, T)) / abs(space.log_z), 1e-13))
+    sp0 = Dz.FiniteSpace(Dz.ising(n, J, 0.0), T)
+    out.append(below("Ising chain n=12, h=0: |<E> - closed form| / n",
+                     abs(sp0.mean(sp0.E) - Dz.ising_chain_mean_energy(n, J, T)) / n, 1e-13))
+    gap = Dz.MasterEquation(Dz.FiniteSpace(Dz.ising(8, J, 0.0), T), "glauber").spectral_gap()
+    out.append(below("Glauber ring n=8: |gap - (1 - tanh(2J/T))|", abs(gap - (1 - math.tanh(2 * J / T))), 1e-10))
+    # the Lyapunov identity along an exact flow
+    pspace = Dz.FiniteSpace(Dz.potts((2, 3), 3, 1.0), 0.9)
+    for dyn in ("glauber", "metropolis"):
+        me = Dz.MasterEquation(pspace, dyn)
+        P = me.solve(pspace.point_mass([0, 1, 2, 0, 1, 2]), [0.05, 0.3, 1.0, 3.0])
+        D = me.dirichlet(P)   # finite: t > 0, every state has mass
+        out.append(below(f"Potts 2x3 q=3 {dyn}: max |dKL/dt + D| / D", np.max(np.abs(me.kl_rate(P) + D) / D), 1e-10))
+        out.append(Check(f"Potts 2x3 q=3 {dyn}: KL decreasing along the exact flow",
+                         float(np.max(np.diff(me.kl(P)))), 0.0, bool(np.all(np.diff(me.kl(P)) < 0))))
+    # 4x4 Ising: exact master equation against jump particles
+    energy = Dz.ising((4, 4), 1.0, 0.0)
+    Tc = 2 / math.log(1 + math.sqrt(2))
+    space4 = Dz.FiniteSpace(energy, Tc)
+    me4 = Dz.MasterEquation(space4, "glauber")
+    start = np.ones(16, dtype=np.int8)
+    times = np.array([0.0, 0.5, 2.0])
+    P = me4.solve(space4.point_mass(start), times)
+    N = 20_000 if quick else 100_000
+    ens = jumps.simulate(energy, np.tile(start, (N, 1)), times, temperature=Tc, seed=11)
+    M = space4.magnetisation()
+    for s in (1, 2):
+        sup, f, se = ens.histogram("magnetisation", s, support=np.arange(-16, 17, 2))
+        _, exact = space4.distribution(M, P[s])
+        z = float(np.max(np.abs(f - exact) / np.maximum(se, 1.0 / N)))
+        out.append(below(f"4x4 Ising at T_c, Glauber, t={times[s]:g}: particles vs exact magnetisation law "
+                         f"(max |z|, {N} particles, 9 bins)", z, 4.5))
+    if report is not None:
+        from .plots import _plt
+
+        fig, (a1, a2) = _plt().subplots(1, 2, figsize=(11, 4), layout="constrained")
+        for s, col in ((1, "C0"), (2, "C1")):
+            sup, f, se = ens.histogram("magnetisation", s, support=np.arange(-16, 17, 2))
+            _, exact = space4.distribution(M, P[s])
+            a1.errorbar(sup, f, yerr=se, fmt="o", color=col, ms=3, label=f"particles t={times[s]:g}")
+            a1.plot(sup, exact, "-", color=col, lw=0.8, label=f"exact t={times[s]:g}")
+        a1.set_xlabel("magnetisation")
+        a1.set_ylabel("probability")
+        a1.set_title("4x4 Ising at T_c, Glauber from all up")
+        a1.legend(fontsize="x-small")
+        Ts = np.linspace(1.5, 3.5, 9 if quick else 17)
+        side = 3 if quick else 4
+        gaps = [Dz.MasterEquation(Dz.FiniteSpace(Dz.ising((side, side), 1.0, 0.0), t), "glauber").spectral_gap()
+                for t in Ts]
+        a2.semilogy(Ts, 1 / np.array(gaps), "o-", label=f"{side}x{side} periodic, Glauber")
+        a2.axvline(Tc, color="k", ls=":", label="T_c (infinite lattice)")
+        a2.set_xlabel("T")
+        a2.set_ylabel("relaxation time 1 / gap")
+        a2.legend(fontsize="x-small")
+        report.figure("ising_exact_vs_particles", fig)
+    return out

@@ -1,0 +1,225 @@
+"""Continuous-time jump processes on spin lattices: particles of the master equations of
+:mod:`fokkerplanck.discrete`.
+
+Every site carries a rate-1 clock, so a particle's events come at rate ``n`` (its
+number of sites); at an event a uniformly chosen site is updated by the dynamics:
+
+* ``"glauber"`` (heat bath): the site's letter is redrawn from its conditional law;
+* ``"metropolis"``: one of the other ``q - 1`` letters is proposed uniformly and
+  accepted with ``min(1, exp(-dE / T))``.
+
+This is exactly the generator of :func:`fokkerplanck.discrete.glauber` /
+:func:`~fokkerplanck.discrete.metropolis` (uniformised at rate ``n``).  Randomness is
+the counter-based Philox of :mod:`particles.rng`, keyed by ``(particle, event)``: a
+particle's path does not depend on the thread count, the save times or the split of
+the particles.  Waiting times are carried across saves (a pending event is never
+redrawn), which is what makes the path independent of the save schedule.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from numba import prange
+
+from fokkerplanck._numba import jit, pjit
+from fokkerplanck._validate import check_memory, positive_float
+from fokkerplanck.discrete import MAX_STATES, PairEnergy
+
+from .rng import _M32, _u53, philox4x32, seed_key
+
+__all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
+
+JUMP_DYNAMICS = {"glauber": 0, "metropolis": 1}
+_STREAM_EVENT = 3   # waiting time and site of an event
+_STREAM_CHOICE = 4  # the letter (and Metropolis acceptance) of an event
+
+
+@jit(cache=True)
+def _words(k0, k1, particle, event, stream):
+    pid = np.uint64(particle)
+    ev = np.uint64(event)
+    return philox4x32(pid & _M32, ev & _M32, np.uint64(stream) << np.uint64(16),
+                      (pid >> np.uint64(32)) ^ ((ev >> np.uint64(32)) << np.uint64(16)), k0, k1)
+
+
+@jit(cache=True)
+def _wait(k0, k1, particle, event, rate):
+    w0, w1, _, _ = _words(k0, k1, particle, event, _STREAM_EVENT)
+    return -math.log(_u53(w0, w1)) / rate
+
+
+@jit(cache=True)
+def _local(c, i, a, nbr, P, F):
+    """Energy terms of site ``i`` holding letter ``a`` (its field and its edges)."""
+    e = F[a]
+    for k in range(nbr.shape[1]):
+        j = nbr[i, k]
+        if j >= 0:
+            e += P[a, c[j]]
+    return e
+
+
+@jit(cache=True)
+def _energy(c, edges, P, F):
+    e = 0.0
+    for k in range(edges.shape[0]):
+        e += P[c[edges[k, 0]], c[edges[k, 1]]]
+    for i in range(c.shape[0]):
+        e += F[c[i]]
+    return e
+
+
+@pjit(cache=True)
+def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energy, magnet, index, q):
+    """Advance every particle to ``t_stop``; record its energy, magnetisation (sum of
+    ``2 c - 1``, meaningful for q = 2) and state index (if ``index`` has a column)."""
+    n_part, n = C.shape
+    rate = float(n)
+    for p in prange(n_part):
+        gp = offset + p
+        c = C[p]
+        lw = np.empty(q)
+        t = tev[p]
+        e = nev[p]
+        while t <= t_stop:
+            _, _, w2, w3 = _words(k0, k1, gp, e, _STREAM_EVENT)
+            i = min(int(_u53(w2, w3) * n), n - 1)
+            v0, v1, v2, v3 = _words(k0, k1, gp, e, _STREAM_CHOICE)
+            u = _u53(v0, v1)
+            if dyn == 0:  # heat bath: redraw the letter from its conditional law
+                lmin = np.inf
+                for a in range(q):
+                    lw[a] = _local(c, i, a, nbr, P, F)
+                    lmin = min(lmin, lw[a])
+                tot = 0.0
+                for a in range(q):
+                    lw[a] = math.exp(-beta * (lw[a] - lmin))
+                    tot += lw[a]
+                x = u * tot
+                a = 0
+                acc = lw[0]
+                while acc < x and a < q - 1:
+                    a += 1
+                    acc += lw[a]
+                c[i] = a
+            else:  # Metropolis: propose another letter uniformly, accept with min(1, e^{-beta dE})
+                a = (c[i] + 1 + min(int(u * (q - 1)), q - 2)) % q
+                dE = _local(c, i, a, nbr, P, F) - _local(c, i, c[i], nbr, P, F)
+                if dE <= 0.0 or _u53(v2, v3) < math.exp(-beta * dE):
+                    c[i] = a
+            e += 1
+            t += _wait(k0, k1, gp, e, rate)
+        tev[p] = t
+        nev[p] = e
+        energy[p] = _energy(c, edges, P, F)
+        m = 0
+        for i in range(n):
+            m += 2 * c[i] - 1
+        magnet[p] = m
+        if index.shape[0] == n_part:
+            s = 0
+            for i in range(n):
+                s = s * q + c[i]
+            index[p] = s
+
+
+@dataclass
+class JumpEnsemble:
+    """Saved observables of a jump-process ensemble: ``energy`` and ``magnetisation``
+    (n_saves, N), ``index`` (n_saves, N; the state number, when the space is small
+    enough to enumerate), the final ``codes`` (N, n) and the run's settings."""
+
+    times: np.ndarray
+    energy: np.ndarray
+    magnetisation: np.ndarray
+    index: np.ndarray | None
+    codes: np.ndarray
+    events: np.ndarray
+    meta: dict
+
+    def histogram(self, values_name: str, save: int, support=None):
+        """``(support, frequencies, standard errors)`` of an observable at a save; the
+        standard error of a frequency ``f`` from N independent particles is
+        ``sqrt(f (1 - f) / N)``."""
+        v = getattr(self, values_name)[save]
+        sup = np.unique(v) if support is None else np.asarray(support)
+        N = v.size
+        f = np.array([(v == s).sum() for s in sup], dtype=float) / N
+        return sup, f, np.sqrt(f * (1 - f) / N)
+
+    def state_frequencies(self, save: int, size: int) -> np.ndarray:
+        if self.index is None:
+            raise ValueError("state indices were not recorded (the space is too large to enumerate)")
+        return np.bincount(self.index[save], minlength=size) / self.index.shape[1]
+
+    def kl_plugin(self, save: int, log_pi) -> tuple[float, float]:
+        """Plug-in ``KL(p_hat || pi)`` from the state counts at a save, and its leading
+        positive bias ``(K - 1) / (2 N)`` (K = states seen; the Miller-Madow term)."""
+        f = self.state_frequencies(save, log_pi.size)
+        pos = f > 0
+        val = float(np.sum(f[pos] * (np.log(f[pos]) - log_pi[pos])))
+        return val, (pos.sum() - 1) / (2.0 * self.index.shape[1])
+
+
+def simulate(energy: PairEnergy, c0, times, *, dynamics: str = "glauber", temperature: float = 1.0,
+             seed=None, index_offset: int = 0) -> JumpEnsemble:
+    """Run ``N`` independent jump processes from the configurations ``c0`` (N, n) of
+    letters (or one configuration, repeated by passing ``np.tile``) and save their
+    observables at ``times`` (sorted, >= 0)."""
+    if not isinstance(energy, PairEnergy):
+        raise TypeError("jump particles take a PairEnergy (ising(...), potts(...), or a PairEnergy)")
+    if not isinstance(dynamics, str) or dynamics not in JUMP_DYNAMICS:
+        raise ValueError(f"dynamics must be one of {sorted(JUMP_DYNAMICS)}, got {dynamics!r}")
+    C = np.asarray(c0)
+    n = energy.n_sites
+    if C.ndim != 2 or C.shape[1] != n or C.shape[0] < 1:
+        raise ValueError(f"c0 must have shape (N, {n}) (one row of letters per particle), got {C.shape}")
+    if not np.issubdtype(C.dtype, np.integer) or C.min() < 0 or C.max() >= energy.q:
+        raise ValueError(f"c0 holds letters 0..{energy.q - 1} as integers")
+    C = np.array(C, dtype=np.int64, order="C", copy=True)  # never the caller's array: it is advanced in place
+    times = np.asarray(times, dtype=float)
+    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)) or np.any(times < 0) \
+            or np.any(np.diff(times) < 0):
+        raise ValueError("times must be a non-empty sorted sequence of finite values >= 0")
+    T = positive_float(temperature, "temperature")
+    if int(index_offset) != index_offset or index_offset < 0:
+        raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
+    N = C.shape[0]
+    check_memory(N * times.size * 24.0 + C.nbytes * 2, f"{times.size} saves of {N} particles")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    k0, k1 = seed_key(seed)
+    offset = int(index_offset)
+    enumerable = energy.q ** n <= MAX_STATES
+    nbr = energy.lattice.neighbours()
+    edges = np.ascontiguousarray(energy.lattice.edges, dtype=np.int64)
+    P = np.ascontiguousarray(energy.pair)
+    F = np.ascontiguousarray(energy.field)
+    rate = float(n)
+    tev = _first_waits(k0, k1, offset, N, rate)
+    nev = np.zeros(N, dtype=np.int64)
+    En = np.empty((times.size, N))
+    Mg = np.empty((times.size, N), dtype=np.int64)
+    Ix = np.empty((times.size, N), dtype=np.int64) if enumerable else None
+    none_ix = np.empty(0, dtype=np.int64)
+    for s, t in enumerate(times):
+        _run(C, tev, nev, t, nbr, edges, P, F, 1.0 / T, JUMP_DYNAMICS[dynamics], k0, k1, offset,
+             En[s], Mg[s], Ix[s] if enumerable else none_ix, energy.q)
+    meta = {"dynamics": dynamics, "temperature": T, "seed": int(seed), "index_offset": offset,
+            "n_particles": N, "n_sites": n, "q": energy.q, "energy": energy.name}
+    return JumpEnsemble(times, En, Mg, Ix, C.astype(np.int8), nev, meta)
+
+
+@pjit(cache=True)
+def _first_waits_kernel(k0, k1, offset, rate, out):
+    for p in prange(out.shape[0]):
+        out[p] = _wait(k0, k1, offset + p, 0, rate)
+
+
+def _first_waits(k0, k1, offset, N, rate):
+    out = np.empty(N)
+    _first_waits_kernel(k0, k1, offset, rate, out)
+    return out
+

@@ -1,0 +1,160 @@
+"""Finite state spaces: closed forms of the Ising chain, detailed balance, the Lyapunov
+identity d/dt KL = -Dirichlet form, exact propagation paths against each other, and the
+jump-process particles against the exact laws within their error bars."""
+import math
+
+import numpy as np
+import pytest
+
+from fokkerplanck import discrete as Dz
+from particles import jumps
+
+
+@pytest.mark.parametrize("J,h,T", [(1.0, 0.0, 1.0), (1.0, 0.3, 0.7), (-0.8, 0.5, 1.3)])
+def test_ising_chain_partition_function_is_the_transfer_matrix(J, h, T):
+    n = 10
+    space = Dz.FiniteSpace(Dz.ising(n, J, h), T)
+    assert space.size == 2 ** n
+    assert abs(space.log_z - Dz.ising_chain_log_partition(n, J, h, T)) < 1e-12 * abs(space.log_z)
+    if h == 0:
+        assert abs(space.mean(space.E) - Dz.ising_chain_mean_energy(n, J, T)) < 1e-12 * n
+    # the magnetisation is d log Z / d(h / T), by a central difference of the closed form
+    dh = 1e-5
+    m = T * (Dz.ising_chain_log_partition(n, J, h + dh, T) - Dz.ising_chain_log_partition(n, J, h - dh, T)) / (2 * dh)
+    assert abs(space.mean(space.magnetisation()) - m) < 1e-7 * n
+
+
+@pytest.mark.parametrize("n", [6, 9])
+def test_glauber_chain_spectral_gap_is_one_minus_tanh_2_beta_J(n):
+    """Glauber (1963): on the ring at h = 0 the slowest mode (the magnetisation) decays at
+    1 - tanh(2 J / T)."""
+    for J, T in ((1.0, 1.0), (0.5, 2.0), (1.0, 3.0)):
+        me = Dz.MasterEquation(Dz.FiniteSpace(Dz.ising(n, J, 0.0), T), "glauber")
+        assert abs(me.spectral_gap() - (1 - math.tanh(2 * J / T))) < 1e-10
+
+
+@pytest.mark.parametrize("dyn", ["glauber", "metropolis"])
+@pytest.mark.parametrize("model", ["ising3x3", "potts2x3"])
+def test_generators_have_detailed_balance_and_pi_is_stationary(dyn, model):
+    energy = Dz.ising((3, 3), 1.0, 0.2) if model == "ising3x3" else Dz.potts((2, 3), 3, 0.8)
+    space = Dz.FiniteSpace(energy, 1.5)
+    me = Dz.MasterEquation(space, dyn)
+    me.check_generator()
+    assert np.abs(me.L @ space.pi).max() < 1e-14 * np.abs(me.L.diagonal()).max()
+    S = me.symmetric
+    assert abs(S - S.T).max() < 1e-15
+    # every row of a generator column sums to zero, off-diagonals are rates
+    assert np.abs(np.asarray(me.L.sum(axis=0))).max() < 1e-13
+
+
+@pytest.mark.parametrize("dyn", ["glauber", "metropolis"])
+def test_kl_derivative_is_minus_the_dirichlet_form(dyn):
+    space = Dz.FiniteSpace(Dz.potts((2, 3), 3, 1.0), 0.9)
+    me = Dz.MasterEquation(space, dyn)
+    p0 = space.point_mass([0, 1, 2, 0, 1, 2])
+    times = np.array([0.05, 0.3, 1.0, 3.0])
+    P = me.solve(p0, times)
+    D = me.dirichlet(P)
+    assert np.all(D > 0)
+    # the identity itself, at any law: <L p, log(p / pi)> = -D(p), to round-off
+    np.testing.assert_allclose(me.kl_rate(P), -D, rtol=1e-11)
+    # and the propagated laws follow it: central differences converge at second order
+    errs = []
+    for dlt in (2e-2, 1e-2):
+        kl = me.kl(me.solve(p0, np.sort(np.concatenate([times - dlt, times + dlt]))))
+        errs.append(np.abs((kl[1::2] - kl[0::2]) / (2 * dlt) + D) / D)
+    ratio = errs[0] / errs[1]
+    assert np.all((ratio > 3.5) & (ratio < 4.5)), ratio
+    # KL decreases (Lyapunov), mass is kept, and p >= 0 up to the round-off of the spectral
+    # phase (entries of size 1e-16 relative; the uniformisation phase is positive exactly)
+    kl = me.kl(P)
+    assert np.all(np.diff(kl) < 0) and np.abs(P.sum(1) - 1).max() < 1e-13 and P.min() > -1e-15
+
+
+def test_chebyshev_path_agrees_with_eigh(monkeypatch):
+    space = Dz.FiniteSpace(Dz.ising((3, 3), 1.0, 0.1), 2.0)
+    me = Dz.MasterEquation(space, "glauber")
+    p0 = space.point_mass([1] * 9)
+    times = np.array([0.0, 0.1, 0.7, 2.0, 6.0])
+    exact = me.solve(p0, times)
+    monkeypatch.setattr(Dz, "EIGH_MAX_STATES", 10)
+    cheb = Dz.MasterEquation(space, "glauber").solve(p0, times)
+    assert np.abs(cheb - exact).sum(1).max() < 1e-12
+    # and the gap from eigsh equals the dense one
+    assert abs(Dz.MasterEquation(space, "glauber").spectral_gap() - me.spectral_gap()) < 1e-9
+
+
+@pytest.mark.parametrize("dyn", ["glauber", "metropolis"])
+def test_jump_particles_match_the_exact_laws(dyn):
+    energy = Dz.ising((3, 3), 1.0, 0.0)
+    T = 2.5
+    space = Dz.FiniteSpace(energy, T)
+    me = Dz.MasterEquation(space, dyn)
+    start = np.ones(9, dtype=np.int8)
+    times = np.array([0.0, 0.2, 0.6, 2.0])
+    P = me.solve(space.point_mass(start), times)
+    N = 20_000
+    ens = jumps.simulate(energy, np.tile(start, (N, 1)), times, dynamics=dyn, temperature=T, seed=5)
+    M = space.magnetisation()
+    for s in range(1, times.size):
+        sup, f, se = ens.histogram("magnetisation", s, support=np.arange(-9, 10, 2))
+        _, exact = space.distribution(M, P[s])
+        z = np.abs(f - exact) / np.maximum(se, 1 / N)
+        assert z.max() < 4.5, (s, z.max())
+        # mean energy within 4 standard errors
+        e = ens.energy[s]
+        assert abs(e.mean() - space.mean(space.E, P[s])) < 4 * e.std() / np.sqrt(N)
+        kl_hat, bias = ens.kl_plugin(s, space.log_pi)
+        assert abs(kl_hat - bias - me.kl(P[s])[0]) < 0.05
+
+
+def test_jump_particles_same_bits_for_any_split_and_save_schedule():
+    energy = Dz.potts((2, 3), 3, 1.0)
+    c0 = np.random.default_rng(0).integers(0, 3, size=(500, 6))
+    before = c0.copy()
+    a = jumps.simulate(energy, c0, [0.5, 1.0, 1.5], seed=3)
+    np.testing.assert_array_equal(c0, before)  # the caller's array is never advanced in place
+    b = jumps.simulate(energy, c0[100:300], [1.5], seed=3, index_offset=100)
+    np.testing.assert_array_equal(a.codes[100:300], b.codes)
+    np.testing.assert_array_equal(a.energy[-1, 100:300], b.energy[-1])
+    np.testing.assert_array_equal(a.events[100:300], b.events)
+
+
+def test_bad_input():
+    with pytest.raises(Dz.TooManyStatesError, match="2\\^30"):
+        Dz.FiniteSpace(Dz.ising((5, 6)))
+    with pytest.raises(ValueError, match="q >= 2"):
+        Dz.potts(4, 1)
+    with pytest.raises(ValueError, match="symmetric"):
+        Dz.PairEnergy(Dz.Lattice((4,)), [[0, 1], [0, 0]], [0, 0])
+    with pytest.raises(ValueError, match="returned shape"):
+        Dz.TableEnergy(2, 3, lambda c: np.zeros(3))
+    with pytest.raises(ValueError, match="non-finite"):
+        Dz.TableEnergy(2, 3, lambda c: np.full(c.shape[0], np.nan))
+    space = Dz.FiniteSpace(Dz.ising(4), 1.0)
+    with pytest.raises(ValueError, match="configuration"):
+        space.point_mass([0, 1, 2, 0])
+    with pytest.raises(ValueError, match="sums to"):
+        Dz.MasterEquation(space).solve(np.full(16, 0.1), [1.0])
+    bad = Dz.glauber(space).tolil()
+    bad[1, 0] += 0.5  # breaks detailed balance (and the column sum)
+    bad[0, 0] -= 0.5
+    with pytest.raises(ValueError, match="detailed balance"):
+        Dz.MasterEquation(space, bad.tocsr())
+    with pytest.raises(ValueError, match="dynamics"):
+        Dz.MasterEquation(space, "kawasaki")
+    with pytest.raises(ValueError, match="c0 must have shape"):
+        jumps.simulate(Dz.ising(4), np.zeros((3, 5), dtype=int), [1.0])
+    with pytest.raises(ValueError, match="letters"):
+        jumps.simulate(Dz.ising(4), np.full((3, 4), 2), [1.0])
+
+
+def test_a_point_mass_has_infinite_dirichlet_form():
+    """At a law with zeros that the flow fills, p log p has an infinite slope: the identity
+    reads -inf = -inf, never a finite number made up by flooring log 0."""
+    space = Dz.FiniteSpace(Dz.ising(5, 1.0, 0.0), 1.0)
+    me = Dz.MasterEquation(space)
+    p = space.point_mass([1, 1, 1, 1, 1])
+    assert me.dirichlet(p)[0] == np.inf and me.kl_rate(p)[0] == -np.inf
+    # zeros the flow does not fill (an absorbing-free chain fills all: use pi itself) are finite
+    assert me.dirichlet(space.pi)[0] == pytest.approx(0, abs=1e-15)
