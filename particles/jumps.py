@@ -32,8 +32,7 @@ from .rng import _M32, _u53, philox4x32, seed_key
 __all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
 
 JUMP_DYNAMICS = {"glauber": 0, "metropolis": 1}
-_STREAM_EVENT = 3   # waiting time and site of an event
-_STREAM_CHOICE = 4  # the letter (and Metropolis acceptance) of an event
+_STREAM_EVENT = 3   # one Philox block per event: waiting time, site, letter, acceptance
 
 
 @jit(cache=True)
@@ -46,6 +45,7 @@ def _words(k0, k1, particle, event, stream):
 
 @jit(cache=True)
 def _wait(k0, k1, particle, event, rate):
+    """The waiting time before event ``event`` (its words 0 and 1)."""
     w0, w1, _, _ = _words(k0, k1, particle, event, _STREAM_EVENT)
     return -math.log(_u53(w0, w1)) / rate
 
@@ -83,12 +83,18 @@ def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energ
         lw = np.empty(q)
         t = tev[p]
         e = nev[p]
+        # one Philox block per event: words 0-1 give its waiting time (t is already its
+        # time), word 2 the site (high half of w2 * n) and a letter uniform (its low half),
+        # word 3 the acceptance / heat-bath uniform
+        _, _, w2, w3 = _words(k0, k1, gp, e, _STREAM_EVENT)
         while t <= t_stop:
-            _, _, w2, w3 = _words(k0, k1, gp, e, _STREAM_EVENT)
-            i = min(int(_u53(w2, w3) * n), n - 1)
-            v0, v1, v2, v3 = _words(k0, k1, gp, e, _STREAM_CHOICE)
-            u = _u53(v0, v1)
-            if dyn == 0:  # heat bath: redraw the letter from its conditional law
+            prod = w2 * np.uint64(n)
+            i = int(prod >> np.uint64(32))
+            u = (np.float64(w3) + 0.5) * 2.3283064365386963e-10
+            if dyn == 0 and q == 2:  # heat bath, two letters: one exponential
+                d = _local(c, i, 1, nbr, P, F) - _local(c, i, 0, nbr, P, F)
+                c[i] = 1 if u * (1.0 + math.exp(beta * d)) < 1.0 else 0
+            elif dyn == 0:  # heat bath: redraw the letter from its conditional law
                 lmin = np.inf
                 for a in range(q):
                     lw[a] = _local(c, i, a, nbr, P, F)
@@ -105,12 +111,14 @@ def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energ
                     acc += lw[a]
                 c[i] = a
             else:  # Metropolis: propose another letter uniformly, accept with min(1, e^{-beta dE})
-                a = (c[i] + 1 + min(int(u * (q - 1)), q - 2)) % q
+                v = (np.float64(prod & _M32) + 0.5) * 2.3283064365386963e-10
+                a = (c[i] + 1 + min(int(v * (q - 1)), q - 2)) % q
                 dE = _local(c, i, a, nbr, P, F) - _local(c, i, c[i], nbr, P, F)
-                if dE <= 0.0 or _u53(v2, v3) < math.exp(-beta * dE):
+                if dE <= 0.0 or u < math.exp(-beta * dE):
                     c[i] = a
             e += 1
-            t += _wait(k0, k1, gp, e, rate)
+            w0, w1, w2, w3 = _words(k0, k1, gp, e, _STREAM_EVENT)
+            t += -math.log(_u53(w0, w1)) / rate
         tev[p] = t
         nev[p] = e
         energy[p] = _energy(c, edges, P, F)
