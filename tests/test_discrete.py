@@ -158,3 +158,41 @@ def test_a_point_mass_has_infinite_dirichlet_form():
     assert me.dirichlet(p)[0] == np.inf and me.kl_rate(p)[0] == -np.inf
     # zeros the flow does not fill (an absorbing-free chain fills all: use pi itself) are finite
     assert me.dirichlet(space.pi)[0] == pytest.approx(0, abs=1e-15)
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c["lattice"].update(shape=[6, 6]), "2\\^36"),
+    (lambda c: c["lattice"].update(model="heisenberg"), "model must be one of"),
+    (lambda c: c["lattice"].update(shpe=[4, 4]), "did you mean 'shape'"),
+    (lambda c: c["lattice"].update(J="1"), "J must be a finite number"),
+    (lambda c: c["spins"].update(initial=[1, 0]), "list of 16 letters"),
+    (lambda c: c["spins"].update(initial="sideways"), "initial must be one of"),
+    (lambda c: c["dynamics"].update(name="kawasaki"), "name must be one of"),
+    (lambda c: c["spins"].update(n=0), "n"),
+])
+def test_ising_config_errors(edit, match):
+    import copy
+
+    from fokkerplanck.runner import check_config, load_config
+
+    cfg = copy.deepcopy(load_config("ising"))
+    edit(cfg)
+    with pytest.raises(ValueError, match=match):
+        check_config(cfg)
+
+
+def test_fpk_run_ising_small(tmp_path):
+    import copy
+
+    from fokkerplanck.runner import load_config, read_run, run
+
+    cfg = copy.deepcopy(load_config("ising"))
+    cfg["lattice"]["shape"] = [3, 3]
+    cfg["spins"]["n"] = 4000
+    cfg["times"].update(stop=1.0, num=5)
+    run(cfg, str(tmp_path / "i.h5"), progress=False, log=lambda *a: None)
+    r = read_run(tmp_path / "i.h5")
+    ex, pa = r["exact"], r["particles"]
+    assert ex["states"] == 512 and ex["identity_residual"] < 1e-10 and np.all(np.diff(ex["kl"]) < 0)
+    z = np.abs(pa["magnetisation_freq"][1:] - ex["magnetisation_law"][1:]) / np.maximum(pa["magnetisation_se"][1:], 1 / 4000)
+    assert z.max() < 5
