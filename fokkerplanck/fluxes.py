@@ -177,7 +177,8 @@ class Stencil:
                 acc_w=None, acc=None, parallel: bool = False):
         """``alpha M x + beta x + gamma z`` for flat vectors (a new array, or ``out``);
         with ``acc`` (m, size) and ``acc_w`` (m,): also ``acc[r] += acc_w[r] x``.
-        ``parallel``: on all cores (same bits); for loops that make no BLAS calls."""
+        ``parallel``: on all cores (same bits); between BLAS calls only inside
+        :func:`~fokkerplanck._numba.one_blas_thread`."""
         y = np.empty(self.size) if out is None else out
         zz = x if z is None else z
         accw = self._none_w if acc_w is None else np.ascontiguousarray(acc_w, dtype=float)
@@ -225,8 +226,8 @@ def _stencil_line(i, j, diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, 
 
 @jit(cache=True)
 def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
-    # Serial: the Chebyshev sweep alternates with BLAS block products whose spinning
-    # threads made a parallel (prange) version 2-3x slower there.
+    # Serial (the solvers use the parallel one below inside ``one_blas_thread``: with
+    # OpenBLAS's threads spinning between block products a parallel sweep is 2-3x slower).
     n0, n1, _ = x.shape
     for i in range(n0):
         for j in range(n1):
@@ -235,8 +236,7 @@ def _stencil_combine(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, 
 
 @pjit(cache=True)
 def _stencil_combine_par(diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc):
-    # The same sweep over lines in parallel (the same bits: no reductions across cells);
-    # for loops without BLAS calls in between (uniformisation).
+    # The same sweep over lines in parallel (the same bits: no reductions across cells).
     n0, n1, _ = x.shape
     for ij in prange(n0 * n1):
         _stencil_line(ij // n1, ij % n1, diag, f0, b0, f1, b1, f2, b2, x, z, alpha, beta, gamma, y, acc_w, acc)

@@ -32,6 +32,7 @@ integrators:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
@@ -42,6 +43,7 @@ from scipy.special import logsumexp
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
+from ._numba import one_blas_thread
 from ._validate import finite_array, positive_float
 from .expm import chebyshev_expm_multiply, gershgorin_bound, n_terms, uniformization_multiply
 from .fluxes import Stencil, faces, sg_generator, sg_symmetric
@@ -180,6 +182,13 @@ class FokkerPlanck:
             KL, R_t and the densities as ``trajectory.refinement``
             (:mod:`fokkerplanck.refine`).
         """
+        # the exact solver's parallel sweeps alternate with BLAS calls: BLAS on one thread
+        # from the initial density on (see one_blas_thread); eigh (small grids) keeps all cores
+        sweeps = method == "exact" and self.grid.size > EIGH_MAX_CELLS
+        with one_blas_thread() if sweeps else contextlib.nullcontext():
+            return self._solve(rho0, times, method, tol, dt, normalise, progress, refine)
+
+    def _solve(self, rho0, times, method, tol, dt, normalise, progress, refine):
         given = rho0
         rho0 = _initial_density(self.grid, rho0, normalise)
         times = _check_times(times)
@@ -228,7 +237,6 @@ class FokkerPlanck:
         G = self.generator_stencil
         rate = float(np.abs(G.diag).max())
         rho = rho0.ravel().copy()
-        t, j, mv1 = 0.0, 0, 0
         seg = 4.0 / rate
         bar = _progress(progress, int(times.size), "Fokker-Planck (exact)")
         log_pi = np.log(pi_n, out=np.full(n, -np.inf), where=pi_n > 0)
@@ -241,21 +249,7 @@ class FokkerPlanck:
             pos = r > 0
             return 0.5 * (logsumexp(2 * np.log(r[pos]) - log_pi[pos]) + math.log(vol))
 
-        while j < times.size and log_chi(rho) > math.log(CHI_MAX):
-            t_next = min(t + seg, times[-1])
-            inside = np.flatnonzero((times > t) & (times <= t_next))
-            tt = np.concatenate([times[inside] - t, [t_next - t]])
-            res, k = uniformization_multiply(G.dot, rho, tt, rate, tol=tol, combine=G.combine_parallel)
-            mv1 += k
-            out[inside] = res[:-1]
-            j = max(j, inside[-1] + 1) if inside.size else j
-            while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
-                out[j] = rho
-                j += 1
-            rho, t, seg = res[-1], t_next, 2 * seg
-            if bar is not None:
-                bar.n = j
-                bar.refresh()
+        rho, t, j, mv1 = self._uniformise(rho, times, out, G, rate, seg, tol, log_chi, bar)
         while j < times.size and times[j] <= t:
             out[j] = rho
             j += 1
@@ -283,6 +277,27 @@ class FokkerPlanck:
             bar.close()
         return out.reshape(times.size, *self.grid.shape), info
 
+    def _uniformise(self, rho, times, out, G, rate, seg, tol, log_chi, bar):
+        """The positive phase of :meth:`_exact`: uniformisation on doubling segments while
+        ``sqrt(1 + chi^2) > CHI_MAX``; returns ``(rho, t, j, products)``."""
+        t, j, mv1 = 0.0, 0, 0
+        while j < times.size and log_chi(rho) > math.log(CHI_MAX):
+            t_next = min(t + seg, times[-1])
+            inside = np.flatnonzero((times > t) & (times <= t_next))
+            tt = np.concatenate([times[inside] - t, [t_next - t]])
+            res, k = uniformization_multiply(G.dot, rho, tt, rate, tol=tol, combine=G.combine_parallel)
+            mv1 += k
+            out[inside] = res[:-1]
+            j = max(j, inside[-1] + 1) if inside.size else j
+            while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
+                out[j] = rho
+                j += 1
+            rho, t, seg = res[-1], t_next, 2 * seg
+            if bar is not None:
+                bar.n = j
+                bar.refresh()
+        return rho, t, j, mv1
+
     def _chebyshev(self, w0, rest, tol, callback):
         """``exp(t S) w0`` for ``t in rest``: one Chebyshev sweep for all times within
         :func:`~fokkerplanck.expm.max_segment`; beyond it the sweep restarts from the
@@ -295,7 +310,8 @@ class FokkerPlanck:
         S, lam = self.stencil, self.lam_max
         seg = expm.max_segment(lam, tol, expm.KMAX)
         if rest[-1] <= seg:
-            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback, combine=S.combine),
+            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback,
+                                            combine=S.combine_parallel),
                     {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
         out = np.empty((rest.size, w0.size))
         phi = self._sqrt_pi / np.linalg.norm(self._sqrt_pi)
@@ -319,12 +335,12 @@ class FokkerPlanck:
                 break
             sel = np.flatnonzero((rest[i:] <= base + seg) & ~done) + i
             if sel.size:
-                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol, combine=S.combine)
+                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol, combine=S.combine_parallel)
                 out[sel] = W
                 matvecs += n_terms(float(rest[sel[-1]] - base), lam, tol)
                 base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
             else:  # no output in this segment: advance the state by one whole segment
-                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol, combine=S.combine)[0]
+                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol, combine=S.combine_parallel)[0]
                 matvecs += n_terms(seg, lam, tol)
                 base += seg
             segments += 1
