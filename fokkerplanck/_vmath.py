@@ -37,53 +37,32 @@ __all__ = ["vexp", "vlog", "vsincos2pi", "cast_like", "pow2", "f64_bits", "bits_
 
 
 # -- bit casts (one LLVM instruction each) --------------------------------------------
-@intrinsic
-def f64_bits(typingctx, x):
-    """The int64 holding the bits of a float64."""
-    if x != types.float64:
-        return None
+def _bitcast(src, dst, ir_dst, doc):
+    """An intrinsic reinterpreting the bits of a ``src`` value as ``dst``; integer sources
+    of another width are truncated or zero-extended to ``dst``'s width first."""
+    width = ir_dst.width if isinstance(ir_dst, ir.IntType) else (64 if isinstance(ir_dst, ir.DoubleType) else 32)
 
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
+    def typer(typingctx, x):
+        ok = x == src or (isinstance(src, types.Integer) and isinstance(x, types.Integer))
+        if not ok:
+            return None
 
+        def codegen(context, builder, sig, args):
+            v = args[0]
+            if isinstance(x, types.Integer) and x.bitwidth != width:
+                v = (builder.trunc if x.bitwidth > width else builder.zext)(v, ir.IntType(width))
+            return builder.bitcast(v, ir_dst)
+        return dst(x), codegen
 
-@intrinsic
-def bits_f64(typingctx, i):
-    """The float64 whose bits are the int64 ``i``."""
-    if i != types.int64:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def f32_bits(typingctx, x):
-    """The int32 holding the bits of a float32."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
+    typer.__doc__ = doc
+    return intrinsic(typer)
 
 
-@intrinsic
-def bits_f32(typingctx, i):
-    """The float32 whose bits are the low 32 bits of the integer ``i``."""
-    if not isinstance(i, types.Integer):
-        return None
-
-    def codegen(context, builder, sig, args):
-        v = args[0]
-        if i.bitwidth > 32:
-            v = builder.trunc(v, ir.IntType(32))
-        elif i.bitwidth < 32:
-            v = builder.zext(v, ir.IntType(32))
-        return builder.bitcast(v, ir.FloatType())
-    return types.float32(i), codegen
+f64_bits = _bitcast(types.float64, types.int64, ir.IntType(64), "The int64 holding the bits of a float64.")
+bits_f64 = _bitcast(types.int64, types.float64, ir.DoubleType(), "The float64 whose bits are the integer.")
+f32_bits = _bitcast(types.float32, types.int32, ir.IntType(32), "The int32 holding the bits of a float32.")
+bits_f32 = _bitcast(types.int32, types.float32, ir.FloatType(),
+                    "The float32 whose bits are the low 32 bits of the integer.")
 
 
 @intrinsic

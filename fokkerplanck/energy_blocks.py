@@ -135,16 +135,6 @@ def _gm_block(X, p, V, G, W, want_value):
             V[b] = -(m[b] + vlog(s[b]))
 
 
-@jit(cache=True)
-def _gm_block_grad(X, p, G, W):
-    _gm_block(X, p, W[3], G, W, False)
-
-
-@jit(cache=True)
-def _gm_block_value_grad(X, p, V, G, W):
-    _gm_block(X, p, V, G, W, True)
-
-
 # -- quadratic: p = [mean (d), A (d*d)]
 @jit(cache=True)
 def _quad_block(X, p, V, G, W, want_value):
@@ -171,19 +161,22 @@ def _quad_block(X, p, V, G, W, want_value):
                 V[b] += half * Y[i, b] * G[i, b]
 
 
-@jit(cache=True)
-def _quad_block_grad(X, p, G, W):
-    _quad_block(X, p, W[3], G, W, False)
+def _entry_points(core) -> BlockKernels:
+    """The contract's two kernels from one ``core(X, p, V, G, W, want_value)``."""
+    @closure_jit
+    def grad(X, p, G, W):
+        core(X, p, W[3], G, W, False)
 
+    @closure_jit
+    def value_grad(X, p, V, G, W):
+        core(X, p, V, G, W, True)
 
-@jit(cache=True)
-def _quad_block_value_grad(X, p, V, G, W):
-    _quad_block(X, p, V, G, W, True)
+    return BlockKernels(grad, value_grad)
 
 
 WRITTEN = {
-    E.GaussianMixture: BlockKernels(_gm_block_grad, _gm_block_value_grad),
-    E.Quadratic: BlockKernels(_quad_block_grad, _quad_block_value_grad),
+    E.GaussianMixture: _entry_points(_gm_block),
+    E.Quadratic: _entry_points(_quad_block),
 }
 
 _ADAPTERS: dict = {}

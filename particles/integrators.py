@@ -1,10 +1,14 @@
 """numba kernels: one compiled loop per scheme, specialised to an energy's kernels.
 
-Every kernel advances each particle through ``nsteps`` steps on its own
-(``prange`` over particles outside, steps inside: no per-step thread barrier,
-particles do not interact), and returns to Python only at a save.  Noise is
-drawn from the counter-based generator keyed by ``(seed, particle, step)``
-(:mod:`particles.rng`), so results do not depend on threads or chunking.
+Every kernel advances its particles through ``nsteps`` steps on their own
+(``prange`` outside, steps inside: no per-step thread barrier, particles do not
+interact), and returns to Python only at a save.  The Langevin kernels take the
+particles in blocks of :data:`~fokkerplanck.energy_blocks.BLOCK` lanes, struct of
+arrays, so that the gradient, the noise and the update are SIMD loops over lanes
+(:mod:`fokkerplanck.energy_blocks`, :mod:`fokkerplanck._vmath`); the flow kernels go
+particle by particle.  Noise is drawn from the counter-based generator keyed by
+``(seed, particle, step)`` (:mod:`particles.rng`), so results do not depend on
+threads, chunking or the block a particle falls in.
 
 A particle that becomes non-finite (status 2; frozen at its last finite
 state) or leaves the box ``[lo, hi]`` (status 1; frozen where it left) is
