@@ -84,6 +84,18 @@ def pow2(typingctx, k):
     return k(k), codegen
 
 
+@jit(cache=True, inline="always")
+def _quarter_turns(q, cs, sn):
+    """``(cos, sin)`` of ``theta + q pi/2`` from those of ``theta``: odd q swaps them; the
+    cosine is negative for q = 1, 2 (mod 4), the sine for q = 2, 3 (selects, no branches)."""
+    odd = (q & 1) != 0
+    c = sn if odd else cs
+    s = cs if odd else sn
+    c = -c if ((q + 1) & 2) != 0 else c
+    s = -s if (q & 2) != 0 else s
+    return c, s
+
+
 # -- float64 ------------------------------------------------------------------------------
 _LOG2E = 1.4426950408889634
 _LN2HI = 6.93147180369123816490e-01   # 32 trailing zero bits: k * _LN2HI is exact
@@ -176,14 +188,7 @@ def _sincos2pi64(u):
     cs = cs * z - 1.0 / 24.0
     cs = cs * z + 0.5
     cs = 1.0 - z * cs
-    # rotate by q quarter turns: odd q swaps cos and sin; cos < 0 for q = 1, 2, sin < 0 for q = 2, 3
-    q = np.int64(qf)
-    odd = (q & 1) != 0
-    c = sn if odd else cs
-    s = cs if odd else sn
-    c = -c if ((q + 1) & 2) != 0 else c
-    s = -s if (q & 2) != 0 else s
-    return c, s
+    return _quarter_turns(np.int64(qf), cs, sn)
 
 
 # -- float32 ------------------------------------------------------------------------------
@@ -254,14 +259,7 @@ def _sincos2pi32(u):
     cs = cs * z + _F(1.0 / 24.0)
     cs = cs * z - _F(0.5)
     cs = _F(1.0) + z * cs
-    # rotate by q quarter turns: odd q swaps cos and sin; cos < 0 for q = 1, 2, sin < 0 for q = 2, 3
-    q = np.int32(qf)
-    odd = (q & 1) != 0
-    c = sn if odd else cs
-    s = cs if odd else sn
-    c = -c if ((q + 1) & 2) != 0 else c
-    s = -s if (q & 2) != 0 else s
-    return c, s
+    return _quarter_turns(np.int32(qf), cs, sn)
 
 
 # -- precision-generic entry points ---------------------------------------------------------

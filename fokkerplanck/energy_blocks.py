@@ -64,31 +64,29 @@ def _gm_block(X, p, V, G, W, want_value):
         s[b] = zero
     if d == 2:
         # two passes (max logit, then weights), everything in registers per lane
-        for k in range(K):
-            off = 1 + k * stride
-            lc, m0, m1 = p[off], p[off + 1], p[off + 2]
-            a00, a01, a10, a11 = p[off + 3], p[off + 4], p[off + 5], p[off + 6]
-            for b in range(B):
-                y0 = X[0, b] - m0
-                y1 = X[1, b] - m1
-                lk = lc - half * (y0 * (a00 * y0 + a01 * y1) + y1 * (a10 * y0 + a11 * y1))
-                m[b] = max(m[b], lk)
         for b in range(B):
             G[0, b] = zero
             G[1, b] = zero
-        for k in range(K):
-            off = 1 + k * stride
-            lc, m0, m1 = p[off], p[off + 1], p[off + 2]
-            a00, a01, a10, a11 = p[off + 3], p[off + 4], p[off + 5], p[off + 6]
-            for b in range(B):
-                y0 = X[0, b] - m0
-                y1 = X[1, b] - m1
-                g0 = a00 * y0 + a01 * y1
-                g1 = a10 * y0 + a11 * y1
-                w = vexp(lc - half * (y0 * g0 + y1 * g1) - m[b])
-                s[b] += w
-                G[0, b] += w * g0
-                G[1, b] += w * g1
+        for sweep in range(2):
+            for k in range(K):
+                off = 1 + k * stride
+                lc, m0, m1 = p[off], p[off + 1], p[off + 2]
+                a00, a01, a10, a11 = p[off + 3], p[off + 4], p[off + 5], p[off + 6]
+                if sweep == 0:
+                    for b in range(B):
+                        y0 = X[0, b] - m0
+                        y1 = X[1, b] - m1
+                        m[b] = max(m[b], lc - half * (y0 * (a00 * y0 + a01 * y1) + y1 * (a10 * y0 + a11 * y1)))
+                else:
+                    for b in range(B):
+                        y0 = X[0, b] - m0
+                        y1 = X[1, b] - m1
+                        g0 = a00 * y0 + a01 * y1
+                        g1 = a10 * y0 + a11 * y1
+                        w = vexp(lc - half * (y0 * g0 + y1 * g1) - m[b])
+                        s[b] += w
+                        G[0, b] += w * g0
+                        G[1, b] += w * g1
     else:
         Y = W[4:4 + d]
         Gk = W[4 + d:4 + 2 * d]
