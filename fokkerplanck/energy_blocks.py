@@ -188,31 +188,20 @@ def _adapter(kernels: E.Kernels) -> BlockKernels:
     value, grad = kernels.value, kernels.grad
 
     @closure_jit
-    def lanes_grad(X, p, G, W):
+    def lanes(X, p, V, G, W, want_value):
         d, B = X.shape
         x = W[0, :d] if d <= B else np.empty(d, X.dtype)
         g = W[1, :d] if d <= B else np.empty(d, X.dtype)
         for b in range(B):
             for a in range(d):
                 x[a] = X[a, b]
+            if want_value:
+                V[b] = value(x, p)
             grad(x, p, g)
             for a in range(d):
                 G[a, b] = g[a]
 
-    @closure_jit
-    def lanes_value_grad(X, p, V, G, W):
-        d, B = X.shape
-        x = W[0, :d] if d <= B else np.empty(d, X.dtype)
-        g = W[1, :d] if d <= B else np.empty(d, X.dtype)
-        for b in range(B):
-            for a in range(d):
-                x[a] = X[a, b]
-            V[b] = value(x, p)
-            grad(x, p, g)
-            for a in range(d):
-                G[a, b] = g[a]
-
-    out = BlockKernels(lanes_grad, lanes_value_grad)
+    out = _entry_points(lanes)
     _ADAPTERS[key] = (kernels, out)   # keep the kernels alive: their ids are the key
     return out
 
