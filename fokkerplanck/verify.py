@@ -507,3 +507,37 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
         a2.legend(fontsize="x-small")
         report.figure("ising_exact_vs_particles", fig)
     return out
+
+
+@register
+def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Exact 1D W2 (quantile functions): two Gaussians against the closed form
+    (second order in the cell size), and W2(rho_t, rho*) along the OU Fokker-Planck flow
+    against the Gaussian closed form of its moments."""
+    from . import densities
+    from . import diagnostics as D
+    from . import energies as E
+    from .grid import Grid
+    from .solvers import FokkerPlanck
+    from .wasserstein import gaussian_w2, w2_grid
+
+    out = []
+    exact = gaussian_w2(0.3, 0.7, -1.1, 1.3)
+    errs = []
+    for n in (200, 400):
+        g = Grid([(-12, 12)], n)
+        errs.append(abs(w2_grid(g, densities.Gaussian([0.3], 0.49).on_grid(g),
+                                densities.Gaussian([-1.1], 1.69).on_grid(g)) - exact))
+    order = float(np.log2(errs[0] / errs[1]))
+    out.append(Check("W2 of two Gaussians on 200 -> 400 cells: observed order", order, 2.0,
+                     bool(1.8 < order < 2.2), f"errors {errs[0]:.2e}, {errs[1]:.2e}; passes within 0.2 of 2"))
+    a, T = 2.0, 0.7
+    g = Grid([(-6, 6)], 1200)
+    times = np.linspace(0, 1.5, 7)
+    tr = FokkerPlanck(E.Quadratic([[a]]), g, T).solve(densities.Gaussian([1.0], 0.25), times)
+    w = tr.w2()
+    ref = [gaussian_w2(*(lambda m, S: (m[0], np.sqrt(S[0, 0])))(*D.ou_moments([[a]], [0.0], [1.0], [[0.25]], T, t)),
+                       0.0, np.sqrt(T / a)) for t in times]
+    out.append(below("OU Fokker-Planck, 1200 cells: max |W2(rho_t, rho*) - closed form|",
+                     float(np.max(np.abs(w - ref))), 2e-4))
+    return out

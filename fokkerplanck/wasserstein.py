@@ -1,0 +1,107 @@
+"""Wasserstein-2 distances in one dimension, exactly, through quantile functions.
+
+In 1D, ``W2(a, b)^2 = int_0^1 (F_a^{-1}(u) - F_b^{-1}(u))^2 du``.  A grid density
+(constant on each cell) has a piecewise-linear CDF, hence a piecewise-linear quantile
+function; an empirical law has a piecewise-constant one.  On the union of their
+breakpoints both are linear in ``u``, and the square of a linear function integrates
+exactly (``(u1 - u0)(f0^2 + f0 f1 + f1^2) / 3``), so the distances below are exact
+for the laws they are given (no quadrature, no binning of samples):
+
+* :func:`w2_grid` between two densities on one 1D grid;
+* :func:`w2_samples_grid` between samples and a grid density, with a bootstrap
+  standard error over the samples;
+* :func:`w2_samples` between two equal-size samples (sorted pairing).
+
+Closed form used by the tests: ``W2(N(m1, s1^2), N(m2, s2^2))^2 = (m1 - m2)^2 + (s1 - s2)^2``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validate import finite_array, positive_int
+
+__all__ = ["w2_grid", "w2_samples_grid", "w2_samples", "gaussian_w2"]
+
+
+def gaussian_w2(m1: float, s1: float, m2: float, s2: float) -> float:
+    """W2 between N(m1, s1^2) and N(m2, s2^2) in 1D."""
+    return float(np.hypot(m1 - m2, s1 - s2))
+
+
+def _grid_cdf(grid, rho, name):
+    if grid.ndim != 1:
+        raise ValueError(f"exact W2 here is one-dimensional; the grid has {grid.ndim} dimensions")
+    r = finite_array(rho, name, shape=grid.shape)
+    if r.min() < 0:
+        raise ValueError(f"{name} has negative values (min {r.min():.3g})")
+    mass = r * grid.cell_volume
+    tot = mass.sum()
+    if not tot > 0:
+        raise ValueError(f"{name} has no mass")
+    if abs(tot - 1) > 1e-6:
+        raise ValueError(f"{name} has mass {tot:.9g}, not 1 (normalise it first)")
+    edges = np.linspace(grid.bounds[0][0], grid.bounds[0][1], grid.cells[0] + 1)
+    c = np.cumsum(mass)
+    cdf = np.concatenate([[0.0], c / c[-1]])   # ends at 1 exactly and stays monotone (rounding is)
+    return edges, cdf
+
+
+def _quantile_ends(edges, cdf, u):
+    """The quantile function at both ends of every interval ``[u_j, u_{j+1}]``, where ``u``
+    contains every breakpoint of ``cdf``: each interval lies in one cell of positive mass,
+    on which the quantile is linear (a zero-mass cell is a jump of the quantile, between
+    intervals, so it is never evaluated across)."""
+    # the cell of each interval from its left end (a midpoint can round onto the right end)
+    i = np.clip(np.searchsorted(cdf, u[:-1], side="right") - 1, 0, edges.size - 2)
+    width = cdf[i + 1] - cdf[i]   # > 0: cdf[i] <= u_j < u_{j+1} <= cdf[i + 1]
+    h = edges[i + 1] - edges[i]
+    return edges[i] + (u[:-1] - cdf[i]) / width * h, edges[i] + (u[1:] - cdf[i]) / width * h
+
+
+def _integrate_sq(u, d0, d1):
+    """``int f^2 du`` for f linear on each interval of ``u`` with end values d0, d1."""
+    return float(np.sum(np.diff(u) * (d0 * d0 + d0 * d1 + d1 * d1) / 3.0))
+
+
+def w2_grid(grid, rho_a, rho_b) -> float:
+    """Exact W2 between two densities on the same 1D grid (constant on cells)."""
+    ea, ca = _grid_cdf(grid, rho_a, "rho_a")
+    eb, cb = _grid_cdf(grid, rho_b, "rho_b")
+    u = np.union1d(ca, cb)
+    a0, a1 = _quantile_ends(ea, ca, u)
+    b0, b1 = _quantile_ends(eb, cb, u)
+    return float(np.sqrt(max(_integrate_sq(u, a0 - b0, a1 - b1), 0.0)))
+
+
+def _w2_sorted_grid(xs, edges, cdf):
+    n = xs.size
+    u = np.union1d(np.arange(n + 1) / n, cdf)
+    # the empirical quantile is xs[i] on [i/n, (i+1)/n): constant on every interval of u
+    idx = np.minimum(np.searchsorted(np.arange(n + 1) / n, u[:-1], side="right") - 1, n - 1)
+    q0, q1 = _quantile_ends(edges, cdf, u)
+    return float(np.sqrt(max(_integrate_sq(u, xs[idx] - q0, xs[idx] - q1), 0.0)))
+
+
+def w2_samples_grid(samples, grid, rho, *, n_boot: int = 100, seed=0) -> tuple[float, float]:
+    """``(W2, standard error)`` between the empirical law of 1D ``samples`` and a grid
+    density; the error is the bootstrap standard deviation over ``n_boot`` resamples (the
+    estimate itself is biased upwards by O(n^-1/2) sampling noise, which the error
+    describes, it does not remove it)."""
+    x = finite_array(samples, "samples").ravel()
+    if x.size < 2:
+        raise ValueError("need at least 2 samples")
+    edges, cdf = _grid_cdf(grid, rho, "rho")
+    w = _w2_sorted_grid(np.sort(x), edges, cdf)
+    n_boot = positive_int(n_boot, "n_boot")
+    rng = np.random.default_rng(seed)
+    boots = [_w2_sorted_grid(np.sort(rng.choice(x, x.size)), edges, cdf) for _ in range(n_boot)]
+    return w, float(np.std(boots, ddof=1))
+
+
+def w2_samples(a, b) -> float:
+    """W2 between the empirical laws of two equal-size 1D samples (sorted pairing)."""
+    x = np.sort(finite_array(a, "a").ravel())
+    y = np.sort(finite_array(b, "b").ravel())
+    if x.size != y.size or x.size == 0:
+        raise ValueError(f"the samples must have the same, non-zero size, got {x.size} and {y.size}")
+    return float(np.sqrt(np.mean((x - y) ** 2)))

@@ -1,0 +1,81 @@
+"""Exact 1D W2 through quantile functions: the Gaussian closed form, second-order
+convergence in the cell size, zero-mass cells, samples against grids."""
+import numpy as np
+import pytest
+
+from fokkerplanck import Grid, densities
+from fokkerplanck import wasserstein as W
+
+
+def _gauss(g, m, s):
+    return densities.Gaussian([m], s * s).on_grid(g)
+
+
+def test_gaussians_converge_to_the_closed_form_at_second_order():
+    exact = W.gaussian_w2(0.3, 0.7, -1.1, 1.3)
+    errs = []
+    for n in (200, 400, 800):
+        g = Grid([(-12, 12)], n)
+        errs.append(abs(W.w2_grid(g, _gauss(g, 0.3, 0.7), _gauss(g, -1.1, 1.3)) - exact))
+    o = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
+    assert errs[-1] < 2e-5 and np.all((o > 1.8) & (o < 2.2)), (errs, o)
+
+
+def test_translation_and_zero_mass_cells():
+    """A shift by whole cells is exactly that shift, also across empty cells."""
+    g = Grid([(0, 10)], 100)
+    a = np.zeros(100)
+    a[10:20] = 1.0
+    a[40:45] = 2.0            # two blocks with empty cells between them
+    a /= a.sum() * g.cell_volume
+    b = np.roll(a, 7)
+    assert W.w2_grid(g, a, b) == pytest.approx(0.7, rel=1e-12)
+    assert W.w2_grid(g, a, a) == 0.0
+
+
+def test_samples_against_grid_and_against_samples():
+    g = Grid([(-10, 10)], 2000)
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.0, 1.0, 20_000)
+    w, se = W.w2_samples_grid(x, g, _gauss(g, 1.0, 1.0), n_boot=50)
+    assert abs(w - 1.0) < 4 * se + 2e-3 and 0 < se < 0.05
+    w0, se0 = W.w2_samples_grid(x, g, _gauss(g, 0.0, 1.0), n_boot=50)
+    assert w0 < 0.05  # the empirical law's own distance to its law: small, O(n^-1/2 log)
+    y = rng.normal(1.0, 2.0, 20_000)
+    assert abs(W.w2_samples(x, y) - W.gaussian_w2(0, 1, 1, 2)) < 0.05
+
+
+def test_bad_input():
+    g = Grid([(-5, 5)], 50)
+    with pytest.raises(ValueError, match="mass"):
+        W.w2_grid(g, np.ones(50), _gauss(g, 0, 1))
+    with pytest.raises(ValueError, match="negative"):
+        W.w2_grid(g, -_gauss(g, 0, 1), _gauss(g, 0, 1))
+    with pytest.raises(ValueError, match="one-dimensional"):
+        W.w2_grid(Grid([(-1, 1)] * 2, 8), np.ones((8, 8)) / 4, np.ones((8, 8)) / 4)
+    with pytest.raises(ValueError, match="same, non-zero size"):
+        W.w2_samples([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("flow", ["fokker-planck", "continuity"])
+def test_w2_along_ou_flows_matches_the_closed_form(flow):
+    """OU in 1D: rho_t is Gaussian with the moments of diagnostics.ou_moments; W2 to the
+    Gibbs law N(0, T/a) (Fokker-Planck) or to N(0, 1) (a reference for the deterministic
+    flow, whose rho_t shrinks to a point) follows the Gaussian closed form."""
+    from fokkerplanck import Continuity, FokkerPlanck, energies as E
+    from fokkerplanck import diagnostics as D
+
+    a, T = 2.0, 0.7
+    g = Grid([(-6, 6)], 1200)
+    times = np.array([0.0, 0.2, 0.6, 1.5])
+    rho0 = densities.Gaussian([1.0], 0.25)
+    if flow == "fokker-planck":
+        tr = FokkerPlanck(E.Quadratic([[a]]), g, T).solve(rho0, times)
+        ref, (mr, sr) = None, (0.0, np.sqrt(T / a))
+    else:
+        tr = Continuity(E.Quadratic([[a]]), g, method="lagrangian", temperature=T).solve(rho0, times)
+        ref, (mr, sr) = _gauss(g, 0.0, 1.0), (0.0, 1.0)
+    w = tr.w2(ref)
+    for t, wt in zip(times, w):
+        m, S = D.ou_moments([[a]], [0.0], [1.0], [[0.25]], T, t, flow=flow)
+        assert abs(wt - W.gaussian_w2(m[0], np.sqrt(S[0, 0]), mr, sr)) < 2e-4, (t, wt)
