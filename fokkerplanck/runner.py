@@ -114,7 +114,7 @@ TABLE_KEYS = {
     "times": {"start", "stop", "num"},
     "fokker_planck": {"method", "tol", "dt", "normalise", "refine"},
     "continuity": {"method", "reconstruction", "dt", "cfl", "rtol", "atol", "normalise", "refine"},
-    "particles": {"n", "dt", "seed", "method", "keep"},
+    "particles": {"n", "dt", "seed", "method", "keep", "precision"},
     "deterministic_particles": {"n", "dt", "seed", "method", "keep"},
     "stopping": {"eps"},
     "composition": {"n", "dt", "time", "seed", "radius", "negation", "sigma"},
@@ -187,6 +187,8 @@ def check_config(cfg: dict) -> None:
             dt = positive_float(p["dt"], f"[{table}] dt")
             positive_int(p.get("keep", 2000), f"[{table}] keep")
             positive_int(p.get("seed", 0), f"[{table}] seed", minimum=0)
+            if table == "particles" and p.get("precision", "float64") not in ("float64", "float32"):
+                raise ValueError(f"[particles] precision must be 'float64' or 'float32', got {p['precision']!r}")
             every, n_steps = _save_schedule(times, dt)
             if n_steps < 1:
                 raise ValueError(f"[{table}] dt = {dt:g} is longer than the run (stop = {times[-1]:g})")
@@ -395,6 +397,7 @@ def run_flows(cfg, f, *, progress=True, log=print) -> dict:
         x0 = grid.sample(rho0.on_grid(grid), int(p["n"]), seed=seed)
         log(f"{int(p['n'])} Langevin particles, {n_steps} steps ...")
         ens = particles.langevin(U, x0, dt, n_steps, method=p.get("method", "euler-maruyama"), temperature=T,
+                                 precision=p.get("precision", "float64"),
                                  save_every=save_every, seed=seed, progress=progress)
         g = f.create_group("particles")
         _write_ensemble(g, ens, int(p.get("keep", 2000)))

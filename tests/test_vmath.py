@@ -167,3 +167,16 @@ def test_bad_precision():
         particles.langevin(E.Quadratic([[1.0]]), np.zeros((4, 1)), 0.1, 1, precision="float16")
     with pytest.raises(ValueError, match="precision must be one of"):
         particles.langevin(E.Quadratic([[1.0]]), np.zeros((4, 1)), 0.1, 1, precision=["float32"])
+
+
+def test_config_precision():
+    import copy
+
+    from fokkerplanck.runner import check_config, load_config
+
+    cfg = copy.deepcopy(load_config("ou"))
+    cfg["particles"]["precision"] = "float32"
+    check_config(cfg)
+    cfg["particles"]["precision"] = "float16"
+    with pytest.raises(ValueError, match="precision must be"):
+        check_config(cfg)
