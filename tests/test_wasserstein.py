@@ -79,3 +79,34 @@ def test_w2_along_ou_flows_matches_the_closed_form(flow):
     for t, wt in zip(times, w):
         m, S = D.ou_moments([[a]], [0.0], [1.0], [[0.25]], T, t, flow=flow)
         assert abs(wt - W.gaussian_w2(m[0], np.sqrt(S[0, 0]), mr, sr)) < 2e-4, (t, wt)
+
+
+def test_2d_translation_is_exact_and_gaussians_match_the_closed_form():
+    pytest.importorskip("ot")
+    g = Grid([(-6, 6), (-6, 6)], 36)
+    a = densities.Gaussian([0.0, 0.0], [[1.0, 0.3], [0.3, 0.6]]).on_grid(g)
+    # a translation by whole cells is exactly that translation: cut the tails so that the
+    # roll moves no mass across the walls
+    a0 = a.copy()
+    a0[:4], a0[-4:], a0[:, :4], a0[:, -4:] = 0, 0, 0, 0
+    a0 /= a0.sum() * g.cell_volume
+    b = np.roll(a0, (3, -2), axis=(0, 1))
+    h = g.spacing[0]
+    assert W.w2_grids(g, a0, b) == pytest.approx(np.hypot(3 * h, 2 * h), rel=1e-9)
+    c = densities.Gaussian([1.0, -0.5], [[0.5, 0.0], [0.0, 1.2]]).on_grid(g)
+    exact = W.gaussian_w2_nd([0, 0], [[1.0, 0.3], [0.3, 0.6]], [1.0, -0.5], [[0.5, 0.0], [0.0, 1.2]])
+    assert abs(W.w2_grids(g, a, c) - exact) < 0.02 * exact
+    # 1D: the closed forms agree
+    assert W.gaussian_w2_nd([0.3], [[0.49]], [-1.1], [[1.69]]) == pytest.approx(W.gaussian_w2(0.3, 0.7, -1.1, 1.3))
+
+
+def test_2d_samples_against_a_grid_with_error_bars():
+    pytest.importorskip("ot")
+    g = Grid([(-6, 6), (-6, 6)], 30)
+    rho = densities.Gaussian([0.0, 0.0], 1.0).on_grid(g)
+    x = densities.Gaussian([1.0, 0.0], 1.0).sample(1500, seed=3)
+    w, se = W.w2_samples_grid_nd(x, g, rho, n_boot=10)
+    # the shift is 1; the empirical law adds its own O(n^-1/2) distance, upwards
+    assert 1.0 - 4 * se < w < 1.25 and 0 < se < 0.1
+    with pytest.raises(ValueError, match="cost matrix"):
+        W.w2_discrete(np.zeros((6000, 2)), np.full(6000, 1 / 6000), np.zeros((6000, 2)), np.full(6000, 1 / 6000))
