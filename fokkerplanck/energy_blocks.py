@@ -11,8 +11,8 @@ of libm.  Contract (``X``, ``G``: (d, B); ``V``: (B,); ``W``: scratch of
     grad(X, p, G, W)              G[:, b] = grad U(X[:, b])
     value_grad(X, p, V, G, W)     V[b] = U(X[:, b]), G as above
 
-Arithmetic stays in the precision of ``X`` (float64 or float32; pass ``p`` in
-the same dtype).  A lane's result depends on that lane only, whatever the other
+Arithmetic stays in the precision of ``X`` (float64 or float32; pass ``p`` as
+:func:`block_params` gives it).  A lane's result depends on that lane only, whatever the other
 lanes hold (NaN included), so particles do not influence each other.
 
 :func:`block_kernels` gives an energy's block kernels: written out for
@@ -31,7 +31,7 @@ from . import energies as E
 from ._numba import closure_jit, jit
 from ._vmath import cast_like, vexp, vlog
 
-__all__ = ["BLOCK", "BlockKernels", "block_kernels", "work_rows", "WRITTEN"]
+__all__ = ["BLOCK", "BlockKernels", "block_kernels", "block_params", "work_rows", "WRITTEN"]
 
 BLOCK = 256   # lanes per block: 32 AVX-512 vectors of float64; long enough to amortise the per-component set-up
 
@@ -189,9 +189,11 @@ def _adapter(kernels: E.Kernels) -> BlockKernels:
 
     @closure_jit
     def lanes(X, p, V, G, W, want_value):
+        # the one-point kernels always see float64 points and parameters (a user's kernel
+        # need not compile for float32); a float32 block is converted lane by lane
         d, B = X.shape
-        x = W[0, :d] if d <= B else np.empty(d, X.dtype)
-        g = W[1, :d] if d <= B else np.empty(d, X.dtype)
+        x = np.empty(d)
+        g = np.empty(d)
         for b in range(B):
             for a in range(d):
                 x[a] = X[a, b]
@@ -204,6 +206,13 @@ def _adapter(kernels: E.Kernels) -> BlockKernels:
     out = _entry_points(lanes)
     _ADAPTERS[key] = (kernels, out)   # keep the kernels alive: their ids are the key
     return out
+
+
+def block_params(energy: E.Energy, dtype) -> np.ndarray:
+    """The parameter vector the block kernels of ``energy`` take for blocks of ``dtype``:
+    in that dtype for the kernels written out here, float64 for the adapter (whose
+    one-point kernels compute in float64)."""
+    return energy.params.astype(dtype) if type(energy) in WRITTEN else energy.params
 
 
 def block_kernels(energy: E.Energy) -> BlockKernels:

@@ -22,7 +22,7 @@ import numpy as np
 
 from fokkerplanck._validate import check_memory, finite_array, positive_float
 from fokkerplanck._files import atomic_h5
-from fokkerplanck.energy_blocks import block_kernels
+from fokkerplanck.energy_blocks import block_kernels, block_params
 
 from . import summaries as sm
 from .integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
@@ -344,7 +344,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     offset = int(index_offset)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
     ft = PRECISIONS[precision]
-    X, p, lo, hi = X.astype(ft), energy.params.astype(ft), lo.astype(ft), hi.astype(ft)
+    X, p, lo, hi = X.astype(ft), block_params(energy, ft), lo.astype(ft), hi.astype(ft)
 
     def advance(step0, k, status):
         kernel(X, step0, k, dt, T, p, k0, k1, lo, hi, status, accepted, offset)

@@ -7,7 +7,7 @@ import pytest
 import particles
 from fokkerplanck import energies as E
 from fokkerplanck._vmath import vexp, vlog, vsincos2pi
-from fokkerplanck.energy_blocks import BLOCK, block_kernels, work_rows
+from fokkerplanck.energy_blocks import BLOCK, block_kernels, block_params, work_rows
 from particles.rng import block_normals, block_uniforms, normals, seed_key, uniform
 
 PI = np.longdouble("3.14159265358979323846264338327950288")
@@ -112,7 +112,7 @@ def test_block_kernels_match_the_point_kernels(name, dtype):
     X[3] = 40.0  # far out: weights underflow, the log-sum-exp must hold
     bk = block_kernels(U)
     Xb = np.ascontiguousarray(X.T.astype(dtype))
-    p = U.params.astype(dtype)
+    p = block_params(U, dtype)
     W = np.empty((work_rows(d), BLOCK), dtype)
     V, G, G2 = np.empty(BLOCK, dtype), np.empty((d, BLOCK), dtype), np.empty((d, BLOCK), dtype)
     bk.value_grad(Xb, p, V, G, W)
@@ -180,3 +180,29 @@ def test_config_precision():
     cfg["particles"]["precision"] = "float16"
     with pytest.raises(ValueError, match="precision must be"):
         check_config(cfg)
+
+
+def test_float32_runs_with_custom_kernels_written_for_float64():
+    """A user's one-point kernels see float64 points and parameters in a float32 run."""
+    import numba
+
+    @numba.njit
+    def value(x, p):
+        return 0.5 * p[0] * x[0] * x[0]
+
+    @numba.njit
+    def grad(x, p, out):
+        tmp = np.empty(1)          # float64 scratch: would not mix with float32 inputs in every kernel
+        tmp[0] = p[0] * x[0]
+        out[0] = tmp[0]
+
+    @numba.njit
+    def lap(x, p):
+        return p[0]
+
+    U = E.Custom(1, value, grad, lap, params=[2.0])
+    x0 = np.zeros((20_000, 1))
+    r32 = particles.langevin(U, x0, 0.05, 60, temperature=0.5, seed=3, store="summaries", precision="float32")
+    v, se = r32.summaries["cov"][-1][0, 0], r32.summaries["cov_se"][-1][0, 0]
+    exact = 0.5 / (2.0 * (1 - 2.0 * 0.05 / 2))   # the Euler-Maruyama chain's stationary variance
+    assert abs(v - exact) < 4 * se
