@@ -156,13 +156,14 @@ class Trajectory:
         return D.kl_grid(self.grid, self.densities, self.log_gibbs)
 
     def w2(self, reference=None) -> np.ndarray:
-        """``W2(rho_t, reference)`` at every time, exactly through quantile functions
-        (1D grids; :mod:`fokkerplanck.wasserstein`); ``reference`` defaults to the
-        discrete Gibbs law.  Densities are renormalised to mass 1 (with the mass warning)."""
-        from .wasserstein import w2_grid
+        """``W2(rho_t, reference)`` at every time (:mod:`fokkerplanck.wasserstein`):
+        exactly through quantile functions on 1D grids; on 2D/3D grids the exact transport
+        between cell masses at the cell centres (POT, the extra ``ot``; a few thousand
+        cells at most).  ``reference`` defaults to the discrete Gibbs law.  Densities are
+        renormalised to mass 1 (with the mass warning)."""
+        from .wasserstein import w2_grid, w2_grids
 
-        if self.grid.ndim != 1:
-            raise ValueError("exact W2 is one-dimensional here (2D: optimal transport on samples, not built yet)")
+        w2 = w2_grid if self.grid.ndim == 1 else w2_grids
         self._warn_mass("W2")
         ref = self.gibbs if reference is None else reference
         vol = self.grid.cell_volume
@@ -170,7 +171,7 @@ class Trajectory:
         for r in self.densities:
             if 0 > r.min() > -1e-12 * r.max():  # round-off of the spectral phase (~1e-24): zero
                 r = np.maximum(r, 0.0)
-            out.append(w2_grid(self.grid, r / (r.sum() * vol), ref))   # real negatives are refused there
+            out.append(w2(self.grid, r / (r.sum() * vol), ref))   # real negatives are refused there
         return np.array(out)
 
     def fisher(self) -> np.ndarray:
