@@ -19,7 +19,8 @@ balance towards the discrete joint law ``pi(k, c) ~ exp(-U_k(x_c) / T)``, so the
 does too, and :class:`fokkerplanck.discrete.MasterEquation` propagates it exactly
 (checked: ``check_generator`` runs on it).  Particles (:func:`simulate`): an
 Euler-Maruyama step in x and a label resampling with probability ``1 - e^{-dt}``
-per step (first order in ``dt``).
+per step (first order in ``dt``), compiled, with the counter-based noise of
+:mod:`particles.rng`.
 """
 from __future__ import annotations
 
@@ -27,15 +28,21 @@ import math
 
 import numpy as np
 import scipy.sparse as sp
+from numba import prange
 from scipy.special import logsumexp
 
+from particles.rng import STREAM_ACCEPT, STREAM_NOISE, fill_normals, seed_key, uniform
+
 from . import energies as E
+from ._numba import pjit
 from ._validate import check_memory, finite_array, positive_float, positive_int, spd_matrix
 from .discrete import MasterEquation
 from .fluxes import sg_generator
 from .grid import Grid
 
 __all__ = ["JointMixture", "MixedSpace", "simulate"]
+
+STREAM_LABEL = 6   # the label draw's uniform (particles.rng streams 0-2 are taken, 3 by particles.jumps)
 
 
 class JointMixture:
@@ -145,10 +152,59 @@ class MixedSpace:
         return m @ self.grid.points
 
 
+@pjit(cache=True)
+def _advance(X, lab, step0, nsteps, dt, T, means, precs, offsets, p_jump, k0, k1, offset):
+    """Euler-Maruyama in x under the current label, then a heat-bath label draw with
+    probability ``p_jump``; noise by the counter-based Philox keyed (particle, step)."""
+    n, d = X.shape
+    K = means.shape[0]
+    s2 = math.sqrt(2.0 * T * dt)
+    for i in prange(n):
+        gi = offset + i
+        x = X[i].copy()
+        z = np.empty(d)
+        g = np.empty(d)
+        lw = np.empty(K)
+        k = lab[i]
+        for s in range(step0, step0 + nsteps):
+            for a in range(d):
+                acc = 0.0
+                for b in range(d):
+                    acc += precs[k, a, b] * (x[b] - means[k, b])
+                g[a] = acc
+            fill_normals(z, k0, k1, gi, s, STREAM_NOISE)
+            for a in range(d):
+                x[a] += -dt * g[a] + s2 * z[a]
+            if uniform(k0, k1, gi, s, STREAM_ACCEPT) < p_jump:
+                lmax = -np.inf
+                for j in range(K):
+                    q = 0.0
+                    for a in range(d):
+                        ya = x[a] - means[j, a]
+                        for b in range(d):
+                            q += ya * precs[j, a, b] * (x[b] - means[j, b])
+                    lw[j] = -(offsets[j] + 0.5 * q) / T
+                    lmax = max(lmax, lw[j])
+                tot = 0.0
+                for j in range(K):
+                    lw[j] = math.exp(lw[j] - lmax)
+                    tot += lw[j]
+                u = uniform(k0, k1, gi, s, STREAM_LABEL) * tot
+                k = 0
+                c = lw[0]
+                while c < u and k < K - 1:
+                    k += 1
+                    c += lw[k]
+        X[i] = x
+        lab[i] = k
+
+
 def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, temperature: float = 1.0,
-             save_every: int | None = None, seed=None):
+             save_every: int | None = None, seed=None, index_offset: int = 0):
     """Particles of the joint dynamics: ``x += -dt grad U_k(x) + sqrt(2 T dt) xi`` and, with
-    probability ``1 - e^{-dt}``, the label redrawn from ``pi(. | x)``.  Returns
+    probability ``1 - e^{-dt}`` per step, the label redrawn from ``pi(. | x)`` (first order
+    in ``dt``).  Compiled, with the counter-based Philox keyed by (particle, step): the same
+    bits for any thread count, save schedule or split (``index_offset``).  Returns
     ``(times, labels (n_saves, N), positions (n_saves, N, d))``."""
     X = finite_array(x0, "x0")
     if X.ndim != 2 or X.shape[1] != model.dim:
@@ -160,22 +216,23 @@ def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, tempe
     n_steps = positive_int(n_steps, "n_steps")
     T = positive_float(temperature, "temperature")
     every = n_steps if save_every is None else positive_int(save_every, "save_every")
-    rng = np.random.default_rng(seed)
-    X, k = X.copy(), k.astype(np.int64).copy()
-    P = np.stack([np.linalg.inv(c) for c in model.covs])
+    if int(index_offset) != index_offset or index_offset < 0:
+        raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    k0, k1 = seed_key(seed)
+    n_saves = -(-n_steps // every) + 1
+    check_memory(8.0 * X.size * (n_saves + 2) + 8.0 * k.size * n_saves, f"{n_saves} saves of {X.shape[0]} particles")
+    X, lab = np.ascontiguousarray(X, dtype=float).copy(), k.astype(np.int64).copy()
+    precs = np.ascontiguousarray(np.stack([np.linalg.inv(c) for c in model.covs]))
     p_jump = -math.expm1(-dt)
-    times, labs, pos = [0.0], [k.copy()], [X.copy()]
-    for step in range(1, n_steps + 1):
-        G = np.einsum("nij,nj->ni", P[k], X - model.means[k])
-        X = X - dt * G + math.sqrt(2 * T * dt) * rng.standard_normal(X.shape)
-        jump = rng.random(X.shape[0]) < p_jump
-        if jump.any():
-            L = -np.stack([model.energy(j, X[jump]) for j in range(model.K)], axis=1) / T
-            L = np.exp(L - L.max(axis=1, keepdims=True))
-            c = np.cumsum(L / L.sum(axis=1, keepdims=True), axis=1)
-            k[jump] = np.minimum((rng.random(jump.sum())[:, None] > c).sum(axis=1), model.K - 1)
-        if step % every == 0 or step == n_steps:
-            times.append(step * dt)
-            labs.append(k.copy())
-            pos.append(X.copy())
+    times, labs, pos = [0.0], [lab.copy()], [X.copy()]
+    done = 0
+    while done < n_steps:
+        m = min(every, n_steps - done)
+        _advance(X, lab, done, m, dt, T, model.means, precs, model.offsets, p_jump, k0, k1, int(index_offset))
+        done += m
+        times.append(done * dt)
+        labs.append(lab.copy())
+        pos.append(X.copy())
     return np.array(times), np.array(labs), np.array(pos)

@@ -63,3 +63,16 @@ def test_bad_input():
     space = Mx.MixedSpace(_model(), Grid([(-6, 6), (-5, 7)], 16))
     with pytest.raises(ValueError, match="probability vector"):
         space.product_law([0.5, 0.6, 0.0], densities.Gaussian([0.0, 0.0], 1.0))
+
+
+def test_particles_same_bits_for_any_split_and_save_schedule():
+    model = _model()
+    rng = np.random.default_rng(0)
+    x0 = rng.normal(size=(400, 2))
+    k0 = rng.integers(0, 3, 400)
+    _, la, pa = Mx.simulate(model, k0, x0, 1e-2, 60, seed=7, save_every=7)
+    _, lb, pb = Mx.simulate(model, k0[150:300], x0[150:300], 1e-2, 60, seed=7, index_offset=150)
+    np.testing.assert_array_equal(pa[-1][150:300], pb[-1])
+    np.testing.assert_array_equal(la[-1][150:300], lb[-1])
+    # labels do move: ~45% drew again (1 - e^{-0.6}), about 19% landed on another label
+    assert (la[-1] != k0).mean() > 0.1
