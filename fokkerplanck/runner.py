@@ -418,6 +418,8 @@ def run_flows(cfg, f, *, progress=True, log=print) -> dict:
                                       log_partition=log_z, progress=progress)
         _write_ensemble(f.create_group("deterministic-particles"), ens, int(p.get("keep", 2000)))
         res["deterministic-particles"] = ens
+    if grid.ndim == 1:
+        _write_w2(f.create_group("wasserstein"), res, grid, times)
     if isinstance(U, E.Quadratic) and isinstance(rho0, Dn.Gaussian):
         res["closed-form"] = _closed_form(U, rho0, T, times)
         g = f.create_group("closed-form")
@@ -430,6 +432,24 @@ def run_flows(cfg, f, *, progress=True, log=print) -> dict:
         log(f"  {s['name']}: t = {s['time']:.6g}" + (f" +- {s['stderr']:.2g}" if s.get("stderr") else "")
             + (f", step {s['step']}" if "step" in s else "") + f"  ({s['source']})")
     return res
+
+
+def _write_w2(g, res, grid, times) -> None:
+    """1D runs: W2 of each grid flow to the Gibbs law (exact, quantile functions), and of
+    the Langevin particles to the Fokker-Planck density at the same time (with a bootstrap
+    standard error)."""
+    from .wasserstein import clean_density, w2_samples_grid
+
+    g["times"] = times
+    for name in ("fokker-planck", "continuity"):
+        if name in res:
+            g[f"{name}_to_gibbs"] = res[name].w2()
+    if "particles" in res and "fokker-planck" in res:
+        fp = res["fokker-planck"]
+        pairs = [w2_samples_grid(x[:, 0], grid, clean_density(grid, r), n_boot=20)
+                 for x, r in zip(res["particles"].positions, fp.densities)]
+        g["particles_to_fokker-planck"] = [w for w, _ in pairs]
+        g["particles_to_fokker-planck_se"] = [e for _, e in pairs]
 
 
 def _closed_form(U, rho0, T, times) -> dict:

@@ -161,18 +161,12 @@ class Trajectory:
         between cell masses at the cell centres (POT, the extra ``ot``; a few thousand
         cells at most).  ``reference`` defaults to the discrete Gibbs law.  Densities are
         renormalised to mass 1 (with the mass warning)."""
-        from .wasserstein import w2_grid, w2_grids
+        from .wasserstein import clean_density, w2_grid, w2_grids
 
         w2 = w2_grid if self.grid.ndim == 1 else w2_grids
         self._warn_mass("W2")
         ref = self.gibbs if reference is None else reference
-        vol = self.grid.cell_volume
-        out = []
-        for r in self.densities:
-            if 0 > r.min() > -1e-12 * r.max():  # round-off of the spectral phase (~1e-24): zero
-                r = np.maximum(r, 0.0)
-            out.append(w2(self.grid, r / (r.sum() * vol), ref))   # real negatives are refused there
-        return np.array(out)
+        return np.array([w2(self.grid, clean_density(self.grid, r), ref) for r in self.densities])
 
     def fisher(self) -> np.ndarray:
         """Discrete relative Fisher information consistent with the Scharfetter-Gummel
