@@ -87,6 +87,13 @@ def _info_run(path, r) -> int:
         for j in np.unique(np.linspace(0, ex["times"].size - 1, min(ex["times"].size, 11)).astype(int)):
             print(f"  {ex['times'][j]:8.4g} {ex['kl'][j]:12.6g} {ex['dirichlet'][j]:12.6g} {ex['mean_energy'][j]:10.5g} "
                   f"{pa['mean_energy'][j]:10.5g} +- {pa['mean_energy_se'][j]:.2g}")
+    if "wasserstein" in r:
+        w = r["wasserstein"]
+        cols = [k for k in ("fokker-planck_to_gibbs", "continuity_to_gibbs", "particles_to_fokker-planck") if k in w]
+        print("  W2 (exact, 1D): " + ", ".join(cols))
+        for j in np.unique(np.linspace(0, w["times"].size - 1, min(w["times"].size, 6)).astype(int)):
+            vals = "  ".join(f"{w[k][j]:10.5g}" + (f" +- {w[k + '_se'][j]:.2g}" if k + "_se" in w else "") for k in cols)
+            print(f"  t = {w['times'][j]:<8.4g} {vals}")
     if r["kind"] == "flows":
         print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
     return 0
