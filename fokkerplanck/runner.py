@@ -164,7 +164,7 @@ def check_config(cfg: dict) -> None:
                 raise ValueError(f"[{table}] must be a table, got {cfg[table]!r}")
             if keys is not None:
                 E._check_keys(cfg[table], keys, f"[{table}]")
-    T = positive_float(cfg.get("temperature", 1.0), "temperature")
+    positive_float(cfg.get("temperature", 1.0), "temperature")
     if kind == "ising":
         _check_ising(cfg)
         return
