@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from numba import prange
 from scipy.special import logsumexp
 
-from particles.rng import STREAM_ACCEPT, STREAM_NOISE, fill_normals, seed_key, uniform
+from particles.rng import STREAM_ACCEPT, STREAM_NOISE, draw_from_logits, fill_normals, seed_key, uniform
 
 from . import energies as E
 from ._numba import pjit
@@ -176,7 +176,6 @@ def _advance(X, lab, step0, nsteps, dt, T, means, precs, offsets, p_jump, k0, k1
             for a in range(d):
                 x[a] += -dt * g[a] + s2 * z[a]
             if uniform(k0, k1, gi, s, STREAM_ACCEPT) < p_jump:
-                lmax = -np.inf
                 for j in range(K):
                     q = 0.0
                     for a in range(d):
@@ -184,17 +183,7 @@ def _advance(X, lab, step0, nsteps, dt, T, means, precs, offsets, p_jump, k0, k1
                         for b in range(d):
                             q += ya * precs[j, a, b] * (x[b] - means[j, b])
                     lw[j] = -(offsets[j] + 0.5 * q) / T
-                    lmax = max(lmax, lw[j])
-                tot = 0.0
-                for j in range(K):
-                    lw[j] = math.exp(lw[j] - lmax)
-                    tot += lw[j]
-                u = uniform(k0, k1, gi, s, STREAM_LABEL) * tot
-                k = 0
-                c = lw[0]
-                while c < u and k < K - 1:
-                    k += 1
-                    c += lw[k]
+                k = draw_from_logits(lw, uniform(k0, k1, gi, s, STREAM_LABEL))
         X[i] = x
         lab[i] = k
 

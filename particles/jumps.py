@@ -27,7 +27,7 @@ from fokkerplanck._numba import jit, pjit
 from fokkerplanck._validate import check_memory, positive_float
 from fokkerplanck.discrete import MAX_STATES, PairEnergy
 
-from .rng import _M32, _u53, philox4x32, seed_key
+from .rng import _M32, _u53, draw_from_logits, philox4x32, seed_key
 
 __all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
 
@@ -95,21 +95,9 @@ def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energ
                 d = _local(c, i, 1, nbr, P, F) - _local(c, i, 0, nbr, P, F)
                 c[i] = 1 if u * (1.0 + math.exp(beta * d)) < 1.0 else 0
             elif dyn == 0:  # heat bath: redraw the letter from its conditional law
-                lmin = np.inf
                 for a in range(q):
-                    lw[a] = _local(c, i, a, nbr, P, F)
-                    lmin = min(lmin, lw[a])
-                tot = 0.0
-                for a in range(q):
-                    lw[a] = math.exp(-beta * (lw[a] - lmin))
-                    tot += lw[a]
-                x = u * tot
-                a = 0
-                acc = lw[0]
-                while acc < x and a < q - 1:
-                    a += 1
-                    acc += lw[a]
-                c[i] = a
+                    lw[a] = -beta * _local(c, i, a, nbr, P, F)
+                c[i] = draw_from_logits(lw, u)
             else:  # Metropolis: propose another letter uniformly, accept with min(1, e^{-beta dE})
                 v = (np.float64(prod & _M32) + 0.5) * 2.3283064365386963e-10
                 a = (c[i] + 1 + min(int(v * (q - 1)), q - 2)) % q

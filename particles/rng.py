@@ -19,7 +19,8 @@ from numba.extending import overload
 from fokkerplanck._numba import jit
 from fokkerplanck._vmath import vlog, vsincos2pi
 
-__all__ = ["philox4x32", "seed_key", "normals", "uniform", "fill_normals"]
+__all__ = ["philox4x32", "seed_key", "normals", "uniform", "fill_normals", "block_normals", "block_uniforms",
+           "draw_from_logits"]
 
 _M32 = np.uint64(0xFFFFFFFF)
 _MUL0 = np.uint64(0xD2511F53)
@@ -134,6 +135,27 @@ def block_normals(Z, k0, k1, first, step, stream):
             Z[2 * j, b] = r * c
             if 2 * j + 1 < d:
                 Z[2 * j + 1, b] = r * s
+
+
+@jit(cache=True)
+def draw_from_logits(lw, u):
+    """The index ``j`` with probability ``exp(lw[j]) / sum exp(lw)``, for a uniform ``u`` in
+    (0, 1] (inverse CDF, stable: the largest log-weight is subtracted); ``lw`` is overwritten."""
+    n = lw.shape[0]
+    m = -np.inf
+    for j in range(n):
+        m = max(m, lw[j])
+    tot = 0.0
+    for j in range(n):
+        lw[j] = math.exp(lw[j] - m)
+        tot += lw[j]
+    x = u * tot
+    j = 0
+    acc = lw[0]
+    while acc < x and j < n - 1:
+        j += 1
+        acc += lw[j]
+    return j
 
 
 @jit(cache=True)
