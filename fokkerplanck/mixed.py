@@ -31,7 +31,8 @@ import scipy.sparse as sp
 from numba import prange
 from scipy.special import logsumexp
 
-from particles.rng import STREAM_ACCEPT, STREAM_NOISE, draw_from_logits, fill_normals, seed_key, uniform
+from particles.rng import (STREAM_ACCEPT, STREAM_LABEL, STREAM_NOISE, draw_from_logits, fill_normals, seed_key,
+                           uniform)
 
 from . import energies as E
 from ._numba import pjit
@@ -41,8 +42,6 @@ from .fluxes import sg_generator
 from .grid import Grid
 
 __all__ = ["JointMixture", "MixedSpace", "simulate"]
-
-STREAM_LABEL = 6   # the label draw's uniform (particles.rng streams 0-2 are taken, 3 by particles.jumps)
 
 
 class JointMixture:

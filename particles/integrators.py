@@ -123,7 +123,7 @@ def langevin_kernel(blocks, scheme: str):
             xp = np.empty((d, BLOCK), ft)
             W = np.empty((work_rows(d), BLOCK), ft)
             live = np.zeros(BLOCK, np.bool_)
-            code_ = np.zeros(BLOCK, np.int8)
+            flag = np.zeros(BLOCK, np.int8)
             nlive = 0
             for b in range(BLOCK):
                 i = min(i0 + b, n - 1)          # a tail block's spare lanes repeat the last particle
@@ -196,25 +196,25 @@ def langevin_kernel(blocks, scheme: str):
                             g[a, b] = gy[a, b] if ok else g[a, b]
                 # lane checks, branch-free: 2 = non-finite, 1 = outside the box
                 for b in range(BLOCK):
-                    code_[b] = 0
+                    flag[b] = 0
                 for a in range(d):
                     la = lo[a]
                     ha = hi[a]
                     for b in range(BLOCK):
                         v = x[a, b]
                         c = np.int8(2) if not np.isfinite(v) else (np.int8(1) if (v < la or v > ha) else np.int8(0))
-                        code_[b] = max(code_[b], c)
+                        flag[b] = max(flag[b], c)
                 bad = 0
                 for b in range(BLOCK):
-                    bad += code_[b] if live[b] else 0
+                    bad += flag[b] if live[b] else 0
                 if bad == 0:
                     continue
                 for b in range(BLOCK):
-                    if live[b] and code_[b] != 0:
-                        status[i0 + b] = code_[b]
+                    if live[b] and flag[b] != 0:
+                        status[i0 + b] = flag[b]
                         live[b] = False
                         nlive -= 1
-                        if code_[b] == 2:  # keep the last finite position
+                        if flag[b] == 2:  # keep the last finite position
                             for a in range(d):
                                 x[a, b] = xp[a, b]
                 if nlive == 0:

@@ -27,12 +27,11 @@ from fokkerplanck._numba import jit, pjit
 from fokkerplanck._validate import check_memory, positive_float
 from fokkerplanck.discrete import MAX_STATES, PairEnergy
 
-from .rng import _M32, _u53, draw_from_logits, philox4x32, seed_key
+from .rng import _M32, STREAM_JUMP, _u53, draw_from_logits, philox4x32, seed_key
 
 __all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
 
 JUMP_DYNAMICS = {"glauber": 0, "metropolis": 1}
-_STREAM_EVENT = 3   # one Philox block per event: waiting time, site, letter, acceptance
 
 
 @jit(cache=True)
@@ -46,7 +45,7 @@ def _words(k0, k1, particle, event, stream):
 @jit(cache=True)
 def _wait(k0, k1, particle, event, rate):
     """The waiting time before event ``event`` (its words 0 and 1)."""
-    w0, w1, _, _ = _words(k0, k1, particle, event, _STREAM_EVENT)
+    w0, w1, _, _ = _words(k0, k1, particle, event, STREAM_JUMP)
     return -math.log(_u53(w0, w1)) / rate
 
 
@@ -86,7 +85,7 @@ def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energ
         # one Philox block per event: words 0-1 give its waiting time (t is already its
         # time), word 2 the site (high half of w2 * n) and a letter uniform (its low half),
         # word 3 the acceptance / heat-bath uniform
-        _, _, w2, w3 = _words(k0, k1, gp, e, _STREAM_EVENT)
+        _, _, w2, w3 = _words(k0, k1, gp, e, STREAM_JUMP)
         while t <= t_stop:
             prod = w2 * np.uint64(n)
             i = int(prod >> np.uint64(32))
@@ -105,7 +104,7 @@ def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energ
                 if dE <= 0.0 or u < math.exp(-beta * dE):
                     c[i] = a
             e += 1
-            w0, w1, w2, w3 = _words(k0, k1, gp, e, _STREAM_EVENT)
+            w0, w1, w2, w3 = _words(k0, k1, gp, e, STREAM_JUMP)
             t += -math.log(_u53(w0, w1)) / rate
         tev[p] = t
         nev[p] = e
