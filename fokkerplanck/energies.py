@@ -54,10 +54,15 @@ __all__ = [
     "Kernels", "Energy", "Quadratic", "DoubleWell", "GaussianMixture", "Sum", "SoftMin",
     "Custom", "softmin", "from_spec", "from_config", "check_confining", "ConfinementReport",
     "ENERGY_TYPES", "CONSTRUCTORS", "register", "UnresolvedEnergyError", "custom_modules",
+    "NoKernelsError", "CallableEnergy", "from_callable", "from_torch", "from_jax",
 ]
 
 
 COMPILED_MIN_POINTS = 4096  # from this many points, GaussianMixture.value runs its compiled kernel
+
+
+class NoKernelsError(NotImplementedError):
+    """The energy (or a term of it) is given by Python callables and has no numba kernels."""
 
 
 class Kernels(NamedTuple):
@@ -150,7 +155,17 @@ class Energy:
     @property
     def kernels(self) -> Kernels:
         """The numba kernels (compiled on first use, shared between instances)."""
+        if not self.has_kernels:
+            bad = [t for t in getattr(self, "terms", ()) if not t.has_kernels]
+            raise NoKernelsError(f"{self!r} has no numba kernels: its terms {bad!r} are given by Python "
+                                 "callables (particles step it by the vectorised path)")
         return self._build_kernels()
+
+    @property
+    def has_kernels(self) -> bool:
+        """False when the energy, or a term of it, is given by Python callables
+        (:mod:`fokkerplanck.callables`): particles then take the vectorised path."""
+        return all(t.has_kernels for t in getattr(self, "terms", ()))
 
     def _build_kernels(self) -> Kernels:
         raise NotImplementedError
@@ -167,6 +182,10 @@ class Energy:
         """``(lap U, |grad U|^2)`` at points (N, d) by the compiled kernels, in parallel:
         the particle summaries' hot path (R_t at every save)."""
         X, _ = points(x, self.dim)
+        if not self.has_kernels:  # Python callables: rows where they fail come back NaN (masked by summaries)
+            from .callables import lenient
+
+            return lenient(self._lap, X), np.sum(lenient(self._grad, X) ** 2, axis=1)
         return _lap_grad2_loop(self.kernels)(np.ascontiguousarray(X), self.params)
 
     @property
@@ -1351,3 +1370,6 @@ def check_confining(energy: Energy, grid, temperature: float = 1.0, *, tol: floa
                     f"the box {grid.bounds}: enlarge the box")
     ok = grows and bmass <= tol
     return ConfinementReport(ok, bmass, grows, min_growth, "; ".join(msgs) if msgs else "confining")
+
+
+from .callables import CallableEnergy, from_callable, from_jax, from_torch  # noqa: E402  (it subclasses Energy)

@@ -134,7 +134,9 @@ class Grid:
     def evaluate(self, fn) -> np.ndarray:
         """``fn(points)`` on all cell centres (``fn`` takes (N, d)), shaped like the grid.
         An :class:`~fokkerplanck.energies.Energy` is evaluated by its ``value``."""
-        f = fn.value if hasattr(fn, "value") and hasattr(fn, "kernels") else fn
+        from .energies import Energy
+
+        f = fn.value if isinstance(fn, Energy) else fn
         out = np.asarray(f(self.points), dtype=float)
         if out.shape != (self.size,):
             raise ValueError(f"function returned shape {out.shape}, expected ({self.size},)")

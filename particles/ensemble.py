@@ -22,6 +22,7 @@ import numpy as np
 
 from fokkerplanck._validate import check_memory, finite_array, positive_float
 from fokkerplanck._files import atomic_h5
+from fokkerplanck.callables import lenient
 from fokkerplanck.energy_blocks import block_kernels, block_params
 
 from . import summaries as sm
@@ -89,7 +90,8 @@ def _save_stats(X, ok, energy, T, logrho, log_z, block):
     ell = None
     if logrho is not None and log_z is not None:
         with np.errstate(invalid="ignore", over="ignore"):  # frozen non-finite particles are masked out
-            ell = logrho + np.asarray(energy.value(X)) / T + log_z
+            u = energy.value(X) if energy.has_kernels else lenient(energy._value, X)
+            ell = logrho + np.asarray(u) / T + log_z
     return sm.block_stats(X, ok, energy, T, ell, block=block)
 
 
@@ -136,6 +138,25 @@ def _stability(energy, X, dt, T=None):
     if dt * lam >= 2.0:
         warnings.warn(f"dt = {dt:g} is beyond the explicit stability limit 2/max eig(hess U) = {2 / lam:.3g} "
                       "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=3)
+
+
+def _first_call(energy, X):
+    """A kernel-less energy (Python callables) is checked on the initial particles before
+    the run: a callable that returns the wrong shape or NaN there fails now, naming itself
+    (later, a particle where it fails is frozen as non-finite, as in the compiled path)."""
+    sample = X[np.linspace(0, X.shape[0] - 1, min(X.shape[0], 1024)).astype(int)]
+    energy.value(sample)
+    energy.grad(sample)
+
+
+def _vectorised(flow, energy, X, method, precision, track=False):
+    """The stepper of :mod:`particles.vectorised` for an energy without numba kernels."""
+    from .vectorised import flow_stepper, langevin_stepper
+
+    if precision != "float64":
+        raise ValueError(f"precision={precision!r} needs the energy's numba kernels; {energy!r} is given by "
+                         "Python callables and steps in float64")
+    return langevin_stepper(energy, method) if flow == "langevin" else flow_stepper(energy, method, track)
 
 
 def _histogram(X, ok, grid) -> np.ndarray:
@@ -336,15 +357,21 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
     T = positive_float(temperature, "temperature")
     k0, k1 = seed_key(seed)
+    if not energy.has_kernels:
+        _first_call(energy, X)
     if method != "mala":
         _stability(energy, X, dt)
-    kernel = langevin_kernel(block_kernels(energy), method)
+    if energy.has_kernels:
+        kernel = langevin_kernel(block_kernels(energy), method)
+    else:
+        kernel = _vectorised("langevin", energy, X, method, precision)
     if int(index_offset) != index_offset or index_offset < 0:
         raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
     offset = int(index_offset)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
     ft = PRECISIONS[precision]
-    X, p, lo, hi = X.astype(ft), block_params(energy, ft), lo.astype(ft), hi.astype(ft)
+    p = block_params(energy, ft) if energy.has_kernels else energy.params
+    X, lo, hi = X.astype(ft), lo.astype(ft), hi.astype(ft)
 
     def advance(step0, k, status):
         kernel(X, step0, k, dt, T, p, k0, k1, lo, hi, status, accepted, offset)
@@ -397,6 +424,8 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
     T = positive_float(temperature, "temperature")
     if track_logdensity and method == "euler" and not getattr(energy, "has_hessian", True):
         raise ValueError("Euler log-density tracking needs the Hessian kernel, which this energy lacks")
+    if not energy.has_kernels:
+        _first_call(energy, X)
     _stability(energy, X, dt)
     if track_logdensity:
         LOG = np.zeros(X.shape[0]) if logrho0 is None else finite_array(logrho0, "logrho0", shape=(X.shape[0],)).copy()
@@ -408,7 +437,10 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
             log_z = energy.log_partition(T) if log_partition is None else float(log_partition)
         except NotImplementedError:
             log_z = None
-    kernel = flow_kernel(energy.kernels, method, bool(track_logdensity))
+    if energy.has_kernels:
+        kernel = flow_kernel(energy.kernels, method, bool(track_logdensity))
+    else:
+        kernel = _vectorised("gradient", energy, X, method, "float64", bool(track_logdensity))
     p = energy.params
 
     def advance(step0, k, status):
