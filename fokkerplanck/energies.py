@@ -54,7 +54,7 @@ __all__ = [
     "Kernels", "Energy", "Quadratic", "DoubleWell", "GaussianMixture", "Sum", "SoftMin",
     "Custom", "softmin", "from_spec", "from_config", "check_confining", "ConfinementReport",
     "ENERGY_TYPES", "CONSTRUCTORS", "register", "UnresolvedEnergyError", "custom_modules",
-    "NoKernelsError", "CallableEnergy", "from_callable", "from_torch", "from_jax",
+    "NoKernelsError", "CallableEnergy", "from_callable", "from_torch", "from_jax", "KDE",
 ]
 
 
@@ -1373,3 +1373,4 @@ def check_confining(energy: Energy, grid, temperature: float = 1.0, *, tol: floa
 
 
 from .callables import CallableEnergy, from_callable, from_jax, from_torch  # noqa: E402  (it subclasses Energy)
+from .data_energies import KDE  # noqa: E402  (registered with the energies)
