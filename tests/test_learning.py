@@ -82,7 +82,7 @@ def test_unsafe_mass_and_the_smallest_lambda():
     area = cell_fractions(g, unsafe).sum() * g.cell_volume
     assert abs(area - np.pi) < 0.02
     Um = E.from_callable(lambda X: -np.exp(-((X - c) ** 2).sum(1) / 2), dim=2, name="bump")
-    rho0 = densities.Gaussian(np.zeros(2), 2.5 * np.eye(2))
+    rho0 = densities.Gaussian(np.zeros(2), 2.0 * np.eye(2))
     times = np.linspace(0, 3, 13)
     r = smallest_lambda(RING, Um, g, rho0, times, unsafe, beta=0.05, lam_max=20.0, tol=1e-2)
     assert r.mass.max() <= 0.05
