@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import json
+
 import numpy as np
 
 # Errors that a user's input can cause: printed as one line (exit status 2); --debug
@@ -94,6 +96,21 @@ def _info_run(path, r) -> int:
         for j in np.unique(np.linspace(0, w["times"].size - 1, min(w["times"].size, 6)).astype(int)):
             vals = "  ".join(f"{w[k][j]:10.5g}" + (f" +- {w[k + '_se'][j]:.2g}" if k + "_se" in w else "") for k in cols)
             print(f"  t = {w['times'][j]:<8.4g} {vals}")
+    if r["kind"] == "ood":
+        if "data" in r:
+            print(f"  data energy: KDE of {len(r['data']['points'])} points, h = {r['data']['bandwidth']:g}; "
+                  f"KL(model || truth) = {r['data']['kl_model_to_truth']:.4g}")
+        for name, row in json.loads(r["ood"]["table"]).items():
+            print(f"  AUROC {name:<10} " + "  ".join(f"{k} {v['auroc']:.4f} +- {v['se']:.4f}" for k, v in row.items()))
+    if r["kind"] == "barrier":
+        for key in (k for k in r if k.startswith("barrier_")):
+            g = r[key]
+            print(f"  {key[8:]:<14} lambda* = {g['lam']:.5g} (+- {g['tol']:.1g}): max_t rho_t(unsafe) = "
+                  f"{np.max(g['mass']):.4g} <= beta = {g['beta']:g}   (lambda = 0: {np.max(r['free']['mass']):.4g})")
+        if "particles" in r:
+            p = r["particles"]
+            j = int(np.argmax(p["mass"]))
+            print(f"  particles at lambda* = {p['lam']:.5g}: max_t fraction {p['mass'][j]:.4g} +- {p['mass_se'][j]:.2g}")
     if r["kind"] == "flows":
         print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
     return 0

@@ -1,6 +1,6 @@
 """``fpk run CONFIG.toml -o out.h5``: one experiment from a TOML file into one HDF5 file.
 
-Four kinds of experiment (``kind = ...`` at the top of the config):
+Six kinds of experiment (``kind = ...`` at the top of the config):
 
 ``kind = "flows"`` (the default): both density flows of one energy from one
 initial law, on the grid and with particles::
@@ -41,6 +41,9 @@ Gibbs law (see :func:`run_composition`).
 ``kind = "theorem"``: the deterministic flow started at ``rho*`` (see
 :func:`run_theorem`).
 
+``kind = "ood"`` and ``kind = "barrier"``: trained and data-defined energies, see
+:mod:`fokkerplanck.experiments`.
+
 ``kind = "ising"``: a spin lattice (``[lattice]``: model ising/potts, shape, J, h, q),
 its exact master equation under ``[dynamics] name`` (glauber/metropolis) from
 ``[spins] initial`` (up, down, random or a list of letters), against ``[spins] n``
@@ -74,7 +77,8 @@ __all__ = ["load_config", "run", "build_energy", "builtin_configs", "read_run", 
 
 FORMAT = "fokkerplanck.run"
 REQUIRED = {"flows": ("energy", "grid", "initial", "times"), "composition": ("grid", "initial", "composition"),
-            "theorem": ("energy", "grid", "times"), "ising": ("lattice", "times")}
+            "theorem": ("energy", "grid", "times"), "ising": ("lattice", "times"),
+            "ood": ("energy", "grid", "ood"), "barrier": ("energy", "grid", "initial", "times", "unsafe")}
 KINDS = tuple(REQUIRED)
 
 
@@ -130,6 +134,8 @@ TOP_KEYS = {
     "composition": {"kind", "temperature", "grid", "initial", "composition"},
     "theorem": {"kind", "temperature", "energy", "grid", "times"},
     "ising": {"kind", "temperature", "lattice", "dynamics", "spins", "times"},
+    "ood": {"kind", "temperature", "energy", "grid", "ood", "data"},
+    "barrier": {"kind", "temperature", "energy", "grid", "initial", "times", "unsafe", "barrier", "particles"},
 }
 MAX_TIMES = 100_000
 
@@ -178,6 +184,11 @@ def check_config(cfg: dict) -> None:
         if rho0.dim != grid.ndim:
             raise ValueError(f"[initial] has dimension {rho0.dim} but [grid] has {grid.ndim}")
     times = _times(cfg) if "times" in cfg else None
+    if kind in ("ood", "barrier"):
+        from . import experiments as X
+
+        (X.check_ood if kind == "ood" else X.check_barrier)(cfg, U, grid)
+        return
     for table in ("particles", "deterministic_particles"):
         if table in cfg:
             p = cfg[table]
@@ -331,8 +342,15 @@ def run(cfg: dict, out: str, *, progress: bool = True, log=print, overwrite: boo
         f.attrs["config"] = json.dumps(cfg)
         f.attrs["config_sha256"] = config_hash(cfg)
         f.attrs["package_version"] = __version__
-        {"flows": run_flows, "composition": run_composition, "theorem": run_theorem, "ising": run_ising}[kind](
-            cfg, f, progress=progress, log=log)
+        if kind in ("ood", "barrier"):
+            from . import experiments as X
+
+            (X.run_ood if kind == "ood" else X.run_barrier)(
+                cfg, f, progress=progress, log=log, build_energy=build_energy, grid=_grid(cfg),
+                times=_times(cfg) if "times" in cfg else None)
+        else:
+            {"flows": run_flows, "composition": run_composition, "theorem": run_theorem, "ising": run_ising}[kind](
+                cfg, f, progress=progress, log=log)
         f.attrs["wall_time"] = time.perf_counter() - t0
 
 
