@@ -152,3 +152,55 @@ def test_training_lyapunov_along_gradient_descent():
     J = np.array([r.ism_objective for r in reps])
     assert np.all(np.diff(J)[:20] < 0) and np.all(np.diff(J) < 1e-12)  # then converged to round-off
     assert reps[-1].fisher < 1e-3 * reps[0].fisher and reps[-1].kl < 1e-3 * reps[0].kl
+
+
+# ---------------------------------------------------------------------------
+def _quiet(*a):
+    pass
+
+
+def test_run_ood_and_barrier_experiments(tmp_path):
+    """The two built-in experiments on small grids: files written, numbers held against the
+    grid, figures and info drawn; config errors named before anything runs."""
+    from fokkerplanck import cli
+    from fokkerplanck.runner import check_config, load_config, read_run, run
+
+    ring = {"type": "GaussianMixture.ring", "n": 8, "radius": 4.0, "sigma": 0.5}
+    cfg = {"kind": "ood", "energy": ring, "grid": {"bounds": [[-8, 8], [-8, 8]], "cells": 48},
+           "data": {"n": 500, "bandwidth": 0.3}, "ood": {"n": 1000, "sets": ["uniform", "shifted"]}}
+    run(cfg, tmp_path / "o.h5", progress=False, log=_quiet)
+    r = read_run(tmp_path / "o.h5")
+    import json
+    table = json.loads(r["ood"]["table"])
+    assert table["uniform"]["S1"]["auroc"] > 0.85 and 0 < table["uniform"]["S1"]["se"] < 0.02
+    assert 0 < r["data"]["kl_model_to_truth"] < 0.5
+    for sub in ("o.png",):
+        assert cli.main(["plot", str(tmp_path / "o.h5"), "-o", str(tmp_path / sub)]) == 0
+    assert cli.main(["info", str(tmp_path / "o.h5")]) == 0
+
+    cfg = {"kind": "barrier", "energy": ring, "grid": {"bounds": [[-8, 8], [-8, 8]], "cells": 32},
+           "initial": {"type": "Gaussian", "mean": [0.0, 0.0], "cov": 2.0}, "times": {"stop": 2.0, "num": 9},
+           "unsafe": {"centre": [4.0, 0.0], "radius": 1.0, "sigma": 1.0},
+           "barrier": {"beta": 0.05, "lam_max": 20.0, "tol": 0.05, "flows": ["fokker_planck", "continuity"]},
+           "particles": {"n": 6000, "dt": 0.01, "seed": 1}}
+    run(cfg, tmp_path / "b.h5", progress=False, log=_quiet)
+    r = read_run(tmp_path / "b.h5")
+    for flow in ("fokker_planck", "continuity"):
+        g = r[f"barrier_{flow}"]
+        assert np.max(g["mass"]) <= 0.05 < np.max(r["free"]["mass"]) and g["lam"] > 0
+    p = r["particles"]
+    grid_mass = r["barrier_fokker_planck"]["mass"]
+    assert np.all(np.abs(p["mass"] - grid_mass) < 4 * p["mass_se"] + 5e-3)  # + O(h^2) on 32^2 and ULA's O(dt)
+    assert cli.main(["plot", str(tmp_path / "b.h5"), "-o", str(tmp_path / "b.png")]) == 0
+    assert cli.main(["info", str(tmp_path / "b.h5")]) == 0
+
+    for name in ("ood", "barrier"):
+        check_config(load_config(name))
+    for bad, match in (({**cfg, "barrier": {"beta": 1.5}}, "beta"),
+                       ({k: v for k, v in cfg.items() if k != "unsafe"}, "lacks the tables"),
+                       ({**cfg, "unsafe": {"centre": [1.0], "radius": 1.0}}, "centre"),
+                       ({**cfg, "barrier": {"flows": ["exact"]}}, "flows"),
+                       ({"kind": "ood", "energy": ring, "grid": cfg["grid"], "ood": {"sets": ["noise"]}}, "sets"),
+                       ({"kind": "ood", "energy": ring, "grid": cfg["grid"], "ood": {"nn": 3}}, "nn")):
+        with pytest.raises(ValueError, match=match):
+            check_config(bad)
