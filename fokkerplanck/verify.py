@@ -541,3 +541,94 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
     out.append(below("OU Fokker-Planck, 1200 cells: max |W2(rho_t, rho*) - closed form|",
                      float(np.max(np.abs(w - ref))), 2e-4))
     return out
+
+
+@register
+def check_learning(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Trained and data-defined energies (issue 13): a callable energy steps as its numba twin;
+    the KDE cut-off meets its bound; the heat flow from the data is the wider KDE (second
+    order); thermodynamic integration against grid quadrature; AUROC against its closed form;
+    score matching recovers a Gaussian; the smallest safe barrier lambda is sharp."""
+    import warnings
+
+    import particles
+    from scipy.stats import norm
+
+    from . import densities
+    from . import energies as E
+    from . import score_matching as S
+    from .barrier import smallest_lambda, unsafe_mass
+    from .experiments import bump, disc
+    from .grid import Grid
+    from .ood import auroc
+    from .solvers import FokkerPlanck
+    from .thermo import ti_log_z
+    from particles.thermo import thermodynamic_integration
+
+    out = []
+    ring = E.GaussianMixture.ring()
+    rng = np.random.default_rng(0)
+    U = E.from_callable(ring._value, ring._grad, ring._lap, dim=2, name="ring (numpy)")
+    x0 = rng.normal(size=(2000, 2)) * 3
+    a = particles.langevin(ring, x0, 0.01, 100, seed=3).positions[-1]
+    b = particles.langevin(U, x0, 0.01, 100, seed=3).positions[-1]
+    out.append(below("callable energy: vectorised ULA path vs numba path, max |dX| (100 steps)",
+                     float(np.abs(a - b).max()), 1e-9))
+
+    data = ring.sample(3000, seed=1)
+    K, GM = E.KDE(data, 0.2, tol=1e-9), E.GaussianMixture(data, 0.2)
+    X = np.concatenate([rng.normal(size=(400, 2)) * 4, [[30.0, 30.0]]])
+    out.append(below("KDE (3000 points) cut-off: max |U - U_full| (tol 1e-9)",
+                     float(np.abs(K.value(X) - GM.value(X)).max()), 1.01e-9))
+
+    src = E.KDE(rng.normal(size=(30, 2)) * 0.8, 0.3)
+    zero = E.from_callable(lambda Y: np.zeros(Y.shape[0]), lambda Y: np.zeros_like(Y), dim=2, name="zero")
+    errs = []
+    for cells in (40, 80):
+        g = Grid([(-6, 6)] * 2, cells)
+        tr = FokkerPlanck(zero, g, 0.5).solve(g.density_from_logpdf(lambda Y: -src.value(Y)), [0.0, 0.4])
+        errs.append(g.integrate(np.abs(tr.densities[-1] - g.density_from_logpdf(lambda Y: -src.smoothed(0.4, 0.5).value(Y)))))
+    order = float(np.log2(errs[0] / errs[1]))
+    out.append(Check("heat flow from the data vs KDE(sqrt(h^2 + 2Tt)), 40 -> 80 cells: observed order", order, 2.0,
+                     bool(1.8 < order < 2.2), f"L1 errors {errs[0]:.2e}, {errs[1]:.2e}"))
+
+    U1, U0 = ring + E.Quadratic(0.05 * np.eye(2)), E.Quadratic(np.eye(2) / 9.0)
+    g = Grid([(-16, 16)] * 2, 320)
+    exact = g.log_partition(U1)
+    q = abs(ti_log_z(U1, U0, g, 16) - exact)
+    out.append(below("thermodynamic integration, 16 Gauss-Legendre nodes: grid quadrature error of log Z", q, 1e-5))
+    r = thermodynamic_integration(U1, U0, rng.normal(size=(2000 if quick else 10000, 2)) * 3, nodes=16, seed=2)
+    out.append(below("thermodynamic integration, MALA particles: |log Z - grid| / se", abs(r.log_z - exact) / r.se, 4.0,
+                     f"log Z = {r.log_z:.5f} +- {r.se:.2g}, grid {exact:.5f}"))
+
+    auc = auroc(rng.normal(size=20000), rng.normal(size=20000) + 1.0)
+    out.append(below("AUROC of N(0,1) vs N(1,1) scores: |AUROC - Phi(1/sqrt 2)| / DeLong se",
+                     abs(auc.value - norm.cdf(1 / np.sqrt(2))) / auc.se, 4.0))
+
+    P = np.array([[2.0, 0.6], [0.6, 1.0]])
+    g = Grid([(-7, 7)] * 2, 200)
+    th = S.fit_ism_grid(S.PolynomialBasis(2, 2), g, g.gibbs(E.Quadratic(P)))
+    out.append(below("implicit score matching of a Gaussian (quadratic basis, grid): max |theta - exact|",
+                     float(np.abs(th - [0, 0, 0.5 * P[0, 0], P[0, 1], 0.5 * P[1, 1]]).max()), 1e-6))
+
+    c = [4.0, 0.0]
+    unsafe, Um = disc(c, 1.0), bump(c, 1.0)
+    g = Grid([(-8, 8)] * 2, 48)
+    rho0 = densities.Gaussian(np.zeros(2), 2.0 * np.eye(2))
+    times = np.linspace(0, 2, 9)
+    res = smallest_lambda(ring, Um, g, rho0, times, unsafe, 0.05, lam_max=20.0, tol=0.02)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        below_tol = unsafe_mass(FokkerPlanck(ring - (res.lam - res.tol) * Um, g).solve(rho0, times), unsafe).max()
+    out.append(Check("barrier: lambda* safe and lambda* - tol unsafe (max_t rho_t(unsafe) at lambda* - tol, > beta)",
+                     float(below_tol), 0.05, bool(res.mass.max() <= 0.05 < below_tol),
+                     f"lambda* = {res.lam:.4g}, max mass {res.mass.max():.4g}"))
+    if report is not None:
+        from .experiments import plot_barrier
+
+        fig = plot_barrier(None, {"barrier_fokker_planck": {"times": times, "mass": res.mass, "lam": res.lam,
+                                                             "beta": 0.05},
+                                  "free": {"times": times, "mass": unsafe_mass(FokkerPlanck(ring, g).solve(rho0, times),
+                                                                               unsafe)}}, None)
+        report.figure("barrier", fig)
+    return out
