@@ -134,10 +134,18 @@ def _kde_core(x, p, mu, S, mode):
                             for b in range(d):
                                 S[a, b] += e * diff[a] * diff[b]
                 visited += j1 - j0
-            # next cell of the cube
+            # next cell of the ring: an odometer over the cube whose last axis jumps from -k
+            # to +k while no other axis is at +-k (so a ring costs O(k^(d-1)), not O(k^d))
             a = d - 1
             while a >= 0:
-                off[a] += 1
+                if a == d - 1 and k > 0 and off[a] == -k:
+                    edge = False
+                    for e in range(d - 1):
+                        if off[e] == k or off[e] == -k:
+                            edge = True
+                    off[a] = -k + 1 if edge else k
+                else:
+                    off[a] += 1
                 if off[a] <= k:
                     break
                 off[a] = -k
