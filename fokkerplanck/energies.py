@@ -54,7 +54,7 @@ __all__ = [
     "Kernels", "Energy", "Quadratic", "DoubleWell", "GaussianMixture", "Sum", "SoftMin",
     "Custom", "softmin", "from_spec", "from_config", "check_confining", "ConfinementReport",
     "ENERGY_TYPES", "CONSTRUCTORS", "register", "UnresolvedEnergyError", "custom_modules",
-    "NoKernelsError", "CallableEnergy", "from_callable", "from_torch", "from_jax", "KDE",
+    "NoKernelsError", "spec_of", "CallableEnergy", "from_callable", "from_torch", "from_jax", "KDE",
 ]
 
 
@@ -1265,6 +1265,9 @@ def from_spec(spec: dict, *, allow_modules=()) -> Energy:
     if not isinstance(spec, dict) or "type" not in spec:
         raise ValueError(f"an energy spec is a dict with a 'type' key, got {str(spec)[:200]}")
     kind = spec["type"]
+    if kind == "unsaved":
+        raise UnresolvedEnergyError(f"the energy {spec.get('repr', '?')} was not stored ({spec.get('reason', '')}); "
+                                    "pass the energy itself to rebuild what needs it", spec)
     if not isinstance(kind, str) or kind not in ENERGY_TYPES:
         raise ValueError(f"unknown energy type {kind!r}{_nearest(kind, ENERGY_TYPES)}; known: {sorted(ENERGY_TYPES)}")
     cls = ENERGY_TYPES[kind]
@@ -1274,6 +1277,16 @@ def from_spec(spec: dict, *, allow_modules=()) -> Energy:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{kind} spec is malformed: {type(exc).__name__} {exc}") from None
     return _call_checked(cls, {k: v for k, v in spec.items() if k != "type"}, f"{kind} energy")
+
+
+def spec_of(energy) -> dict:
+    """``energy.to_spec()``, or for an energy that has none (Python callables, kernels in
+    ``__main__``) a stand-in ``{"type": "unsaved", "repr", "dim", "reason"}``: files of
+    such runs are still written, and reading them back asks for the energy itself."""
+    try:
+        return energy.to_spec()
+    except ValueError as exc:
+        return {"type": "unsaved", "repr": repr(energy), "dim": int(energy.dim), "reason": str(exc)}
 
 
 def from_config(spec: dict) -> Energy:

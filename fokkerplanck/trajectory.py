@@ -232,7 +232,7 @@ class Trajectory:
 
         g.attrs.update({
             "format": FORMAT, "version": VERSION, "flow": self.flow, "temperature": self.temperature,
-            "energy": json.dumps(self.energy.to_spec()), "grid": json.dumps(self.grid.to_spec()),
+            "energy": json.dumps(E.spec_of(self.energy)), "grid": json.dumps(self.grid.to_spec()),
             "scheme": json.dumps(self.scheme), "info": json.dumps(self.info, default=float),
             "package_version": __version__,
         })
@@ -301,7 +301,7 @@ class Trajectory:
             spec = _json_attr(g, "energy")
             temperature = float(g.attrs["temperature"])
             if energy is not None:
-                if energy.to_spec() != spec:
+                if E.spec_of(energy) != spec:
                     raise ValueError(f"{where}: the energy passed ({energy!r}) is not the one stored in the file")
             else:
                 try:

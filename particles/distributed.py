@@ -146,6 +146,9 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
     n = x0.shape[0]
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
     shards = shard_ranges(n, shard_size, n_workers, kwargs.get("summary_block", sm.BLOCK))
+    if not energy.has_kernels:
+        raise ValueError(f"a Dask run ships the energy to its workers as a spec (data, never code); {energy!r} is "
+                         "given by Python callables: run it in process (client=None)")
     spec = energy.to_spec()
     t0 = time.perf_counter()
     futures = []

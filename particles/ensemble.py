@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fokkerplanck._validate import check_memory, finite_array, positive_float
+from fokkerplanck import energies as E
 from fokkerplanck._files import atomic_h5
 from fokkerplanck.callables import lenient
 from fokkerplanck.energy_blocks import block_kernels, block_params
@@ -275,15 +276,6 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     return result(ns, path, summ_arrays)
 
 
-def _spec(energy) -> dict:
-    """The energy's spec for the run's metadata; a Custom energy whose kernels live in
-    ``__main__`` or a function has none (it still runs): its repr stands in."""
-    try:
-        return energy.to_spec()
-    except ValueError as exc:
-        return {"type": "unsaved", "repr": repr(energy), "reason": str(exc)}
-
-
 def _warn_lost(status) -> tuple[int, int]:
     """Counts of particles that left the box / became non-finite, each warned about
     (at the caller of ``langevin`` / ``gradient_flow``)."""
@@ -378,7 +370,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
 
     meta = {"flow": "langevin", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
             "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "index_offset": offset,
-            "energy": _spec(energy), "precision": precision}
+            "energy": E.spec_of(energy), "precision": precision}
     res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
                progress=progress, summaries=summaries, histogram=histogram, summary_block=summary_block)
     if method == "mala":
@@ -448,7 +440,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
 
     meta = {"flow": "gradient", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
             "temperature": T, "n_particles": X.shape[0], "track_logdensity": bool(track_logdensity),
-            "energy": _spec(energy)}
+            "energy": E.spec_of(energy)}
     return _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T,
                 logrho=LOG if track_logdensity else None, log_z=log_z, meta=meta, progress=progress,
                 histogram=histogram, summary_block=summary_block)

@@ -229,3 +229,22 @@ def test_jax_energy():
             E.from_jax(lambda x: x, 2, name="vec").value(X)
     finally:
         jax.config.update("jax_enable_x64", prev)
+
+
+def test_files_of_callable_energies(tmp_path):
+    """A trajectory of a callable energy saves (its spec is a stand-in: code is never stored)
+    and loads; its energy comes back only when passed in; particle metadata says the same."""
+    from fokkerplanck import Trajectory
+
+    U = E.from_callable(lambda X: 0.5 * (X ** 2).sum(1), lambda X: X, dim=2, name="half-square")
+    g = Grid([(-7, 7)] * 2, 32)
+    tr = FokkerPlanck(U, g).solve(densities.Gaussian(np.zeros(2), np.eye(2)), [0.0, 0.5])
+    tr.save(tmp_path / "c.h5")
+    t2 = Trajectory.load(tmp_path / "c.h5")
+    assert "not loaded" in repr(t2.energy) and t2.energy.to_spec()["type"] == "unsaved"
+    with pytest.raises(ValueError, match="not stored"):
+        t2.energy.grad(np.zeros((1, 2)))
+    t3 = Trajectory.load(tmp_path / "c.h5", energy=U)
+    np.testing.assert_allclose(t3.kl(), tr.kl(), rtol=1e-14)
+    ens = particles.langevin(U, np.zeros((10, 2)), 0.01, 2, seed=1)
+    assert ens.meta["energy"]["type"] == "unsaved" and "half-square" in ens.meta["energy"]["repr"]
