@@ -168,7 +168,7 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
     if sign is None:
         raise ValueError(f"direction must be 'backward' or 'forward', got {direction!r}")
     centre = np.zeros(X0.shape[1]) if centre is None else np.asarray(centre, dtype=float)
-    run = _build(energy.kernels)
+    run = _build(energy.kernels) if energy.has_kernels else _vectorised(energy)
     h0 = 1e-3 if times.size == 0 or times.max() == 0 else min(1e-3, 1e-2 * times.max())
     Z, L, status, fail_t, first_escaped = run(X0, times, sign, energy.params, float(rtol), float(atol), centre,
                                float(r_escape), h0)
@@ -180,3 +180,67 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
             f"{X0[i].tolist()} at s = {fail_t[i]:.6g} ({direction}, rtol={rtol:g}, atol={atol:g})")
     escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
     return Z, L, escaped
+
+
+def _vectorised(energy):
+    """The same Dormand-Prince integration for an energy without numba kernels (Python
+    callables): every point keeps its own time, step size and next output, as in the
+    compiled path; each round attempts one step of every unfinished point with one batched
+    call of the energy per stage (so the number of rounds is the largest step count)."""
+
+    def f(Y, sign):
+        return np.concatenate([sign * energy._grad(Y[:, :-1]), energy._lap(Y[:, :-1])[:, None]], axis=1)
+
+    def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0):
+        n, d = X0.shape
+        nt = times.shape[0]
+        Z, Lg = np.empty((nt, n, d)), np.empty((nt, n))
+        status, fail_t = np.zeros(n, dtype=np.int64), np.zeros(n)
+        first_escaped = np.full(n, nt, dtype=np.int64)
+        Y = np.concatenate([X0, np.zeros((n, 1))], axis=1)
+        t, h = np.zeros(n), np.full(n, float(h0))
+        j0 = int(np.sum(times <= 0.0))
+        Z[:j0], Lg[:j0] = X0, 0.0
+        j = np.full(n, j0)
+        live = j < nt
+        while live.any():
+            out = live & (np.sum((Y[:, :d] - centre) ** 2, axis=1) > r_escape ** 2)
+            for i in np.flatnonzero(out):
+                status[i], first_escaped[i] = 1, j[i]
+                Z[j[i]:, i], Lg[j[i]:, i] = Y[i, :d], Y[i, d]
+            live &= ~out
+            idx = np.flatnonzero(live)
+            if idx.size == 0:
+                break
+            y = Y[idx]
+            hs = np.minimum(h[idx], times[j[idx]] - t[idx])[:, None]
+            K = [f(y, sign)]
+            for s_ in range(1, 7):
+                K.append(f(y + hs * sum(_A[s_, q] * K[q] for q in range(s_)), sign))
+            ynew = y + hs * sum(_B[q] * K[q] for q in range(7) if _B[q] != 0.0)
+            with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+                e = hs * sum(_E[q] * K[q] for q in range(7))
+                ratio = np.abs(e) / (atol + rtol * np.maximum(np.abs(y), np.abs(ynew)))
+                err = np.where(np.all(np.isfinite(ynew), axis=1), ratio.max(axis=1), 1e10)
+                fac_ok = np.where(err == 0.0, 5.0, np.minimum(5.0, 0.9 * err ** -0.2))
+                fac_bad = np.maximum(0.1, 0.9 * err ** -0.2)
+            hs = hs[:, 0]
+            ok = err <= 1.0
+            a, r = idx[ok], idx[~ok]
+            t[a] += hs[ok]
+            Y[a] = ynew[ok]
+            h[a] = np.where(hs[ok] == h[a], h[a] * fac_ok[ok], np.maximum(h[a], hs[ok] * fac_ok[ok]))
+            for i in a:  # record the outputs reached
+                while j[i] < nt and times[j[i]] - t[i] <= 1e-13 * max(1.0, times[j[i]]):
+                    Z[j[i], i], Lg[j[i], i] = Y[i, :d], Y[i, d]
+                    j[i] += 1
+            h[r] = hs[~ok] * fac_bad[~ok]
+            under = r[h[r] < 1e-13 * np.maximum(1.0, t[r])]
+            for i in under:
+                status[i], fail_t[i] = 2, t[i]
+                Z[j[i]:, i], Lg[j[i]:, i] = np.nan, np.nan
+                j[i] = nt
+            live &= j < nt
+        return Z, Lg, status, fail_t, first_escaped
+
+    return run
