@@ -58,7 +58,7 @@ __all__ = [
 ]
 
 
-COMPILED_MIN_POINTS = 4096  # from this many points, GaussianMixture.value runs its compiled kernel
+COMPILED_MIN_POINTS = 4096  # from this many points, GaussianMixture value and grad run compiled kernels
 
 
 class NoKernelsError(NotImplementedError):
@@ -272,6 +272,23 @@ def _value_loop(k: Kernels):
             for i in prange(X.shape[0]):
                 v[i] = value(X[i], p)
             return v
+
+        _LOOPS[key] = (k, loop)
+    return _LOOPS[key][1]
+
+
+def _grad_loop(k: Kernels):
+    """``grad U`` at points (N, d) by the compiled one-point kernel, in parallel."""
+    key = (tuple(id(f) for f in k), "grad")
+    if key not in _LOOPS:
+        grad = k.grad
+
+        @closure_jit(parallel=True)
+        def loop(X, p):
+            g = np.empty(X.shape)
+            for i in prange(X.shape[0]):
+                grad(X[i], p, g[i])
+            return g
 
         _LOOPS[key] = (k, loop)
     return _LOOPS[key][1]
@@ -805,6 +822,8 @@ class GaussianMixture(Energy):
         return -logsumexp(self._logits(X)[0], axis=1)
 
     def _grad(self, X):
+        if X.shape[0] >= COMPILED_MIN_POINTS:  # particles on the vectorised path, grids: all cores
+            return _grad_loop(self.kernels)(np.ascontiguousarray(X), self.params)
         r, G, _ = self._resp(X)
         return np.einsum("nk,nki->ni", r, G)
 
