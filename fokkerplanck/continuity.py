@@ -52,6 +52,33 @@ def _mc_slopes(r):
     return np.where(dm * dp > 0, np.sign(dm) * s, 0.0)
 
 
+def fv_rhs(g, rho, face_velocity, reconstruction: str = "muscl") -> np.ndarray:
+    """``d rho / dt = -div(rho v)`` by conservative finite volumes: MUSCL (or first-order
+    upwind) face values, upwind fluxes with the face velocities ``face_velocity[a]`` (shaped
+    as :attr:`Continuity.face_velocity`), zero-flux walls."""
+    out = np.zeros_like(rho)
+    for a in range(g.ndim):
+        r = np.moveaxis(rho, a, 0)
+        v = np.moveaxis(face_velocity[a], a, 0)
+        if g.periodic[a]:
+            pad = np.concatenate([r[-2:], r, r[:2]])
+        else:  # mirror ghosts: zero slope in the boundary cells
+            pad = np.concatenate([r[:1], r[:1], r, r[-1:], r[-1:]])
+        s = _mc_slopes(pad)[1:-1] if reconstruction == "muscl" else np.zeros_like(r)
+        if g.periodic[a]:
+            left = r + 0.5 * s                              # face i+1/2 seen from cell i
+            right = np.roll(r - 0.5 * s, -1, axis=0)        # ... from cell i+1
+            F = np.maximum(v, 0) * left + np.minimum(v, 0) * right
+            div = F - np.roll(F, 1, axis=0)
+        else:
+            left = (r + 0.5 * s)[:-1]
+            right = (r - 0.5 * s)[1:]
+            F = np.maximum(v, 0) * left + np.minimum(v, 0) * right
+            div = np.concatenate([F[:1], F[1:] - F[:-1], -F[-1:]])
+        np.moveaxis(out, a, 0)[...] -= div / g.spacing[a]
+    return out
+
+
 class Continuity:
     """Continuity equation ``d_t rho = div(rho grad U)`` on a grid.
 
@@ -98,28 +125,7 @@ class Continuity:
 
     def rhs(self, rho) -> np.ndarray:
         """Semi-discrete ``d rho / dt`` of the finite-volume scheme."""
-        g = self.grid
-        out = np.zeros_like(rho)
-        for a in range(g.ndim):
-            r = np.moveaxis(rho, a, 0)
-            v = np.moveaxis(self.face_velocity[a], a, 0)
-            if g.periodic[a]:
-                pad = np.concatenate([r[-2:], r, r[:2]])
-            else:  # mirror ghosts: zero slope in the boundary cells
-                pad = np.concatenate([r[:1], r[:1], r, r[-1:], r[-1:]])
-            s = _mc_slopes(pad)[1:-1] if self.reconstruction == "muscl" else np.zeros_like(r)
-            if g.periodic[a]:
-                left = r + 0.5 * s                              # face i+1/2 seen from cell i
-                right = np.roll(r - 0.5 * s, -1, axis=0)        # ... from cell i+1
-                F = np.maximum(v, 0) * left + np.minimum(v, 0) * right
-                div = F - np.roll(F, 1, axis=0)
-            else:
-                left = (r + 0.5 * s)[:-1]
-                right = (r - 0.5 * s)[1:]
-                F = np.maximum(v, 0) * left + np.minimum(v, 0) * right
-                div = np.concatenate([F[:1], F[1:] - F[:-1], -F[-1:]])
-            np.moveaxis(out, a, 0)[...] -= div / g.spacing[a]
-        return out
+        return fv_rhs(self.grid, rho, self.face_velocity, self.reconstruction)
 
     def _finite_volume(self, rho0, times, dt, cfl, progress):
         dt_max = self.max_stable_dt
