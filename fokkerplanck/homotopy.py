@@ -170,6 +170,18 @@ class VPFBHomotopy(EnergyPath):
         xbar = self.data[0]
         return X @ (self.dmu(t) * xbar) + 0.25 * self.dsigma2(t) / s2 * np.sum((X - m * xbar) ** 2, axis=1)
 
+    def gaussian_boltzmann_residual(self, t) -> float:
+        """For ONE data point, the weighted relative residual of the best fit
+        ``Phi = a log rho_bar + b`` (:func:`fokkerplanck.potential_flow.boltzmann_residual`) in
+        closed form: ``Phi``'s linear part ``mu' xbar . (x - mu xbar)`` is orthogonal to every
+        function of ``|x - mu xbar|``, so the residual is ``sqrt(V_lin / (V_lin + V_quad))``
+        with ``V_lin = mu'^2 |xbar|^2 s^2`` and ``V_quad = (s^2)'^2 d / 8``: zero only for
+        ``xbar = 0``.  The potential is a Boltzmann energy of the homotopy only then."""
+        self.gaussian_velocity(np.zeros((1, self.dim)), t)  # refuses M > 1
+        v_lin = self.dmu(t) ** 2 * float(self.data[0] @ self.data[0]) * self.sigma2(t)
+        v_quad = self.dsigma2(t) ** 2 * self.dim / 8.0
+        return math.sqrt(v_lin / (v_lin + v_quad))
+
     def sample(self, n: int, t, seed=None) -> np.ndarray:
         """``n`` exact samples of ``rho_bar(., t)``."""
         rng = np.random.default_rng(seed)

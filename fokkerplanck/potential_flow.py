@@ -39,7 +39,7 @@ from .fluxes import faces
 from .homotopy import check_time
 
 __all__ = ["PoissonSolution", "weighted_poisson", "potential_flow", "PotentialFlow", "potential_flow_particles",
-           "homotopy_kl", "FLOOR"]
+           "homotopy_kl", "boltzmann_residual", "frozen_flow", "FLOOR"]
 
 FLOOR = 1e-12
 
@@ -225,3 +225,49 @@ def potential_flow_particles(homotopy, grid, times, n: int, *, dt: float = 0.01,
         kl.append(float(f.mean()))
         se.append(float(f.std(ddof=1) / math.sqrt(f.size)))
     return ParticleFlow(times, P, L, np.array(kl), np.array(se))
+
+
+def boltzmann_residual(homotopy, grid, t, phi=None) -> dict:
+    """Is ``Phi(., t)`` a Boltzmann energy of ``rho_bar(., t)``, i.e. ``Phi = a log rho_bar + b``?
+    The best ``(a, b)`` by least squares weighted by ``rho_bar(., t)``, and the weighted relative
+    residual ``||Phi - a log rho_bar - b|| / ||Phi - mean Phi||`` (0 for a Boltzmann potential).
+    ``phi`` defaults to the grid Poisson solution."""
+    Phi = (weighted_poisson(homotopy, grid, t).phi if phi is None else np.asarray(phi, dtype=float)).ravel()
+    L = homotopy.logpdf(grid.points, t)
+    w = np.exp(L)
+    w = w / w.sum()
+    M = np.stack([L, np.ones_like(L)], axis=1)
+    sw = np.sqrt(w)
+    (a, b), *_ = np.linalg.lstsq(M * sw[:, None], Phi * sw, rcond=None)
+    r = Phi - a * L - b
+    centred = Phi - np.sum(w * Phi)
+    return {"a": float(a), "b": float(b), "relative_residual": float(np.sqrt(np.sum(w * r ** 2) / np.sum(w * centred ** 2)))}
+
+
+def frozen_flow(homotopy, grid, t_freeze, durations, *, cfl: float = 0.2):
+    """Run on the ODE past the homotopy: ``d_t rho = -div(rho grad Phi(., t_freeze))`` (the potential
+    frozen at ``t_freeze``) from ``rho_bar(., t_freeze)`` for the extra ``durations``; returns the
+    densities and ``KL(rho_s || rho_bar(., t_freeze))``.  The Langevin flow of
+    ``U = -log rho_bar(., t_freeze)`` keeps that law (its Gibbs law); this one need not."""
+    t_freeze = check_time(t_freeze)
+    durations = finite_array(durations, "durations", ndim=1)
+    v = weighted_poisson(homotopy, grid, t_freeze).face_velocity
+    rate = sum(np.abs(x).max() / h for x, h in zip(v, grid.spacing))
+    step = positive_float(cfl, "cfl") / max(rate, 1e-300)
+    u = grid.density_from_logpdf(lambda X: homotopy.logpdf(X, t_freeze))
+    ref = u.copy()
+    out, s = [], 0.0
+    for tout in durations:
+        while tout - s > 1e-12:
+            h = min(step, tout - s)
+            u1 = u + h * fv_rhs(grid, u, v)
+            u2 = 0.75 * u + 0.25 * (u1 + h * fv_rhs(grid, u1, v))
+            u = (u + 2.0 * (u2 + h * fv_rhs(grid, u2, v))) / 3.0
+            s += h
+        out.append(u.copy())
+    out = np.array(out)
+    kl = []
+    for r in out:
+        m = r > 0
+        kl.append(float(np.sum(r[m] * np.log(r[m] / ref[m])) * grid.cell_volume))
+    return out, np.array(kl)

@@ -135,3 +135,24 @@ def test_time_dependent_fokker_planck_and_annealed_langevin_follow_the_moving_ou
     a = annealed_langevin(st, x0[:500], 0.01, 20, temperature=T, seed=3).positions[-1]
     b = particles.langevin(E.Quadratic(A1, mean=M1), x0[:500], 0.01, 20, temperature=T, seed=3).positions[-1]
     np.testing.assert_allclose(a, b, atol=1e-14)
+
+
+def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
+    """The potential at t = 1 is a Boltzmann energy of rho_bar(1) only when xbar = 0: the grid's
+    best-fit residual converges (second order) to the closed form (1/sqrt 2 for these numbers,
+    0 at xbar = 0).  Past t = 1, the ODE with the frozen potential leaves rho_bar(1) (KL grows)
+    while the Langevin flow of U = -log rho_bar(1) keeps it (its Gibbs law; KL ~ round-off)."""
+    from fokkerplanck import FokkerPlanck
+    from fokkerplanck.potential_flow import boltzmann_residual, frozen_flow
+
+    for xbar, want in (([1.0, 0.5], 1 / np.sqrt(2)), ([0.0, 0.0], 0.0)):
+        H1 = VPFBHomotopy(np.array([xbar]), 1.0, 0.5)
+        assert abs(H1.gaussian_boltzmann_residual(1.0) - want) < 1e-12
+        errs = [abs(boltzmann_residual(H1, Grid([(-5, 5)] * 2, c), 1.0)["relative_residual"] - want) for c in (32, 64)]
+        assert errs[1] < 1e-2 and errs[0] / errs[1] > 3.5
+    H = VPFBHomotopy(DATA3, 1.0, 1.0)
+    g = Grid([(-6, 6)] * 2, 48)
+    assert boltzmann_residual(H, g, 1.0)["relative_residual"] > 0.5  # the mixture's potential is far from one
+    _, kl_ode = frozen_flow(H, g, 1.0, [1.0, 2.0])
+    fp = FokkerPlanck(H.at(1.0), g).solve(g.density_from_logpdf(lambda X: H.logpdf(X, 1.0)), [0.0, 1.0, 2.0])
+    assert kl_ode[0] > 0.05 and kl_ode[1] > kl_ode[0] and np.abs(fp.kl()).max() < 1e-10
