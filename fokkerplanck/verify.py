@@ -632,3 +632,87 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
                                                                                unsafe)}}, None)
         report.figure("barrier", fig)
     return out
+
+
+@register
+def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Time-dependent energies and density homotopies (issue 12): VPFB closed forms; the
+    density-weighted Poisson solve at second order against the Gaussian potential; homotopy
+    matching by the grid potential flow and by particles; the moving-OU law by the
+    time-dependent Fokker-Planck solver; the stationary-Boltzmann claim; ODE vs Langevin."""
+    from scipy.integrate import solve_ivp
+
+    from . import densities
+    from . import energies as E
+    from .grid import Grid
+    from .homotopy import LinearHomotopy, VPFBHomotopy
+    from .potential_flow import (_face_points, boltzmann_residual, frozen_flow, homotopy_kl, potential_flow,
+                                 potential_flow_particles, weighted_poisson)
+    from .solvers import FokkerPlanck
+    from .time_dependent import solve_path
+
+    out = []
+    data = np.array([[1.0, 2.0], [-2.0, 0.5], [0.0, -1.5]])
+    H = VPFBHomotopy(data, 1.0, 1.0)
+    X = np.random.default_rng(0).normal(size=(200, 2)) * 2
+    e = 1e-5
+    fd = (H.logpdf(X, 0.4 + e) - H.logpdf(X, 0.4 - e)) / (2 * e)
+    out.append(below("VPFB homotopy: max |d_t log rho_bar - central difference|", np.abs(H.dt_logpdf(X, 0.4) - fd).max(), 1e-8))
+
+    H1 = VPFBHomotopy(np.array([[1.0, 0.5]]), 1.0, 0.5)
+    errs = []
+    for cells in (32, 64):
+        g = Grid([(-5, 5)] * 2, cells)
+        sol = weighted_poisson(H1, g, 0.3)
+        num = den = 0.0
+        for a in range(2):
+            P, shp = _face_points(g, a)
+            w = np.exp(H1.logpdf(P, 0.3)).reshape(shp)
+            num += np.sum(w * np.abs(sol.face_velocity[a] - H1.gaussian_velocity(P, 0.3)[:, a].reshape(shp)))
+            den += np.sum(w)
+        errs.append(num / den)
+    order = float(np.log2(errs[0] / errs[1]))
+    out.append(Check("weighted Poisson: grad Phi vs the Gaussian closed form, 32 -> 64 cells: observed order", order, 2.0,
+                     bool(1.8 < order < 2.2), f"weighted L1 errors {errs[0]:.2e}, {errs[1]:.2e}"))
+
+    times = np.linspace(0, 1, 3)
+    kls = []
+    for cells in (32, 64):
+        g = Grid([(-6, 6)] * 2, cells)
+        dens, _ = potential_flow(H, g, times)
+        kls.append(homotopy_kl(H, g, dens, times)[-1])
+    out.append(below("homotopy matching: KL(rho_Phi(1) || rho_bar(1)), grid potential flow on 64^2 (32^2: "
+                     f"{kls[0]:.2e})", kls[1], 3e-5))
+    pf = potential_flow_particles(H, Grid([(-6, 6)] * 2, 64), times, 20000 if quick else 100000, dt=0.02, seed=1)
+    out.append(below("homotopy matching, particles (tracked log-density): max_{t>0} |KL| - 4 se",
+                     float(np.max(np.abs(pf.kl[1:]) - 4 * pf.kl_se[1:])),
+                     2e-4, f"KL(1) = {pf.kl[-1]:.2e} +- {pf.kl_se[-1]:.1e}"))
+
+    A0, m0 = np.array([[1.0, 0.0], [0.0, 0.5]]), np.zeros(2)
+    A1, m1 = np.array([[3.0, 0.8], [0.8, 2.0]]), np.array([1.5, -1.0])
+    T, D = 0.7, 2.0
+
+    def rhs(s, y):
+        u = s / D
+        A, b = (1 - u) * A0 + u * A1, (1 - u) * A0 @ m0 + u * A1 @ m1
+        S = y[2:].reshape(2, 2)
+        return np.concatenate([-A @ y[:2] + b, (-A @ S - S @ A.T + 2 * T * np.eye(2)).ravel()])
+    ref = solve_ivp(rhs, [0, D], np.concatenate([[-1.0, 1.0], (0.5 * np.eye(2)).ravel()]), rtol=1e-12, atol=1e-13,
+                    t_eval=[D]).y[:, -1]
+    path = LinearHomotopy(E.Quadratic(A0, mean=m0), E.Quadratic(A1, mean=m1))
+    g = Grid([(-6, 6)] * 2, 96)
+    sol = solve_path(path, g, densities.Gaussian([-1.0, 1.0], 0.5 * np.eye(2)), [0, D], temperature=T, duration=D, tol=1e-4)
+    w = sol.densities[-1].ravel() * g.cell_volume
+    out.append(below("time-dependent Fokker-Planck (moving OU), 96^2: max |mean - moment ODE|",
+                     float(np.abs(w @ g.points - ref[:2]).max()), 6e-3, f"{sol.steps} steps, {sol.rejected} rejected"))
+
+    out.append(below("Boltzmann claim: |grid residual - closed form (1/sqrt 2)|, one data point, 64^2",
+                     abs(boltzmann_residual(H1, Grid([(-5, 5)] * 2, 64), 1.0)["relative_residual"] - H1.gaussian_boltzmann_residual(1.0)),
+                     1e-2))
+    g = Grid([(-6, 6)] * 2, 48)
+    _, kl_ode = frozen_flow(H, g, 1.0, [2.0])
+    fp = FokkerPlanck(H.at(1.0), g).solve(g.density_from_logpdf(lambda Y: H.logpdf(Y, 1.0)), [0.0, 2.0])
+    out.append(Check("past t = 1: frozen-potential ODE leaves rho_bar(1) (KL at s = 2), Langevin keeps it",
+                     float(kl_ode[-1]), 0.05, bool(kl_ode[-1] > 0.05 and abs(fp.kl()[-1]) < 1e-10),
+                     f"Langevin KL {fp.kl()[-1]:.1e}"))
+    return out
