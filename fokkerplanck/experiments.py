@@ -264,3 +264,106 @@ def plot_barrier(path, r, steps):
     ax.set_ylabel("rho_t(unsafe)")
     ax.legend(fontsize="x-small")
     return fig
+
+
+# ---------------------------------------------------------------------------------------
+# kind = "vpfb"
+HOMOTOPY_KEYS = {"data", "prior_std", "likelihood_std"}
+VPFB_PARTICLE_KEYS = {"n", "dt", "seed"}
+LONG_RUN_KEYS = {"durations"}
+
+
+def check_vpfb(cfg, grid) -> None:
+    from ._validate import finite_array, positive_float, positive_int
+    from .homotopy import VPFBHomotopy
+
+    h = _get(cfg, "homotopy", HOMOTOPY_KEYS)
+    X = finite_array(h.get("data"), "[homotopy] data")
+    if X.ndim != 2 or X.shape[1] != grid.ndim:
+        raise ValueError(f"[homotopy] data must be a list of {grid.ndim}-D points, got shape {X.shape}")
+    H = VPFBHomotopy(X, h.get("prior_std", 1.0), h.get("likelihood_std", 1.0))
+    lo, hi = np.array(grid.bounds).T
+    for t in (0.0, 1.0):  # the marginal must fit in the box at both ends
+        m = grid.mass_near_wall(grid.density_from_logpdf(lambda Y: H.logpdf(Y, t)), 2)
+        if m > 1e-6:
+            raise ValueError(f"the homotopy's marginal at t = {t:g} puts mass {m:.3g} within two cells of the walls of "
+                             f"{grid.bounds}: enlarge [grid] bounds")
+    if any(grid.periodic):
+        raise ValueError("the vpfb experiment needs a non-periodic grid (zero-flux walls)")
+    times = cfg["times"]
+    if float(times.get("stop", 1.0)) > 1.0 or float(times.get("start", 0.0)) < 0.0:
+        raise ValueError("[times] of a homotopy lie in [0, 1]")
+    if "particles" in cfg:
+        p = _get(cfg, "particles", VPFB_PARTICLE_KEYS)
+        positive_int(p.get("n", 10000), "[particles] n")
+        positive_float(p.get("dt", 0.02), "[particles] dt")
+    d = _get(cfg, "long_run", LONG_RUN_KEYS).get("durations", [1.0, 2.0])
+    finite_array(d, "[long_run] durations", ndim=1)
+
+
+def run_vpfb(cfg, f, *, progress=True, log=print, build_energy=None, grid, times):
+    from .homotopy import VPFBHomotopy
+    from .potential_flow import boltzmann_residual, frozen_flow, homotopy_kl, potential_flow, potential_flow_particles
+    from .solvers import FokkerPlanck
+
+    h = cfg["homotopy"]
+    H = VPFBHomotopy(np.asarray(h["data"], dtype=float), h.get("prior_std", 1.0), h.get("likelihood_std", 1.0))
+    log(f"{H!r}: potential flow on the grid ...")
+    dens, info = potential_flow(H, grid, times)
+    g = f.create_group("grid")
+    g["times"], g["kl"] = times, homotopy_kl(H, grid, dens, times)
+    g["mass"] = dens.sum(axis=tuple(range(1, dens.ndim))) * grid.cell_volume
+    g["density_final"] = dens[-1]
+    g.attrs.update(steps=info["steps"], max_wall_flux=info["max_wall_flux"])
+    log(f"  KL(rho_Phi(1) || rho_bar(1)) = {g['kl'][-1]:.3g} ({info['steps']} steps)")
+    if "particles" in cfg:
+        p = cfg["particles"]
+        pf = potential_flow_particles(H, grid, times, int(p.get("n", 10000)), dt=float(p.get("dt", 0.02)),
+                                      seed=int(p.get("seed", 1)))
+        gp = f.create_group("particles")
+        gp["times"], gp["kl"], gp["kl_se"] = times, pf.kl, pf.kl_se
+        gp.attrs["n"] = int(p.get("n", 10000))
+        log(f"  particles: KL(1) = {pf.kl[-1]:.3g} +- {pf.kl_se[-1]:.2g}")
+    res = [boltzmann_residual(H, grid, t)["relative_residual"] for t in times[1:]]
+    gb = f.create_group("boltzmann")
+    gb["times"], gb["relative_residual"] = times[1:], np.array(res)
+    log(f"  Boltzmann claim: Phi(1) vs log rho_bar(1), best affine fit residual {res[-1]:.3f} (0 = Boltzmann)")
+    durations = np.asarray(cfg.get("long_run", {}).get("durations", [1.0, 2.0]), dtype=float)
+    _, kl_ode = frozen_flow(H, grid, 1.0, durations)
+    rho1 = grid.density_from_logpdf(lambda Y: H.logpdf(Y, 1.0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kl_lang = FokkerPlanck(H.at(1.0), grid).solve(rho1, np.concatenate([[0.0], durations])).kl()[1:]
+    gl = f.create_group("long_run")
+    gl["durations"], gl["kl_ode"], gl["kl_langevin"] = durations, kl_ode, kl_lang
+    log(f"  past t = 1: ODE KL {kl_ode[-1]:.3g}, Langevin KL {kl_lang[-1]:.1e} after {durations[-1]:g}")
+
+
+def plot_vpfb(path, r, steps):
+    from .plots import _plt
+
+    plt = _plt()
+    fig, (ax_k, ax_b, ax_l) = plt.subplots(1, 3, figsize=(15, 4.4), layout="constrained")
+    g = r["grid"]
+    ax_k.semilogy(g["times"][1:], np.maximum(g["kl"][1:], 1e-16), "k-o", ms=3, label="grid potential flow")
+    if "particles" in r:
+        p = r["particles"]
+        ax_k.errorbar(p["times"][1:], p["kl"][1:], yerr=p["kl_se"][1:], fmt="o", ms=3,
+                      label=f"{p['n']} particles (tracked log-density)")
+    ax_k.set_xlabel("homotopy time t")
+    ax_k.set_title("homotopy matching: KL(rho_Phi(t) || rho_bar(t))")
+    ax_k.legend(fontsize="x-small")
+    b = r["boltzmann"]
+    ax_b.plot(b["times"], b["relative_residual"], "C1-o", ms=3)
+    ax_b.set_ylim(0, 1.05)
+    ax_b.set_xlabel("homotopy time t")
+    ax_b.set_title("Phi(t) = a log rho_bar(t) + b ? (relative residual)")
+    lr = r["long_run"]
+    ax_l.plot(lr["durations"], lr["kl_ode"], "C3-o", ms=3, label="ODE, potential frozen at t = 1")
+    ax_l.plot(lr["durations"], np.abs(lr["kl_langevin"]), "C0-o", ms=3, label="Langevin, U = -log rho_bar(1)")
+    ax_l.set_xlabel("time past t = 1")
+    ax_l.set_ylabel("KL(rho || rho_bar(1))")
+    ax_l.legend(fontsize="x-small")
+    return fig

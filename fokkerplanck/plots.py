@@ -111,10 +111,11 @@ def plot_run(path, out=None, *, steps=None):
     from .runner import read_run
 
     r = read_run(path)
-    from .experiments import plot_barrier, plot_ood
+    from .experiments import plot_barrier, plot_ood, plot_vpfb
 
     fig = {"flows": _plot_flows, "composition": _plot_composition, "theorem": _plot_theorem,
-           "ising": _plot_ising, "ood": plot_ood, "barrier": plot_barrier}[r["kind"]](
+           "ising": _plot_ising, "ood": plot_ood, "barrier": plot_barrier,
+           "vpfb": plot_vpfb}[r["kind"]](
         path, r, steps)
     if out is not None:
         fig.savefig(out, dpi=110)

@@ -1,6 +1,6 @@
 """``fpk run CONFIG.toml -o out.h5``: one experiment from a TOML file into one HDF5 file.
 
-Six kinds of experiment (``kind = ...`` at the top of the config):
+Seven kinds of experiment (``kind = ...`` at the top of the config):
 
 ``kind = "flows"`` (the default): both density flows of one energy from one
 initial law, on the grid and with particles::
@@ -41,8 +41,8 @@ Gibbs law (see :func:`run_composition`).
 ``kind = "theorem"``: the deterministic flow started at ``rho*`` (see
 :func:`run_theorem`).
 
-``kind = "ood"`` and ``kind = "barrier"``: trained and data-defined energies, see
-:mod:`fokkerplanck.experiments`.
+``kind = "ood"`` and ``kind = "barrier"``: trained and data-defined energies;
+``kind = "vpfb"``: a density homotopy and its potential flow; see :mod:`fokkerplanck.experiments`.
 
 ``kind = "ising"``: a spin lattice (``[lattice]``: model ising/potts, shape, J, h, q),
 its exact master equation under ``[dynamics] name`` (glauber/metropolis) from
@@ -78,7 +78,8 @@ __all__ = ["load_config", "run", "build_energy", "builtin_configs", "read_run", 
 FORMAT = "fokkerplanck.run"
 REQUIRED = {"flows": ("energy", "grid", "initial", "times"), "composition": ("grid", "initial", "composition"),
             "theorem": ("energy", "grid", "times"), "ising": ("lattice", "times"),
-            "ood": ("energy", "grid", "ood"), "barrier": ("energy", "grid", "initial", "times", "unsafe")}
+            "ood": ("energy", "grid", "ood"), "barrier": ("energy", "grid", "initial", "times", "unsafe"),
+            "vpfb": ("homotopy", "grid", "times")}
 KINDS = tuple(REQUIRED)
 
 
@@ -136,6 +137,7 @@ TOP_KEYS = {
     "ising": {"kind", "temperature", "lattice", "dynamics", "spins", "times"},
     "ood": {"kind", "temperature", "energy", "grid", "ood", "data"},
     "barrier": {"kind", "temperature", "energy", "grid", "initial", "times", "unsafe", "barrier", "particles"},
+    "vpfb": {"kind", "homotopy", "grid", "times", "particles", "long_run"},
 }
 MAX_TIMES = 100_000
 
@@ -188,6 +190,11 @@ def check_config(cfg: dict) -> None:
         from . import experiments as X
 
         (X.check_ood if kind == "ood" else X.check_barrier)(cfg, U, grid)
+        return
+    if kind == "vpfb":
+        from . import experiments as X
+
+        X.check_vpfb(cfg, grid)
         return
     for table in ("particles", "deterministic_particles"):
         if table in cfg:
@@ -342,10 +349,10 @@ def run(cfg: dict, out: str, *, progress: bool = True, log=print, overwrite: boo
         f.attrs["config"] = json.dumps(cfg)
         f.attrs["config_sha256"] = config_hash(cfg)
         f.attrs["package_version"] = __version__
-        if kind in ("ood", "barrier"):
+        if kind in ("ood", "barrier", "vpfb"):
             from . import experiments as X
 
-            (X.run_ood if kind == "ood" else X.run_barrier)(
+            {"ood": X.run_ood, "barrier": X.run_barrier, "vpfb": X.run_vpfb}[kind](
                 cfg, f, progress=progress, log=log, build_energy=build_energy, grid=_grid(cfg),
                 times=_times(cfg) if "times" in cfg else None)
         else:

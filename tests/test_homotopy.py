@@ -156,3 +156,32 @@ def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
     _, kl_ode = frozen_flow(H, g, 1.0, [1.0, 2.0])
     fp = FokkerPlanck(H.at(1.0), g).solve(g.density_from_logpdf(lambda X: H.logpdf(X, 1.0)), [0.0, 1.0, 2.0])
     assert kl_ode[0] > 0.05 and kl_ode[1] > kl_ode[0] and np.abs(fp.kl()).max() < 1e-10
+
+
+def test_run_vpfb(tmp_path):
+    """The built-in experiment on a small grid: file, numbers, info and figure; config errors."""
+    from fokkerplanck import cli
+    from fokkerplanck.runner import check_config, load_config, read_run, run
+
+    cfg = load_config("vpfb")
+    cfg["grid"]["cells"] = 48
+    cfg["particles"]["n"] = 4000
+    cfg["times"]["num"] = 3
+    cfg["long_run"]["durations"] = [1.0, 2.0]
+    run(cfg, tmp_path / "v.h5", progress=False, log=lambda *a: None)
+    r = read_run(tmp_path / "v.h5")
+    assert r["grid"]["kl"][-1] < 2e-4 and np.allclose(r["grid"]["mass"], 1.0, atol=1e-12)
+    p = r["particles"]
+    assert np.all(np.abs(p["kl"]) < 4 * p["kl_se"] + 2e-3)
+    assert r["boltzmann"]["relative_residual"][-1] > 0.5
+    assert r["long_run"]["kl_ode"][-1] > 0.05 and np.abs(r["long_run"]["kl_langevin"]).max() < 1e-10
+    assert cli.main(["plot", str(tmp_path / "v.h5"), "-o", str(tmp_path / "v.png")]) == 0
+    assert cli.main(["info", str(tmp_path / "v.h5")]) == 0
+    for change, match in ((("grid", "bounds", [[-3.0, 3.0], [-3.0, 3.0]]), "enlarge"),
+                          (("times", "stop", 2.0), r"\[0, 1\]"),
+                          (("homotopy", "data", [[1.0, 2.0, 3.0]]), "2-D points"),
+                          (("homotopy", "prior", 1.0), "prior")):
+        bad = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+        bad[change[0]][change[1]] = change[2]
+        with pytest.raises(ValueError, match=match):
+            check_config(bad)
