@@ -81,6 +81,7 @@ def test_grid_solve_of_a_callable_equals_the_written_energy():
     np.testing.assert_allclose(b.ratio(), a.ratio(), rtol=1e-12)
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 @pytest.mark.parametrize("method", ["euler-maruyama", "leimkuhler-matthews", "mala"])
 def test_vectorised_langevin_equals_the_numba_path(method, rng):
     """Same energy, same seed: the two paths agree to the energy's round-off (NumPy and
@@ -101,6 +102,7 @@ def test_vectorised_langevin_equals_the_numba_path(method, rng):
         np.testing.assert_array_equal(a.acceptance, b.acceptance)
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 @pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
 def test_vectorised_flow_equals_the_numba_path(method, rng):
     U = E.from_callable(RING._value, RING._grad, RING._lap, hess=RING._hess, dim=2)
@@ -136,6 +138,7 @@ def test_particles_where_the_callable_fails_are_frozen_and_counted(rng):
         particles.langevin(U, x0, 0.05, 10, seed=1, precision="float32")
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_langevin_of_a_callable_reaches_its_gibbs_law(rng):
     """A user's energy (no closed form anywhere in the toolkit): ULA at small dt against the
     grid's Gibbs moments, within the particles' error bars."""
@@ -250,6 +253,7 @@ def test_files_of_callable_energies(tmp_path):
     assert ens.meta["energy"]["type"] == "unsaved" and "half-square" in ens.meta["energy"]["repr"]
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_lagrangian_characteristics_of_a_callable_equal_the_compiled_ones():
     """The vectorised Dormand-Prince path (per-point steps, batched energy calls) takes the same
     steps as the compiled per-point one: densities and forward KL agree to round-off."""

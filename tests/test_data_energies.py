@@ -41,6 +41,7 @@ def test_kde_spec_and_bad_input():
         K.smoothed(-1.0)
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_heat_flow_from_the_data_is_the_wider_kde():
     """``d_t rho = T lap rho`` (U = 0) from ``rho_data * K_h`` is ``rho_data * K_h'``, h'^2 = h^2 + 2Tt:
     the grid solver with a zero energy (a callable) converges to it at second order."""
@@ -58,6 +59,7 @@ def test_heat_flow_from_the_data_is_the_wider_kde():
     assert errs[1] < 2e-3 and 3.5 < errs[0] / errs[1] < 4.5  # measured 6.9e-3, 1.7e-3 (ratio 4.09)
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_langevin_on_a_kde_samples_it(rng):
     """Particles with the compiled KDE kernels (block adapter) against exact KDE samples:
     first and second moments within 4 standard errors after mixing."""

@@ -73,6 +73,7 @@ def test_weighted_poisson_is_second_order_against_the_gaussian_potential():
     assert errs[1] < 3e-3 and 3.5 < errs[0] / errs[1] < 4.5  # measured 1.0e-2, 2.5e-3
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_homotopy_matching_converges_with_resolution():
     """KL(rho_Phi(t) || rho_bar(t)) of the grid potential flow falls with the cell size (KL is
     quadratic in the density error: measured 1.8e-4 -> 1.4e-5 at t = 1, order 3.7); mass is
@@ -105,6 +106,7 @@ A0, M0 = np.array([[1.0, 0.0], [0.0, 0.5]]), np.zeros(2)
 A1, M1 = np.array([[3.0, 0.8], [0.8, 2.0]]), np.array([1.5, -1.0])
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_time_dependent_fokker_planck_and_annealed_langevin_follow_the_moving_ou_law():
     """U(x, t) = linear homotopy of two quadratics: the law stays Gaussian with moments from an
     ODE (solved to 1e-12).  Grid (exponential midpoint, step doubling): mass kept, positive,
@@ -158,6 +160,7 @@ def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
     assert kl_ode[0] > 0.05 and kl_ode[1] > kl_ode[0] and np.abs(fp.kl()).max() < 1e-10
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_run_vpfb(tmp_path):
     """The built-in experiment on a small grid: file, numbers, info and figure; config errors."""
     from fokkerplanck import cli
@@ -187,6 +190,7 @@ def test_run_vpfb(tmp_path):
             check_config(bad)
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_deterministic_flow_along_a_path_follows_the_moment_ode():
     """No noise: m' = -A m + b, S' = -A S - S A'.  Finite volumes along the path: mass kept,
     positive, mean second order in the cell size."""

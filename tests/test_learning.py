@@ -14,6 +14,7 @@ from particles.thermo import thermodynamic_integration
 RING = E.GaussianMixture.ring(8, 4.0, 0.5)
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_ti_quadrature_converges_and_particles_agree_with_the_grid():
     """Grid: the Gauss-Legendre error of the exact integrand falls fast (measured 1.8e-3 at
     8 nodes, 2.7e-6 at 16).  Particles (MALA, auto step): log Z within 4 standard errors
@@ -71,6 +72,7 @@ def test_ood_scores():
         scores(RING, X, which=("S9",))
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_unsafe_mass_and_the_smallest_lambda():
     """Cell fractions of a disc give its area to O(h/sub); the bisection's lambda* is safe and
     lambda* - tol is not; particles at lambda* agree with the grid within their error bars."""
@@ -159,6 +161,7 @@ def _quiet(*a):
     pass
 
 
+@pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_run_ood_and_barrier_experiments(tmp_path):
     """The two built-in experiments on small grids: files written, numbers held against the
     grid, figures and info drawn; config errors named before anything runs."""
