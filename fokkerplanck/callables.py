@@ -262,6 +262,26 @@ def from_callable(value: Callable, grad: Callable | None = None, lap: Callable |
     return CallableEnergy(value, grad, lap, hess, dim=dim, name=name, log_partition=log_partition)
 
 
+def _assemble(nm, d, value, grad, hess, hutchinson, exact: bool, batch, derivatives, how_exact, how_hutchinson):
+    """The :class:`CallableEnergy` of an autodiff backend: the Laplacian as the trace of the
+    exact Hessian, or Hutchinson's estimate (``hutchinson(Y) -> (mean, se)``) with its error."""
+    if exact:
+        def lap(X):
+            return np.trace(hess(X), axis1=1, axis2=2)
+        lap_se = None
+    else:
+        def lap(X):
+            return _batched(lambda Y: hutchinson(Y)[0], X, batch)
+
+        def lap_se(X):
+            return _batched(lambda Y: hutchinson(Y)[1], X, batch)
+    for f, suffix in ((value, ""), (grad, ".grad"), (lap, ".lap"), (hess, ".hess")):
+        f.__qualname__ = nm + suffix
+    E = CallableEnergy(value, grad, lap, hess, dim=d, name=nm, lap_se=lap_se)
+    E.derivatives = {**derivatives, "lap": how_exact if exact else how_hutchinson}
+    return E
+
+
 # ---------------------------------------------------------------------------
 # PyTorch
 def _batched(fn, X, batch=BATCH):
@@ -369,22 +389,9 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
         E = np.array(est)
         return E.mean(0), E.std(0, ddof=1) / math.sqrt(hutchinson_samples)
 
-    if d <= exact_lap_max_dim:
-        def lap(X):
-            return np.trace(hess(X), axis1=1, axis2=2)
-        lap_se = None
-        how = "autograd, exact"
-    else:
-        def lap(X):
-            return _batched(lambda Y: hutchinson(Y)[0], X, batch)
-
-        def lap_se(X):
-            return _batched(lambda Y: hutchinson(Y)[1], X, batch)
-        how = f"autograd, Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})"
-    for f, suffix in ((value, ""), (grad, ".grad"), (lap, ".lap"), (hess, ".hess")):
-        f.__qualname__ = nm + suffix
-    E = CallableEnergy(value, grad, lap, hess, dim=d, name=nm, lap_se=lap_se)
-    E.derivatives = {"value": "torch", "grad": "autograd", "lap": how, "hess": "autograd, exact"}
+    E = _assemble(nm, d, value, grad, hess, hutchinson, d <= exact_lap_max_dim, batch,
+                  {"value": "torch", "grad": "autograd", "hess": "autograd, exact"}, "autograd, exact",
+                  f"autograd, Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})")
     E.module = module
     return E
 
@@ -450,20 +457,7 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
         E = np.array([np.asarray(v_hv(jnp.asarray(Y), jnp.asarray(V[k]))) for k in range(hutchinson_samples)])
         return E.mean(0), E.std(0, ddof=1) / math.sqrt(hutchinson_samples)
 
-    if d <= exact_lap_max_dim:
-        def lap(X):
-            return np.trace(hess(X), axis1=1, axis2=2)
-        lap_se = None
-        how = "jax.hessian trace, exact"
-    else:
-        def lap(X):
-            return _batched(lambda Y: hutchinson(Y)[0], X, batch)
+    return _assemble(nm, d, value, grad, hess, hutchinson, d <= exact_lap_max_dim, batch,
+                     {"value": "jax", "grad": "jax.grad", "hess": "jax.hessian, exact"}, "jax.hessian trace, exact",
+                     f"Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})")
 
-        def lap_se(X):
-            return _batched(lambda Y: hutchinson(Y)[1], X, batch)
-        how = f"Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})"
-    for f, suffix in ((value, ""), (grad, ".grad"), (lap, ".lap"), (hess, ".hess")):
-        f.__qualname__ = nm + suffix
-    E = CallableEnergy(value, grad, lap, hess, dim=d, name=nm, lap_se=lap_se)
-    E.derivatives = {"value": "jax", "grad": "jax.grad", "lap": how, "hess": "jax.hessian, exact"}
-    return E

@@ -39,7 +39,7 @@ from .fluxes import faces
 from .homotopy import check_time
 
 __all__ = ["PoissonSolution", "weighted_poisson", "potential_flow", "PotentialFlow", "potential_flow_particles",
-           "homotopy_kl", "boltzmann_residual", "frozen_flow", "FLOOR"]
+           "homotopy_kl", "boltzmann_residual", "frozen_flow", "gaussian_velocity_error", "FLOOR"]
 
 FLOOR = 1e-12
 
@@ -157,6 +157,19 @@ def homotopy_kl(homotopy, grid, densities, times) -> np.ndarray:
         m = r > 0
         out.append(float(np.sum(r[m] * np.log(r[m] / q[m])) * grid.cell_volume))
     return np.array(out)
+
+
+def gaussian_velocity_error(homotopy, grid, t) -> float:
+    """One data point: the ``rho_bar``-weighted L1 distance between the grid's face velocities
+    and the closed-form ``grad Phi`` at the face centres (the Poisson solve's accuracy)."""
+    sol = weighted_poisson(homotopy, grid, t)
+    num = den = 0.0
+    for a in range(grid.ndim):
+        P, shp = _face_points(grid, a)
+        w = np.exp(homotopy.logpdf(P, t)).reshape(shp)
+        num += np.sum(w * np.abs(sol.face_velocity[a] - homotopy.gaussian_velocity(P, t)[:, a].reshape(shp)))
+        den += np.sum(w)
+    return float(num / den)
 
 
 def _cell_velocity(grid, sol, X):

@@ -22,7 +22,6 @@ the solver's own tolerance).  Densities are compared on the coarser grid
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 

@@ -240,7 +240,6 @@ def test_run_composition_counts_match_fokker_planck(tmp_path):
     """Langevin samples of each composed energy land near the A and B centres as
     often as the grid Fokker-Planck law at the same time predicts (binomial error),
     and the stationary law of each generator is exp(-U)/Z."""
-    import numpy as np
 
     from fokkerplanck.runner import counts_agree, read_run, run
 

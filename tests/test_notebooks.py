@@ -1,7 +1,6 @@
 """Every notebook runs top to bottom on small settings (FPK_NOTEBOOK_SMALL=1);
 the notebooks assert their own numbers (k* = step of minimal KL, counts within
 binomial error of Fokker-Planck, tracked KL against the OU closed form, R_0 = 1)."""
-import os
 import pathlib
 
 import pytest
