@@ -128,7 +128,7 @@ def flow_stepper(energy, scheme: str, track: bool):
     def run(X, LOG, nsteps, dt, p, lo, hi, status):
         live = status == 0
 
-        def lap_part(Y, rows):
+        def lap_part(Y):
             return energy._lap(Y) if track else np.zeros(Y.shape[0])
 
         for _ in range(nsteps):
@@ -148,20 +148,20 @@ def flow_stepper(energy, scheme: str, track: bool):
                     k1 = energy._grad(x)
                     y = x - dt * k1
                     k2 = energy._grad(y)
-                    dl = 0.5 * dt * (lap_part(x, idx) + lap_part(y, idx)) if track else 0.0
+                    dl = 0.5 * dt * (lap_part(x) + lap_part(y)) if track else 0.0
                     xn = x - 0.5 * dt * (k1 + k2)
                 else:
                     k1 = energy._grad(x)
-                    l1 = lap_part(x, idx)
+                    l1 = lap_part(x)
                     y = x - 0.5 * dt * k1
                     k2 = energy._grad(y)
-                    l2 = lap_part(y, idx)
+                    l2 = lap_part(y)
                     y = x - 0.5 * dt * k2
                     k3 = energy._grad(y)
-                    l3 = lap_part(y, idx)
+                    l3 = lap_part(y)
                     y = x - dt * k3
                     k4 = energy._grad(y)
-                    l4 = lap_part(y, idx)
+                    l4 = lap_part(y)
                     xn = x - dt / 6.0 * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
                     dl = dt / 6.0 * (l1 + 2.0 * l2 + 2.0 * l3 + l4)
             except NonFiniteEnergyError:
