@@ -2,7 +2,7 @@
 :class:`~fokkerplanck.homotopy.EnergyPath`.
 
 ``X_{k+1} = X_k - dt grad U(X_k, t_k) + sqrt(2 T dt) xi_k`` with the path parameter
-``t_k / duration``: step ``k`` runs the compiled Euler-Maruyama kernel (or the vectorised
+``t_k / duration`` (or Leimkuhler-Matthews, or MALA): step ``k`` runs the compiled kernel (or the vectorised
 path of a kernel-less energy) on the energy frozen at ``t_k``, with the noise of global
 step ``k``, so the random stream is the one of :func:`particles.langevin` (same seed, same
 particle, same step: same normals).  Kernels are shared along the path (only the
@@ -33,9 +33,16 @@ class AnnealedRun:
 
 def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | None = None,
                       temperature: float = 1.0, seed: int = 0, save_every: int | None = None,
-                      box=None) -> AnnealedRun:
-    """Euler-Maruyama along ``path`` over ``[0, duration]`` (default ``n_steps * dt``)."""
+                      box=None, method: str = "euler-maruyama") -> AnnealedRun:
+    """Langevin along ``path`` over ``[0, duration]`` (default ``n_steps * dt``); ``method`` one of
+    :data:`particles.integrators.LANGEVIN_SCHEMES` (MALA: each step's Metropolis test is against
+    the energy frozen at that step, so it is exact for the frozen law, not for the moving one;
+    ``acceptance`` per particle)."""
     from .ensemble import _check_common, _vectorised
+    from .integrators import LANGEVIN_SCHEMES
+
+    if method not in LANGEVIN_SCHEMES:
+        raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
 
     dt = positive_float(dt, "dt")
     duration = n_steps * dt if duration is None else positive_float(duration, "duration")
@@ -51,12 +58,14 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
     for k in range(n_steps):
         U = path.at(min(k * dt / duration, 1.0))
         if U.has_kernels:
-            kernel = langevin_kernel(block_kernels(U), "euler-maruyama")
+            kernel = langevin_kernel(block_kernels(U), method)
             p = block_params(U, np.float64)
         else:
-            kernel, p = _vectorised("langevin", U, X, "euler-maruyama", "float64"), U.params
+            kernel, p = _vectorised("langevin", U, X, method, "float64"), U.params
         kernel(X, k, 1, dt, T, p, k0, k1, lo, hi, status, accepted, 0)
         if (k + 1) % save_every == 0 or k + 1 == n_steps:
             saves.append(X.copy())
             times.append((k + 1) * dt)
-    return AnnealedRun(np.array(times), np.array(saves), status)
+    run = AnnealedRun(np.array(times), np.array(saves), status)
+    run.acceptance = accepted / max(n_steps, 1) if method == "mala" else None
+    return run

@@ -129,6 +129,12 @@ def test_time_dependent_fokker_planck_and_annealed_langevin_follow_the_moving_ou
     a = annealed_langevin(st, x0[:500], 0.01, 20, temperature=T, seed=3).positions[-1]
     b = particles.langevin(E.Quadratic(A1, mean=M1), x0[:500], 0.01, 20, temperature=T, seed=3).positions[-1]
     np.testing.assert_allclose(a, b, atol=1e-14)
+    for method in ("leimkuhler-matthews", "mala"):  # one call per step gives the bits of one long call
+        ra = annealed_langevin(st, x0[:500], 0.01, 20, temperature=T, seed=3, method=method)
+        rb = particles.langevin(E.Quadratic(A1, mean=M1), x0[:500], 0.01, 20, temperature=T, seed=3, method=method)
+        np.testing.assert_allclose(ra.positions[-1], rb.positions[-1], atol=1e-13)
+        if method == "mala":
+            np.testing.assert_array_equal(ra.acceptance, rb.acceptance)
 
 
 def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
