@@ -18,7 +18,7 @@ from fokkerplanck.energy_blocks import block_kernels, block_params
 from .integrators import langevin_kernel
 from .rng import seed_key
 
-__all__ = ["annealed_langevin", "AnnealedRun"]
+__all__ = ["annealed_langevin", "path_gradient_flow", "AnnealedRun"]
 
 
 class AnnealedRun:
@@ -68,4 +68,37 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
             times.append((k + 1) * dt)
     run = AnnealedRun(np.array(times), np.array(saves), status)
     run.acceptance = accepted / max(n_steps, 1) if method == "mala" else None
+    return run
+
+
+def path_gradient_flow(path, x0, dt: float, n_steps: int, *, duration: float | None = None, logrho0=None,
+                       save_every: int | None = None, box=None) -> AnnealedRun:
+    """The deterministic flow ``dX/dt = -grad U(X, t)`` along ``path`` by explicit Euler with the
+    energy frozen at ``t_k`` (first order in the step, the time dependence included), carrying
+    ``log rho_t(X_t)`` by the exact log-determinant of each Euler map (``logrho0`` (N,) at the start;
+    default 0, so the increments).  ``logdensity`` (n_saves, N) on the result."""
+    from .ensemble import _check_common, _vectorised
+    from .integrators import flow_kernel
+
+    dt = positive_float(dt, "dt")
+    duration = n_steps * dt if duration is None else positive_float(duration, "duration")
+    if n_steps * dt > duration * (1 + 1e-9):
+        raise ValueError(f"n_steps * dt = {n_steps * dt:g} runs past duration = {duration:g}")
+    U0 = path.at(0.0)
+    X, dt, n_steps, save_every, lo, hi = _check_common(U0, finite_array(x0, "x0"), dt, n_steps, save_every, box)
+    LOG = np.zeros(X.shape[0]) if logrho0 is None else finite_array(logrho0, "logrho0", shape=(X.shape[0],)).copy()
+    status = np.zeros(X.shape[0], dtype=np.int8)
+    saves, logs, times = [X.copy()], [LOG.copy()], [0.0]
+    for k in range(n_steps):
+        U = path.at(min(k * dt / duration, 1.0))
+        if U.has_kernels:
+            flow_kernel(U.kernels, "euler", True)(X, LOG, 1, dt, U.params, lo, hi, status)
+        else:
+            _vectorised("gradient", U, X, "euler", "float64", True)(X, LOG, 1, dt, U.params, lo, hi, status)
+        if (k + 1) % save_every == 0 or k + 1 == n_steps:
+            saves.append(X.copy())
+            logs.append(LOG.copy())
+            times.append((k + 1) * dt)
+    run = AnnealedRun(np.array(times), np.array(saves), status)
+    run.logdensity = np.array(logs)
     return run
