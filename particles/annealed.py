@@ -31,6 +31,18 @@ class AnnealedRun:
         return f"AnnealedRun({self.positions.shape[1]} particles, {self.times.size} saves to t={self.times[-1]:g})"
 
 
+def _setup(path, x0, dt, n_steps, duration, save_every, box):
+    """The checks shared by the path integrators: the step, the horizon (default ``n_steps * dt``,
+    never shorter than the run), and the particles, box and saves as :func:`particles.langevin`'s."""
+    from .ensemble import _check_common
+
+    dt = positive_float(dt, "dt")
+    duration = n_steps * dt if duration is None else positive_float(duration, "duration")
+    if n_steps * dt > duration * (1 + 1e-9):
+        raise ValueError(f"n_steps * dt = {n_steps * dt:g} runs past duration = {duration:g}")
+    return (*_check_common(path.at(0.0), finite_array(x0, "x0"), dt, n_steps, save_every, box), duration)
+
+
 def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | None = None,
                       temperature: float = 1.0, seed: int = 0, save_every: int | None = None,
                       box=None, method: str = "euler-maruyama") -> AnnealedRun:
@@ -38,19 +50,14 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
     :data:`particles.integrators.LANGEVIN_SCHEMES` (MALA: each step's Metropolis test is against
     the energy frozen at that step, so it is exact for the frozen law, not for the moving one;
     ``acceptance`` per particle)."""
-    from .ensemble import _check_common, _vectorised
+    from .ensemble import _vectorised
     from .integrators import LANGEVIN_SCHEMES
 
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
 
-    dt = positive_float(dt, "dt")
-    duration = n_steps * dt if duration is None else positive_float(duration, "duration")
-    if n_steps * dt > duration * (1 + 1e-9):
-        raise ValueError(f"n_steps * dt = {n_steps * dt:g} runs past duration = {duration:g}")
     T = positive_float(temperature, "temperature")
-    U0 = path.at(0.0)
-    X, dt, n_steps, save_every, lo, hi = _check_common(U0, finite_array(x0, "x0"), dt, n_steps, save_every, box)
+    X, dt, n_steps, save_every, lo, hi, duration = _setup(path, x0, dt, n_steps, duration, save_every, box)
     k0, k1 = seed_key(seed)
     status = np.zeros(X.shape[0], dtype=np.int8)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
@@ -77,15 +84,10 @@ def path_gradient_flow(path, x0, dt: float, n_steps: int, *, duration: float | N
     energy frozen at ``t_k`` (first order in the step, the time dependence included), carrying
     ``log rho_t(X_t)`` by the exact log-determinant of each Euler map (``logrho0`` (N,) at the start;
     default 0, so the increments).  ``logdensity`` (n_saves, N) on the result."""
-    from .ensemble import _check_common, _vectorised
+    from .ensemble import _vectorised
     from .integrators import flow_kernel
 
-    dt = positive_float(dt, "dt")
-    duration = n_steps * dt if duration is None else positive_float(duration, "duration")
-    if n_steps * dt > duration * (1 + 1e-9):
-        raise ValueError(f"n_steps * dt = {n_steps * dt:g} runs past duration = {duration:g}")
-    U0 = path.at(0.0)
-    X, dt, n_steps, save_every, lo, hi = _check_common(U0, finite_array(x0, "x0"), dt, n_steps, save_every, box)
+    X, dt, n_steps, save_every, lo, hi, duration = _setup(path, x0, dt, n_steps, duration, save_every, box)
     LOG = np.zeros(X.shape[0]) if logrho0 is None else finite_array(logrho0, "logrho0", shape=(X.shape[0],)).copy()
     status = np.zeros(X.shape[0], dtype=np.int8)
     saves, logs, times = [X.copy()], [LOG.copy()], [0.0]
