@@ -21,6 +21,18 @@ def finite_array(a, name: str, *, ndim: int | None = None, shape: tuple | None =
     return arr
 
 
+def point_set(a, name: str, rows: str = "N", *, maximum: int | None = None, why: str = "") -> np.ndarray:
+    """A non-empty finite set of points as a float64 array (n, d); a 1-D array is n points in 1D."""
+    X = finite_array(a, name)
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] < 1:
+        raise ValueError(f"{name} must have shape ({rows}, d) with {rows} >= 1, got {X.shape}")
+    if maximum is not None and X.shape[0] > maximum:
+        raise ValueError(f"{name} holds {X.shape[0]} points, more than the maximum {maximum}" + (f" ({why})" if why else ""))
+    return X
+
+
 def positive_float(x, name: str) -> float:
     """A positive finite number (a string or a bool is not one)."""
     if isinstance(x, (str, bytes, bool)):

@@ -29,7 +29,7 @@ import numpy as np
 from numba import prange
 
 from ._numba import jit
-from ._validate import finite_array, positive_float
+from ._validate import point_set, positive_float
 from .energies import Energy, Kernels, _kernel_loop, _value_loop, register
 
 __all__ = ["KDE", "MAX_DATA", "DEFAULT_TOL"]
@@ -250,14 +250,8 @@ class KDE(Energy):
     """
 
     def __init__(self, data, bandwidth: float, *, tol: float = DEFAULT_TOL):
-        X = finite_array(data, "data")
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.ndim != 2 or X.shape[0] < 1:
-            raise ValueError(f"data must have shape (N, d) with N >= 1, got {X.shape}")
+        X = point_set(data, "data", "N", maximum=MAX_DATA)
         n, d = X.shape
-        if n > MAX_DATA:
-            raise ValueError(f"{n} data points are more than MAX_DATA = {MAX_DATA}")
         h = positive_float(bandwidth, "bandwidth")
         tol = positive_float(tol, "tol")
         if tol >= 1:

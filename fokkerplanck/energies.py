@@ -46,7 +46,7 @@ from numba import prange
 from scipy.special import logsumexp
 
 from ._numba import closure_jit, jit
-from ._validate import finite_array, points, positive_float, positive_int, sample_count, spd_matrix
+from ._validate import finite_array, point_set, points, positive_float, positive_int, sample_count, spd_matrix
 
 MAX_COMPONENTS = 1_000_000
 
@@ -735,15 +735,8 @@ class GaussianMixture(Energy):
     """
 
     def __init__(self, means, covs=1.0, weights=None):
-        means = finite_array(means, "means")
-        if means.ndim == 1:
-            means = means[:, None]
-        if means.ndim != 2 or means.shape[0] < 1:
-            raise ValueError(f"means must have shape (K, d), got {means.shape}")
+        means = point_set(means, "means", "K", maximum=MAX_COMPONENTS, why="every evaluation loops over all of them")
         K, d = means.shape
-        if K > MAX_COMPONENTS:
-            raise ValueError(f"a mixture of {K} components is more than the maximum {MAX_COMPONENTS} "
-                             "(every evaluation loops over all of them)")
         covs_in = finite_array(covs, "covs")
         if covs_in.ndim <= 1:
             sig = np.broadcast_to(covs_in, (K,)) if covs_in.ndim == 0 or covs_in.shape == (K,) else None

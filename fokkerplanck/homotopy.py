@@ -27,7 +27,7 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from ._validate import finite_array, points, positive_float
+from ._validate import finite_array, point_set, points, positive_float
 from .energies import Energy, GaussianMixture, Sum
 
 __all__ = ["EnergyPath", "VPFBHomotopy", "LinearHomotopy", "schedule", "check_time"]
@@ -94,11 +94,7 @@ class VPFBHomotopy(EnergyPath):
     ``v`` (module docstring)."""
 
     def __init__(self, data, prior_std: float = 1.0, likelihood_std: float = 0.5):
-        X = finite_array(data, "data")
-        if X.ndim == 1:
-            X = X[:, None]
-        if X.ndim != 2 or X.shape[0] < 1:
-            raise ValueError(f"data must have shape (M, d), got {X.shape}")
+        X = point_set(data, "data", "M")
         self.data, self.dim = X, X.shape[1]
         self.w2 = positive_float(prior_std, "prior_std") ** 2
         self.v2 = positive_float(likelihood_std, "likelihood_std") ** 2

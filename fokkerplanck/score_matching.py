@@ -27,7 +27,7 @@ from itertools import combinations_with_replacement
 import numpy as np
 from scipy.special import logsumexp
 
-from ._validate import finite_array, points, positive_float, positive_int
+from ._validate import finite_array, point_set, points, positive_float, positive_int
 from .callables import from_callable
 
 __all__ = ["RBFBasis", "PolynomialBasis", "linear_energy", "fit_ism", "fit_ism_grid", "fit_dsm",
@@ -40,9 +40,7 @@ class RBFBasis:
     """``phi_k(x) = exp(-|x - c_k|^2 / (2 w^2))`` for centres ``c_k`` (K, d)."""
 
     def __init__(self, centres, width: float):
-        C = finite_array(centres, "centres")
-        if C.ndim != 2 or C.shape[0] < 1:
-            raise ValueError(f"centres must have shape (K, d), got {C.shape}")
+        C = point_set(centres, "centres", "K")
         self.centres, self.width = C, positive_float(width, "width")
         self.dim, self.size = C.shape[1], C.shape[0]
 
