@@ -163,19 +163,11 @@ class Continuity:
         return out, {"steps": n_steps, "dt": step, "dt_max": dt_max}
 
     # -- Lagrangian ----------------------------------------------------------------------
-    def _escape(self, rho0):
-        """A ball outside which rho0 (or what it becomes) is negligible (< e^-3000)."""
-        lo, hi = np.array(self.grid.bounds).T
-        if isinstance(rho0, Gaussian):
-            return rho0.mean, float(np.sqrt(np.linalg.eigvalsh(rho0.cov).max() * 6000.0)) + \
-                np.linalg.norm(hi - lo)
-        return 0.5 * (lo + hi), 50.0 * float(np.linalg.norm(hi - lo))
-
     def _lagrangian(self, rho0, times, rtol, atol):
         if not hasattr(rho0, "logpdf"):
             raise ValueError("method='lagrangian' needs rho0 as a density with logpdf (for example "
                              "densities.Gaussian, densities.Gibbs, or densities.GridDensity(grid, values))")
-        centre, r_esc = self._escape(rho0)
+        centre, r_esc = escape_ball(self.grid, rho0)
         Z, L, escaped = integrate_characteristics(self.energy, self.grid.points, times, direction="backward",
                                                   rtol=rtol, atol=atol, centre=centre, r_escape=r_esc)
         nt, n, d = Z.shape
@@ -245,6 +237,16 @@ class Continuity:
 
 
 # ---------------------------------------------------------------------------------------
+def escape_ball(grid, rho0):
+    """``(centre, radius)`` of a ball outside which ``rho0`` (or what it becomes) is negligible
+    (< e^-3000): backward characteristics that leave it are stopped there."""
+    lo, hi = np.array(grid.bounds).T
+    if isinstance(rho0, Gaussian):
+        return rho0.mean, float(np.sqrt(np.linalg.eigvalsh(rho0.cov).max() * 6000.0)) + \
+            np.linalg.norm(hi - lo)
+    return 0.5 * (lo + hi), 50.0 * float(np.linalg.norm(hi - lo))
+
+
 @dataclass
 class LagrangianKL:
     """Diagnostics along the exact deterministic flow from a quadrature of rho0."""

@@ -19,18 +19,45 @@ derivative is exact (:meth:`VPFBHomotopy.dt_density`).  For one data point the p
 ``path.at(t)`` is the (static) energy at time ``t``, with numba kernels when the parts
 have them, so particle integrators and grid solvers take it piecewise in time.
 :func:`schedule` checks an annealing schedule (times in [0, 1], increasing).
+
+Kernels with ``t``.  A path with numba kernels also gives :attr:`EnergyPath.path_kernels`,
+the static kernel contract of :mod:`fokkerplanck.energies` plus the time::
+
+    value(x, t, q) -> float        grad(x, t, q, out) -> None
+    lap(x, t, q) -> float          hess(x, t, q, out) -> None
+
+with the flat parameters ``q = path.path_params``; solvers that need the energy between
+steps (the Lagrangian characteristics of :mod:`fokkerplanck.lagrangian`, at every Runge-Kutta
+stage time) call these.  They are written out for :class:`VPFBHomotopy`, composed for
+:class:`LinearHomotopy`, :class:`ConstantPath` and sums of paths (``path1 + path2``,
+``a * path``, ``path + U``), and user-written for :class:`KernelPath` (numba kernels with
+``t``; its ``at(t)`` is a static energy whose last parameter is ``t``, so every static
+solver and particle kernel runs it unchanged).  :class:`CallablePath` takes vectorised
+NumPy callables ``f(X, t)`` (no kernels: particles take the vectorised path).
 """
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import numpy as np
 from scipy.special import logsumexp
 
+from ._numba import closure_jit, jit
 from ._validate import finite_array, point_set, points, positive_float
-from .energies import Energy, GaussianMixture, Sum
+from .energies import _ZERO_KERNELS, Custom, Energy, GaussianMixture, NoKernelsError, Sum
 
-__all__ = ["EnergyPath", "VPFBHomotopy", "LinearHomotopy", "schedule", "check_time"]
+__all__ = ["EnergyPath", "VPFBHomotopy", "LinearHomotopy", "ConstantPath", "SumPath", "KernelPath", "CallablePath",
+           "PathKernels", "schedule", "check_time"]
+
+
+class PathKernels(NamedTuple):
+    """numba kernels of a path on one point at time ``t`` (module docstring)."""
+
+    value: Callable
+    grad: Callable
+    lap: Callable
+    hess: Callable
 
 
 def check_time(t, name: str = "t") -> float:
@@ -59,9 +86,14 @@ def schedule(ts, name: str = "schedule") -> np.ndarray:
 
 
 class EnergyPath:
-    """A time-dependent energy ``U(x, t)``, ``t in [0, 1]``: :meth:`at` gives the energy at ``t``."""
+    """A time-dependent energy ``U(x, t)``, ``t in [0, 1]``: :meth:`at` gives the energy at ``t``.
+
+    Subclasses with numba kernels implement :meth:`_build_path_kernels` and set
+    :attr:`path_params`; paths add (``path1 + path2``, ``path + U`` with a static energy)
+    and scale (``a * path``) like energies."""
 
     dim: int
+    path_params: np.ndarray = np.zeros(0)
 
     def at(self, t) -> Energy:
         raise NotImplementedError
@@ -71,6 +103,356 @@ class EnergyPath:
 
     def grad(self, x, t):
         return self.at(t).grad(x)
+
+    def laplacian(self, x, t):
+        return self.at(t).laplacian(x)
+
+    # -- kernels with t --------------------------------------------------------
+    @property
+    def has_kernels(self) -> bool:
+        return False
+
+    @property
+    def path_kernels(self) -> PathKernels:
+        """The kernels ``f(x, t, q, ...)`` (module docstring); :class:`NoKernelsError` for a path of
+        Python callables."""
+        if not self.has_kernels:
+            raise NoKernelsError(f"{self!r} has no numba kernels with t (a path of Python callables); "
+                                 "step it piecewise in time through path.at(t)")
+        return self._build_path_kernels()
+
+    def _build_path_kernels(self) -> PathKernels:
+        raise NotImplementedError
+
+    def eval_path_kernels(self, x, t) -> dict:
+        """The four path kernels at points (N, d) and time ``t`` in a compiled loop (for tests:
+        they must equal ``at(t)``'s methods)."""
+        X, _ = points(x, self.dim)
+        v, g, lp, h = _path_loop(self.path_kernels, self.has_hessian)(X, check_time(t), self.path_params)
+        return {"value": v, "grad": g, "lap": lp, "hess": h if self.has_hessian else None}
+
+    @property
+    def has_hessian(self) -> bool:
+        """False when a user-written part gave no Hessian kernel."""
+        return all(p.has_hessian for p in getattr(self, "terms", ()))
+
+    # -- algebra -----------------------------------------------------------------
+    def __add__(self, other):
+        if isinstance(other, (Energy, EnergyPath)):
+            return SumPath([1.0, 1.0], [self, other])
+        return NotImplemented
+
+    __radd__ = __add__
+
+    def __sub__(self, other):
+        if isinstance(other, (Energy, EnergyPath)):
+            return SumPath([1.0, -1.0], [self, other])
+        return NotImplemented
+
+    def __mul__(self, a):
+        if isinstance(a, (Energy, EnergyPath)) or not np.isscalar(a):
+            return NotImplemented
+        return SumPath([float(a)], [self])
+
+    __rmul__ = __mul__
+
+
+_PATH_LOOPS: dict = {}
+_COMPOSED: dict = {}
+
+
+def _path_loop(k: PathKernels, with_hess: bool):
+    key = (tuple(id(f) for f in k), with_hess)
+    if key not in _PATH_LOOPS:
+        value, grad, lap, hess = k
+
+        @closure_jit
+        def loop(X, t, q):
+            n, d = X.shape
+            v, g, lp, h = np.empty(n), np.empty((n, d)), np.empty(n), np.zeros((n, d, d))
+            for i in range(n):
+                v[i] = value(X[i], t, q)
+                grad(X[i], t, q, g[i])
+                lp[i] = lap(X[i], t, q)
+                if with_hess:
+                    hess(X[i], t, q, h[i])
+            return v, g, lp, h
+
+        _PATH_LOOPS[key] = (k, loop)
+    return _PATH_LOOPS[key][1]
+
+
+def _memo(tag, parts, build):
+    key = (tag, *(tuple(id(f) for f in k) for k in parts))
+    if key not in _COMPOSED:
+        _COMPOSED[key] = (parts, build(*parts))  # keep the parts alive: ids stay unique
+    return _COMPOSED[key][1]
+
+
+def _static_path_kernels(k) -> PathKernels:
+    """A static energy's kernels as path kernels (``t`` ignored)."""
+    v0, g0, l0, h0 = k
+
+    @closure_jit
+    def value(x, t, q):
+        return v0(x, q)
+
+    @closure_jit
+    def grad(x, t, q, out):
+        g0(x, q, out)
+
+    @closure_jit
+    def lap(x, t, q):
+        return l0(x, q)
+
+    @closure_jit
+    def hess(x, t, q, out):
+        h0(x, q, out)
+
+    return PathKernels(value, grad, lap, hess)
+
+
+def _sum_path_kernels(k1: PathKernels, k2: PathKernels) -> PathKernels:
+    """``q = [n1, c1, c2, q1..., q2...]``: ``c1 U1(x, t) + c2 U2(x, t)``."""
+    v1, g1, l1, h1 = k1
+    v2, g2, l2, h2 = k2
+
+    @closure_jit
+    def value(x, t, q):
+        n1 = int(q[0])
+        return q[1] * v1(x, t, q[3:3 + n1]) + q[2] * v2(x, t, q[3 + n1:])
+
+    @closure_jit
+    def grad(x, t, q, out):
+        n1 = int(q[0])
+        tmp = np.empty_like(out)
+        g1(x, t, q[3:3 + n1], out)
+        g2(x, t, q[3 + n1:], tmp)
+        for i in range(out.shape[0]):
+            out[i] = q[1] * out[i] + q[2] * tmp[i]
+
+    @closure_jit
+    def lap(x, t, q):
+        n1 = int(q[0])
+        return q[1] * l1(x, t, q[3:3 + n1]) + q[2] * l2(x, t, q[3 + n1:])
+
+    @closure_jit
+    def hess(x, t, q, out):
+        n1 = int(q[0])
+        tmp = np.empty_like(out)
+        h1(x, t, q[3:3 + n1], out)
+        h2(x, t, q[3 + n1:], tmp)
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] = q[1] * out[i, j] + q[2] * tmp[i, j]
+
+    return PathKernels(value, grad, lap, hess)
+
+
+def _linear_path_kernels(k1: PathKernels, k2: PathKernels) -> PathKernels:
+    """``q = [n1, q1..., q2...]``: ``(1 - t) U1(x, t) + t U2(x, t)``."""
+    v1, g1, l1, h1 = k1
+    v2, g2, l2, h2 = k2
+
+    @closure_jit
+    def value(x, t, q):
+        n1 = int(q[0])
+        return (1.0 - t) * v1(x, t, q[1:1 + n1]) + t * v2(x, t, q[1 + n1:])
+
+    @closure_jit
+    def grad(x, t, q, out):
+        n1 = int(q[0])
+        tmp = np.empty_like(out)
+        g1(x, t, q[1:1 + n1], out)
+        g2(x, t, q[1 + n1:], tmp)
+        for i in range(out.shape[0]):
+            out[i] = (1.0 - t) * out[i] + t * tmp[i]
+
+    @closure_jit
+    def lap(x, t, q):
+        n1 = int(q[0])
+        return (1.0 - t) * l1(x, t, q[1:1 + n1]) + t * l2(x, t, q[1 + n1:])
+
+    @closure_jit
+    def hess(x, t, q, out):
+        n1 = int(q[0])
+        tmp = np.empty_like(out)
+        h1(x, t, q[1:1 + n1], out)
+        h2(x, t, q[1 + n1:], tmp)
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                out[i, j] = (1.0 - t) * out[i, j] + t * tmp[i, j]
+
+    return PathKernels(value, grad, lap, hess)
+
+
+def as_path(U) -> "EnergyPath":
+    """``U`` itself if a path, a :class:`ConstantPath` if a static energy."""
+    if isinstance(U, EnergyPath):
+        return U
+    if isinstance(U, Energy):
+        return ConstantPath(U)
+    raise TypeError(f"expected an Energy or an EnergyPath, got {type(U).__name__}")
+
+
+class ConstantPath(EnergyPath):
+    """A static energy as a path: ``U(x, t) = U(x)``."""
+
+    def __init__(self, U: Energy):
+        if not isinstance(U, Energy):
+            raise TypeError(f"ConstantPath needs an Energy, got {type(U).__name__}")
+        self.U, self.dim, self.path_params = U, U.dim, U.params
+
+    def at(self, t) -> Energy:
+        check_time(t)
+        return self.U
+
+    @property
+    def has_kernels(self) -> bool:
+        return self.U.has_kernels
+
+    @property
+    def has_hessian(self) -> bool:
+        return self.U.has_hessian
+
+    def _build_path_kernels(self):
+        return _memo("static", (self.U.kernels,), _static_path_kernels)
+
+    def __repr__(self):
+        return f"ConstantPath({self.U!r})"
+
+
+class SumPath(EnergyPath):
+    """``sum_i c_i U_i(x, t)`` (static energies enter as :class:`ConstantPath`)."""
+
+    def __init__(self, coefs, terms):
+        terms = [as_path(t) for t in terms]
+        coefs = finite_array(coefs, "coefs", shape=(len(terms),))
+        if not terms:
+            raise ValueError("SumPath needs at least one term")
+        dims = {t.dim for t in terms}
+        if len(dims) != 1:
+            raise ValueError(f"cannot combine paths of different dimensions {sorted(dims)}")
+        self.coefs, self.terms, self.dim = coefs, terms, dims.pop()
+        q = np.concatenate([[len(terms[0].path_params), coefs[0], 0.0], terms[0].path_params])
+        for c, t in zip(coefs[1:], terms[1:]):
+            q = np.concatenate([[len(q), 1.0, c], q, t.path_params])
+        self.path_params = q
+
+    def at(self, t) -> Energy:
+        return Sum(self.coefs, [p.at(t) for p in self.terms])
+
+    @property
+    def has_kernels(self) -> bool:
+        return all(p.has_kernels for p in self.terms)
+
+    def _build_path_kernels(self):
+        zero = _memo("static", (_ZERO_KERNELS,), _static_path_kernels)  # the fold's empty slot (weight 0)
+        k = _memo("sum", (self.terms[0].path_kernels, zero), _sum_path_kernels)
+        for p in self.terms[1:]:
+            k = _memo("sum", (k, p.path_kernels), _sum_path_kernels)
+        return k
+
+    def __repr__(self):
+        return " + ".join(f"{c:g}*{t!r}" for c, t in zip(self.coefs, self.terms))
+
+
+def _frozen_kernels(k: PathKernels):
+    """Static kernels of a :class:`KernelPath` frozen at ``t``: ``p = [q..., t]``."""
+    uv, ug, ul, uh = k
+
+    @closure_jit
+    def value(x, p):
+        n = p.shape[0] - 1
+        return uv(x, p[n], p[:n])
+
+    @closure_jit
+    def grad(x, p, out):
+        n = p.shape[0] - 1
+        ug(x, p[n], p[:n], out)
+
+    @closure_jit
+    def lap(x, p):
+        n = p.shape[0] - 1
+        return ul(x, p[n], p[:n])
+
+    @closure_jit
+    def hess(x, p, out):
+        n = p.shape[0] - 1
+        uh(x, p[n], p[:n], out)
+
+    return value, grad, lap, hess
+
+
+@jit(cache=True)
+def _missing_path_hess(x, t, q, out):
+    raise ValueError("this KernelPath was given no Hessian kernel")
+
+
+class KernelPath(EnergyPath):
+    """A user-written time-dependent energy: numba kernels ``value(x, t, q)``,
+    ``grad(x, t, q, out)``, ``lap(x, t, q)`` and optionally ``hess(x, t, q, out)`` (module
+    docstring), with parameters ``q``.  ``at(t)`` is a :class:`~fokkerplanck.energies.Custom`
+    energy with parameters ``[q..., t]``."""
+
+    def __init__(self, dim: int, value, grad, lap, hess=None, params=()):
+        for name, f in (("value", value), ("grad", grad), ("lap", lap), ("hess", hess)):
+            if f is not None and not hasattr(f, "py_func"):
+                raise ValueError(f"{name} must be a numba.njit-compiled function f(x, t, q, ...), got {f!r}")
+        if int(dim) != dim or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        self.dim = int(dim)
+        self.path_params = finite_array(np.atleast_1d(np.asarray(params, dtype=float)) if len(params) else np.zeros(0),
+                                        "params")
+        self._has_hess = hess is not None
+        self._k = PathKernels(value, grad, lap, hess if hess is not None else _missing_path_hess)
+
+    @property
+    def has_kernels(self) -> bool:
+        return True
+
+    @property
+    def has_hessian(self) -> bool:
+        return self._has_hess
+
+    def _build_path_kernels(self):
+        return self._k
+
+    def at(self, t) -> Custom:
+        v, g, lp, h = _memo("frozen", (self._k,), _frozen_kernels)
+        return Custom(self.dim, v, g, lp, h if self._has_hess else None,
+                      params=np.append(self.path_params, check_time(t)))
+
+    def __repr__(self):
+        return f"KernelPath(dim={self.dim}, {self._k.value.py_func.__qualname__})"
+
+
+class CallablePath(EnergyPath):
+    """A time-dependent energy from vectorised NumPy callables ``value(X, t)``,
+    ``grad(X, t)``, ``lap(X, t)`` on points (N, d); missing derivatives by finite differences
+    as :func:`~fokkerplanck.energies.from_callable`.  No numba kernels: ``at(t)`` is a
+    :class:`~fokkerplanck.callables.CallableEnergy` (particles take the vectorised path)."""
+
+    def __init__(self, value, grad=None, lap=None, *, dim: int, name: str | None = None):
+        for nm, f in (("value", value), ("grad", grad), ("lap", lap)):
+            if f is not None and not callable(f):
+                raise ValueError(f"{nm} must be callable f(X, t), got {f!r}")
+        self.dim = int(dim)
+        self.name = name or getattr(value, "__qualname__", "U")
+        self._f = (value, grad, lap)
+
+    def at(self, t):
+        from .callables import from_callable
+
+        s = check_time(t)
+        v, g, lp = self._f
+
+        def bind(f):
+            return None if f is None else (lambda X: f(X, s))
+        return from_callable(bind(v), bind(g), bind(lp), dim=self.dim, name=f"{self.name}(t={s:g})")
+
+    def __repr__(self):
+        return f"CallablePath({self.name}, dim={self.dim})"
 
 
 class LinearHomotopy(EnergyPath):
@@ -85,8 +467,116 @@ class LinearHomotopy(EnergyPath):
         s = check_time(t)
         return Sum([1.0 - s, s], [self.U0, self.U1])
 
+    @property
+    def has_kernels(self) -> bool:
+        return self.U0.has_kernels and self.U1.has_kernels
+
+    @property
+    def has_hessian(self) -> bool:
+        return self.U0.has_hessian and self.U1.has_hessian
+
+    @property
+    def path_params(self):
+        return np.concatenate([[len(self.U0.params)], self.U0.params, self.U1.params])
+
+    def _build_path_kernels(self):
+        k0, k1 = (_memo("static", (U.kernels,), _static_path_kernels) for U in (self.U0, self.U1))
+        return _memo("linear", (k0, k1), _linear_path_kernels)
+
     def __repr__(self):
         return f"LinearHomotopy({self.U0!r} -> {self.U1!r})"
+
+
+# -- the VPFB marginal homotopy's kernels: q = [w^2, v^2, data (M x d, row-major)] --------
+@jit(cache=True)
+def _vpfb_pass(x, t, q, ybar):
+    """One point: ``(log sum_j exp(l_j), s^2, E_r|y|^2)`` with ``y_j = x - mu xbar_j``,
+    ``l_j = -|y_j|^2 / (2 s^2)``, responsibilities ``r_j``; ``ybar = E_r y`` written out."""
+    d = x.shape[0]
+    M = (q.shape[0] - 2) // d
+    w2, v2 = q[0], q[1]
+    den = v2 + t * w2
+    m, s2 = t * w2 / den, w2 * v2 / den
+    lmax = -np.inf
+    for j in range(M):
+        r2 = 0.0
+        for a in range(d):
+            y = x[a] - m * q[2 + j * d + a]
+            r2 += y * y
+        lmax = max(lmax, -0.5 * r2 / s2)
+    tot = 0.0
+    yy = 0.0
+    for a in range(d):
+        ybar[a] = 0.0
+    for j in range(M):
+        r2 = 0.0
+        for a in range(d):
+            y = x[a] - m * q[2 + j * d + a]
+            r2 += y * y
+        w = math.exp(-0.5 * r2 / s2 - lmax)
+        tot += w
+        yy += w * r2
+        for a in range(d):
+            ybar[a] += w * (x[a] - m * q[2 + j * d + a])
+    for a in range(d):
+        ybar[a] /= tot
+    return lmax + math.log(tot), s2, yy / tot
+
+
+@jit(cache=True)
+def _vpfb_value(x, t, q):
+    d = x.shape[0]
+    M = (q.shape[0] - 2) // d
+    lse, s2, _ = _vpfb_pass(x, t, q, np.empty(d))
+    return -lse + 0.5 * d * math.log(2.0 * math.pi * s2) + math.log(M)
+
+
+@jit(cache=True)
+def _vpfb_grad(x, t, q, out):
+    _, s2, _ = _vpfb_pass(x, t, q, out)
+    for a in range(x.shape[0]):
+        out[a] /= s2
+
+
+@jit(cache=True)
+def _vpfb_lap(x, t, q):
+    d = x.shape[0]
+    ybar = np.empty(d)
+    _, s2, yy = _vpfb_pass(x, t, q, ybar)
+    b2 = 0.0
+    for a in range(d):
+        b2 += ybar[a] * ybar[a]
+    return d / s2 - (yy - b2) / (s2 * s2)
+
+
+@jit(cache=True)
+def _vpfb_hess(x, t, q, out):
+    """``I / s^2 - Cov_r(y) / s^4``."""
+    d = x.shape[0]
+    M = (q.shape[0] - 2) // d
+    ybar = np.empty(d)
+    lse, s2, _ = _vpfb_pass(x, t, q, ybar)
+    w2, v2 = q[0], q[1]
+    m = t * w2 / (v2 + t * w2)
+    for a in range(d):
+        for b in range(d):
+            out[a, b] = -ybar[a] * ybar[b]
+    for j in range(M):
+        r2 = 0.0
+        for a in range(d):
+            y = x[a] - m * q[2 + j * d + a]
+            r2 += y * y
+        r = math.exp(-0.5 * r2 / s2 - lse)
+        for a in range(d):
+            ya = x[a] - m * q[2 + j * d + a]
+            for b in range(d):
+                out[a, b] += r * ya * (x[b] - m * q[2 + j * d + b])
+    for a in range(d):
+        for b in range(d):
+            out[a, b] = (1.0 if a == b else 0.0) / s2 - out[a, b] / (s2 * s2)
+
+
+_VPFB_KERNELS = PathKernels(_vpfb_value, _vpfb_grad, _vpfb_lap, _vpfb_hess)
 
 
 class VPFBHomotopy(EnergyPath):
@@ -118,6 +608,18 @@ class VPFBHomotopy(EnergyPath):
     def at(self, t) -> GaussianMixture:
         """``U_t = -log rho_bar(., t)`` (normalised: ``log Z = 0``)."""
         return GaussianMixture(self.mu(t) * self.data, math.sqrt(self.sigma2(t)))
+
+    @property
+    def has_kernels(self) -> bool:
+        return True
+
+    @property
+    def path_params(self):
+        """``[w^2, v^2, data...]``."""
+        return np.concatenate([[self.w2, self.v2], self.data.ravel()])
+
+    def _build_path_kernels(self):
+        return _VPFB_KERNELS
 
     def _parts(self, X, t):
         m, s2 = self.mu(t), self.sigma2(t)

@@ -13,6 +13,13 @@ adaptive Dormand-Prince 5(4) pair, compiled by numba around the energy's
 kernels and parallel over points, recording ``(z, l)`` at every requested
 time (steps are clipped to hit them).  A point whose step size underflows is
 an error naming the point and the time.
+
+Time-dependent energies (:class:`~fokkerplanck.homotopy.EnergyPath` with kernels): the same
+integration with ``grad U(z, u)``, ``lap U(z, u)`` at every stage's own path time
+``u = a + b s`` (``duration`` maps physical time to the path's ``[0, 1]``).  Forward, one
+integration gives every output time; backward, the density at time ``t`` needs the
+characteristic run from ``t`` down to 0 through the energies of that interval, so each
+output time has its own integration (``u = (t - s) / duration``).
 """
 from __future__ import annotations
 
@@ -47,14 +54,17 @@ class CharacteristicsError(RuntimeError):
 
 
 def _build(kernels):
+    """The compiled integration around path kernels ``grad(x, u, q, out)``, ``lap(x, u, q)``
+    (:class:`~fokkerplanck.homotopy.PathKernels`; a static energy's through
+    :class:`~fokkerplanck.homotopy.ConstantPath`)."""
     key = (id(kernels.grad), id(kernels.lap))
     if key in _BUILT:
         return _BUILT[key][1]
     grad, lap = kernels.grad, kernels.lap
-    A, Ecoef = _A, _E
+    A, Ecoef, C = _A, _E, _C
 
     @closure_jit(parallel=True)
-    def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0):
+    def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0, ua, ub):
         n, d = X0.shape
         nt = times.shape[0]
         Z = np.empty((nt, n, d))
@@ -79,10 +89,11 @@ def _build(kernels):
                 Lg[j, i] = 0.0
                 j += 1
             # first stage
-            grad(y[:d], p, g)
+            u = min(1.0, max(0.0, ua))
+            grad(y[:d], u, p, g)
             for a in range(d):
                 K[0, a] = sign * g[a]
-            K[0, d] = lap(y[:d], p)
+            K[0, d] = lap(y[:d], u, p)
             while j < nt:
                 # escape: beyond r_escape from the centre the caller knows the answer
                 r2 = 0.0
@@ -102,10 +113,11 @@ def _build(kernels):
                         for q in range(s):
                             acc += hs * A[s, q] * K[q, a]
                         ytmp[a] = acc
-                    grad(ytmp[:d], p, g)
+                    u = min(1.0, max(0.0, ua + ub * (t + C[s] * hs)))
+                    grad(ytmp[:d], u, p, g)
                     for a in range(d):
                         K[s, a] = sign * g[a]
-                    K[s, d] = lap(ytmp[:d], p)
+                    K[s, d] = lap(ytmp[:d], u, p)
                 # ytmp now holds the 5th-order solution (FSAL: K[6] is f(ytmp))
                 err = 0.0
                 finite = True
@@ -150,7 +162,8 @@ def _build(kernels):
 
 
 def integrate_characteristics(energy, X0, times, *, direction: str = "backward", rtol: float = 1e-10,
-                              atol: float = 1e-12, centre=None, r_escape: float = np.inf):
+                              atol: float = 1e-12, centre=None, r_escape: float = np.inf,
+                              duration: float | None = None):
     """Integrate ``dz/ds = sign grad U(z)``, ``dl/ds = lap U(z)`` from every row of
     ``X0`` (N, d); ``sign = +1`` for ``direction="backward"`` (characteristics of
     the density at fixed points), ``-1`` for ``"forward"`` (the flow map).
@@ -161,24 +174,55 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
     escape state).  Raises
     :class:`CharacteristicsError` naming the first point whose step size
     underflowed, never returns a silent NaN.
+
+    ``energy`` may be an :class:`~fokkerplanck.homotopy.EnergyPath` with kernels over the
+    physical times ``[0, duration]`` (module docstring); ``times`` must then lie there.
     """
+    from .homotopy import ConstantPath, EnergyPath
+
     X0 = np.ascontiguousarray(np.asarray(X0, dtype=float))
     times = np.asarray(times, dtype=float)
     sign = {"backward": 1.0, "forward": -1.0}.get(direction)
     if sign is None:
         raise ValueError(f"direction must be 'backward' or 'forward', got {direction!r}")
     centre = np.zeros(X0.shape[1]) if centre is None else np.asarray(centre, dtype=float)
-    run = _build(energy.kernels) if energy.has_kernels else _vectorised(energy)
     h0 = 1e-3 if times.size == 0 or times.max() == 0 else min(1e-3, 1e-2 * times.max())
-    Z, L, status, fail_t, first_escaped = run(X0, times, sign, energy.params, float(rtol), float(atol), centre,
-                               float(r_escape), h0)
+    opts = (float(rtol), float(atol), centre, float(r_escape), h0)
+    if isinstance(energy, EnergyPath):
+        if duration is None:
+            raise ValueError("a time-dependent energy needs duration= (the physical time of the whole path)")
+        duration = float(duration)
+        if not (duration > 0 and np.isfinite(duration)):
+            raise ValueError(f"duration must be a positive number, got {duration!r}")
+        if times.size and (times.min() < 0 or times.max() > duration * (1 + 1e-12)):
+            raise ValueError(f"times must lie in [0, duration = {duration:g}]")
+        run = _build(energy.path_kernels)  # NoKernelsError for a path of callables, with the reason
+        q = energy.path_params
+        if direction == "forward":
+            Z, L, status, fail_t, first_escaped = run(X0, times, sign, q, *opts, 0.0, 1.0 / duration)
+            escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
+        else:  # one integration per output time, from t down to 0
+            parts = [run(X0, np.array([tj]), sign, q, *opts, tj / duration, -1.0 / duration) for tj in times]
+            n = X0.shape[0]
+            Z = np.concatenate([o[0] for o in parts]) if parts else np.empty((0, n, X0.shape[1]))
+            L = np.concatenate([o[1] for o in parts]) if parts else np.empty((0, n))
+            status = np.max([o[2] for o in parts], axis=0) if parts else np.zeros(n, dtype=np.int64)
+            fail_t = np.max([o[3] for o in parts], axis=0) if parts else np.zeros(n)
+            escaped = np.array([o[2] == STATUS_ESCAPED for o in parts]).reshape(times.size, n)
+    else:
+        if energy.has_kernels:
+            run = _build(ConstantPath(energy).path_kernels)
+            extra = (0.0, 0.0)
+        else:
+            run, extra = _vectorised(energy), ()
+        Z, L, status, fail_t, first_escaped = run(X0, times, sign, energy.params, *opts, *extra)
+        escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
     bad = np.flatnonzero(status == STATUS_FAILED)
     if bad.size:
         i = bad[0]
         raise CharacteristicsError(
             f"{bad.size} characteristic(s) failed to converge (step size underflow); first: start point "
             f"{X0[i].tolist()} at s = {fail_t[i]:.6g} ({direction}, rtol={rtol:g}, atol={atol:g})")
-    escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
     return Z, L, escaped
 
 

@@ -30,7 +30,7 @@ __all__ = ["solve_path", "solve_path_continuity", "PathSolution"]
 class PathSolution:
     times: np.ndarray        # physical times
     densities: np.ndarray    # (nt, *grid.shape)
-    steps: int
+    steps: int               # accepted time steps (0 for the Lagrangian method: per-point steps)
     rejected: int
     error_estimate: float    # sum of the accepted local error estimates (L1); NaN without step control
 
@@ -85,14 +85,25 @@ def solve_path(path, grid, rho0, times, *, temperature: float = 1.0, duration: f
     return PathSolution(times, out, steps, rejected, err_sum)
 
 
-def solve_path_continuity(path, grid, rho0, times, *, duration: float = 1.0, cfl: float = 0.2) -> PathSolution:
-    """The deterministic flow ``d_t rho = div(rho grad U(., t))`` along ``path``: the positive MUSCL
-    finite volumes of :class:`~fokkerplanck.continuity.Continuity` with the face velocities of
-    ``U`` at each SSP-RK3 stage time (``cfl`` as there, from the stage's largest speed)."""
-    from .continuity import POSITIVE_CFL, Continuity, fv_rhs
+def solve_path_continuity(path, grid, rho0, times, *, duration: float = 1.0, cfl: float = 0.2,
+                          method: str = "finite-volume", rtol: float = 1e-10, atol: float = 1e-12) -> PathSolution:
+    """The deterministic flow ``d_t rho = div(rho grad U(., t))`` along ``path``.
+
+    ``method="finite-volume"``: the positive MUSCL finite volumes of
+    :class:`~fokkerplanck.continuity.Continuity` with the face velocities of ``U`` at each
+    SSP-RK3 stage time (``cfl`` as there, from the stage's largest speed).
+    ``method="lagrangian"``: the exact density at the cell centres from backward
+    characteristics through the path's kernels with ``t`` (:mod:`fokkerplanck.lagrangian`;
+    ``rtol``/``atol`` the ODE tolerances; ``rho0`` a density with ``logpdf``): point values,
+    not renormalised, the reference of the finite volumes.  A characteristic that leaves
+    the ball where ``rho0`` is negligible gives 0 (``escaped`` on the result)."""
+    from .continuity import POSITIVE_CFL, Continuity, escape_ball, fv_rhs
+    from .lagrangian import integrate_characteristics
 
     if path.dim != grid.ndim:
         raise ValueError(f"the energy path has dimension {path.dim} but the grid has {grid.ndim}")
+    if method not in ("finite-volume", "lagrangian"):
+        raise ValueError(f"method must be 'finite-volume' or 'lagrangian', got {method!r}")
     duration = positive_float(duration, "duration")
     cfl = positive_float(cfl, "cfl")
     if cfl > POSITIVE_CFL:
@@ -100,6 +111,20 @@ def solve_path_continuity(path, grid, rho0, times, *, duration: float = 1.0, cfl
     times = finite_array(times, "times", ndim=1)
     if times.size == 0 or times[0] < 0 or times[-1] > duration * (1 + 1e-12) or np.any(np.diff(times) < 0):
         raise ValueError(f"times must be increasing within [0, duration = {duration:g}]")
+    if method == "lagrangian":
+        if not hasattr(rho0, "logpdf"):
+            raise ValueError("method='lagrangian' needs rho0 as a density with logpdf (densities.Gaussian, "
+                             "densities.GridDensity, ...)")
+        centre, r_esc = escape_ball(grid, rho0)
+        Z, L, escaped = integrate_characteristics(path, grid.points, times, direction="backward", rtol=rtol,
+                                                  atol=atol, centre=centre, r_escape=r_esc, duration=duration)
+        nt, n, d = Z.shape
+        with np.errstate(divide="ignore", under="ignore", over="ignore"):
+            logr = np.asarray(rho0.logpdf(Z.reshape(-1, d))).reshape(nt, n) + L
+            dens = np.where(escaped, 0.0, np.exp(logr))
+        sol = PathSolution(times, dens.reshape(nt, *grid.shape), 0, 0, float("nan"))
+        sol.escaped = escaped.reshape(nt, *grid.shape)
+        return sol
     rho = _initial_density(grid, rho0, "warn")
 
     def vel(t):
