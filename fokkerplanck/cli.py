@@ -113,15 +113,19 @@ def _info_run(path, r) -> int:
             print(f"  particles at lambda* = {p['lam']:.5g}: max_t fraction {p['mass'][j]:.4g} +- {p['mass_se'][j]:.2g}")
     if r["kind"] == "vpfb":
         g = r["grid"]
-        print(f"  homotopy matching, grid potential flow ({g['steps']} steps): KL(rho_Phi(t) || rho_bar(t))")
+        print(f"  homotopy matching, grid potential flow ({g['steps']} steps): KL(rho_Phi(t) || rho_bar(t)), "
+              "W2 (linearised)")
         pk = r.get("particles")
         for j in range(len(g["times"])):
-            extra = f"   particles {pk['kl'][j]:.3g} +- {pk['kl_se'][j]:.2g}" if pk is not None else ""
-            print(f"    t = {g['times'][j]:<6.3g} {g['kl'][j]:10.3g}{extra}")
+            extra = f"   particles KL {pk['kl'][j]:.3g} +- {pk['kl_se'][j]:.2g}" if pk is not None else ""
+            w2 = f" {g['w2'][j]:10.3g}" if "w2" in g else ""
+            print(f"    t = {g['times'][j]:<6.3g} {g['kl'][j]:10.3g}{w2}{extra}")
         b, lr = r["boltzmann"], r["long_run"]
         print(f"  Boltzmann claim at t = 1: relative residual of Phi = a log rho_bar + b: {b['relative_residual'][-1]:.3f}")
         print(f"  past t = 1, after {lr['durations'][-1]:g}: ODE KL {lr['kl_ode'][-1]:.3g}, Langevin KL "
               f"{lr['kl_langevin'][-1]:.1e}")
+        if "w2_ode" in lr:
+            print(f"    W2 (linearised): ODE {lr['w2_ode'][-1]:.3g}, Langevin {lr['w2_langevin'][-1]:.1e}")
     if r["kind"] == "flows":
         print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
     return 0

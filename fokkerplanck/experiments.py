@@ -303,6 +303,7 @@ def check_vpfb(cfg, grid) -> None:
 
 def run_vpfb(cfg, f, *, progress=True, log=print, build_energy=None, grid, times):
     from .homotopy import VPFBHomotopy
+    from .wasserstein import clean_density, w2_linearised
     from .potential_flow import boltzmann_residual, frozen_flow, homotopy_kl, potential_flow, potential_flow_particles
     from .solvers import FokkerPlanck
 
@@ -312,10 +313,14 @@ def run_vpfb(cfg, f, *, progress=True, log=print, build_energy=None, grid, times
     dens, info = potential_flow(H, grid, times)
     g = f.create_group("grid")
     g["times"], g["kl"] = times, homotopy_kl(H, grid, dens, times)
+    bars = [grid.density_from_logpdf(lambda Y, t=t: H.logpdf(Y, t)) for t in times]
+    g["w2"] = [w2_linearised(grid, r, b) for r, b in zip(dens, bars)]     # small: the linearised W2
+    g["w2_from_prior"] = [w2_linearised(grid, bars[0], b) for b in bars]  # how far the homotopy travels
     g["mass"] = dens.sum(axis=tuple(range(1, dens.ndim))) * grid.cell_volume
     g["density_final"] = dens[-1]
     g.attrs.update(steps=info["steps"], max_wall_flux=info["max_wall_flux"])
-    log(f"  KL(rho_Phi(1) || rho_bar(1)) = {g['kl'][-1]:.3g} ({info['steps']} steps)")
+    log(f"  KL(rho_Phi(1) || rho_bar(1)) = {g['kl'][-1]:.3g}, W2 = {g['w2'][-1]:.3g} (the homotopy travels "
+        f"W2 = {g['w2_from_prior'][-1]:.3g}; {info['steps']} steps)")
     if "particles" in cfg:
         p = cfg["particles"]
         pf = potential_flow_particles(H, grid, times, int(p.get("n", 10000)), dt=float(p.get("dt", 0.02)),
@@ -329,16 +334,20 @@ def run_vpfb(cfg, f, *, progress=True, log=print, build_energy=None, grid, times
     gb["times"], gb["relative_residual"] = times[1:], np.array(res)
     log(f"  Boltzmann claim: Phi(1) vs log rho_bar(1), best affine fit residual {res[-1]:.3f} (0 = Boltzmann)")
     durations = np.asarray(cfg.get("long_run", {}).get("durations", [1.0, 2.0]), dtype=float)
-    _, kl_ode = frozen_flow(H, grid, 1.0, durations)
+    ode, kl_ode = frozen_flow(H, grid, 1.0, durations)
     rho1 = grid.density_from_logpdf(lambda Y: H.logpdf(Y, 1.0))
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        kl_lang = FokkerPlanck(H.at(1.0), grid).solve(rho1, np.concatenate([[0.0], durations])).kl()[1:]
+        lang = FokkerPlanck(H.at(1.0), grid).solve(rho1, np.concatenate([[0.0], durations]))
+    kl_lang = lang.kl()[1:]
     gl = f.create_group("long_run")
     gl["durations"], gl["kl_ode"], gl["kl_langevin"] = durations, kl_ode, kl_lang
-    log(f"  past t = 1: ODE KL {kl_ode[-1]:.3g}, Langevin KL {kl_lang[-1]:.1e} after {durations[-1]:g}")
+    gl["w2_ode"] = [w2_linearised(grid, rho1, r) for r in ode]
+    gl["w2_langevin"] = [w2_linearised(grid, rho1, clean_density(grid, r)) for r in lang.densities[1:]]
+    log(f"  past t = 1: ODE KL {kl_ode[-1]:.3g} (W2 {gl['w2_ode'][-1]:.3g}), Langevin KL {kl_lang[-1]:.1e} "
+        f"(W2 {gl['w2_langevin'][-1]:.1e}) after {durations[-1]:g}")
 
 
 def plot_vpfb(path, r, steps):
@@ -352,8 +361,10 @@ def plot_vpfb(path, r, steps):
         p = r["particles"]
         ax_k.errorbar(p["times"][1:], p["kl"][1:], yerr=p["kl_se"][1:], fmt="o", ms=3,
                       label=f"{p['n']} particles (tracked log-density)")
+    if "w2" in g:
+        ax_k.semilogy(g["times"][1:], np.maximum(g["w2"][1:], 1e-16), "k--s", ms=3, label="grid: W2 (linearised)")
     ax_k.set_xlabel("homotopy time t")
-    ax_k.set_title("homotopy matching: KL(rho_Phi(t) || rho_bar(t))")
+    ax_k.set_title("homotopy matching: KL and W2 (rho_Phi(t), rho_bar(t))")
     ax_k.legend(fontsize="x-small")
     b = r["boltzmann"]
     ax_b.plot(b["times"], b["relative_residual"], "C1-o", ms=3)
@@ -363,7 +374,10 @@ def plot_vpfb(path, r, steps):
     lr = r["long_run"]
     ax_l.plot(lr["durations"], lr["kl_ode"], "C3-o", ms=3, label="ODE, potential frozen at t = 1")
     ax_l.plot(lr["durations"], np.abs(lr["kl_langevin"]), "C0-o", ms=3, label="Langevin, U = -log rho_bar(1)")
+    if "w2_ode" in lr:
+        ax_l.plot(lr["durations"], lr["w2_ode"], "C3--s", ms=3, label="ODE: W2 (linearised)")
+        ax_l.plot(lr["durations"], lr["w2_langevin"], "C0--s", ms=3, label="Langevin: W2 (linearised)")
     ax_l.set_xlabel("time past t = 1")
-    ax_l.set_ylabel("KL(rho || rho_bar(1))")
+    ax_l.set_ylabel("KL or W2 (rho, rho_bar(1))")
     ax_l.legend(fontsize="x-small")
     return fig

@@ -52,6 +52,27 @@ def _face_points(grid, a):
     return np.stack([m.ravel() for m in mesh], axis=1), mesh[0].shape
 
 
+def weighted_laplacian(grid, face_weights):
+    """``A = sum_f w_f / h_a^2 (e_R - e_L)(e_R - e_L)'`` over the interior faces of ``grid``
+    (:func:`fokkerplanck.fluxes.faces` order; zero-flux walls), the weights floored at
+    :data:`FLOOR` times their maximum: ``A phi`` is ``-div(w grad phi)`` in the cells."""
+    fs = faces(grid)
+    wf = np.asarray(face_weights, dtype=float)
+    wf = np.maximum(wf, FLOOR * wf.max()) * fs.inv_h2
+    n = grid.size
+    return sp.csr_matrix((np.concatenate([-wf, -wf, wf, wf]),
+                          (np.concatenate([fs.left, fs.right, fs.left, fs.right]),
+                           np.concatenate([fs.right, fs.left, fs.left, fs.right]))), shape=(n, n))
+
+
+def solve_pinned(A, b) -> np.ndarray:
+    """``A phi = b`` for a weighted Laplacian (singular: constants) and a compatible ``b``
+    (cell sum zero): cell 0 pinned to 0, the SPD rest by sparse LU, then shifted to mean zero."""
+    phi = np.zeros(A.shape[0])
+    phi[1:] = spla.spsolve(A[1:, 1:].tocsc(), b[1:])
+    return phi - phi.mean()
+
+
 @dataclass
 class PoissonSolution:
     """``phi`` (grid shape, mean zero), ``face_velocity`` per axis (``Continuity`` layout),
@@ -71,25 +92,16 @@ def weighted_poisson(homotopy, grid, t) -> PoissonSolution:
     if homotopy.dim != grid.ndim:
         raise ValueError(f"the homotopy has dimension {homotopy.dim} but the grid has {grid.ndim}")
     t = check_time(t)
-    fs = faces(grid)
     w = []
     for a in range(grid.ndim):
         P, _ = _face_points(grid, a)
         w.append(np.exp(homotopy.logpdf(P, t)))
-    wf = np.concatenate(w)
-    wf = np.maximum(wf, FLOOR * wf.max()) * fs.inv_h2
-    n = grid.size
-    A = sp.csr_matrix((np.concatenate([-wf, -wf, wf, wf]),
-                       (np.concatenate([fs.left, fs.right, fs.left, fs.right]),
-                        np.concatenate([fs.right, fs.left, fs.left, fs.right]))), shape=(n, n))
+    A = weighted_laplacian(grid, np.concatenate(w))
     rho = np.exp(homotopy.logpdf(grid.points, t))
     b = rho * homotopy.dt_logpdf(grid.points, t)
     wall = float(b.sum() * grid.cell_volume)
     b = b - b.sum() * rho / rho.sum()  # the wall loss taken where the mass is, not spread over empty cells
-    # pin cell 0 to 0, solve the SPD rest, then shift to mean zero
-    phi = np.zeros(n)
-    phi[1:] = spla.spsolve(A[1:, 1:].tocsc(), b[1:])
-    phi -= phi.mean()
+    phi = solve_pinned(A, b)
     res = float(np.abs(A @ phi - b).max() / max(np.abs(b).max(), 1e-300))
     Phi = phi.reshape(grid.shape)
     vel = []

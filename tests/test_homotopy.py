@@ -176,6 +176,11 @@ def test_run_vpfb(tmp_path):
     assert np.all(np.abs(p["kl"]) < 4 * p["kl_se"] + 2e-3)
     assert r["boltzmann"]["relative_residual"][-1] > 0.5
     assert r["long_run"]["kl_ode"][-1] > 0.05 and np.abs(r["long_run"]["kl_langevin"]).max() < 1e-10
+    # W2 (linearised): the matching error is small against the distance the homotopy travels; past
+    # t = 1 the ODE drifts away (W2 grows with the duration), Langevin stays (round-off)
+    g, lr = r["grid"], r["long_run"]
+    assert g["w2"][0] == 0 and np.all(g["w2"][1:] < 0.05 * g["w2_from_prior"][1:])
+    assert np.all(np.diff(lr["w2_ode"]) > 0) and lr["w2_ode"][-1] > 0.2 and np.max(lr["w2_langevin"]) < 1e-6
     assert cli.main(["plot", str(tmp_path / "v.h5"), "-o", str(tmp_path / "v.png")]) == 0
     assert cli.main(["info", str(tmp_path / "v.h5")]) == 0
     for change, match in ((("grid", "bounds", [[-3.0, 3.0], [-3.0, 3.0]]), "enlarge"),
