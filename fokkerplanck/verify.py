@@ -519,7 +519,7 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
     from . import energies as E
     from .grid import Grid
     from .solvers import FokkerPlanck
-    from .wasserstein import gaussian_w2, w2_grid
+    from .wasserstein import gaussian_w2, gaussian_w2_nd, w2_grid, w2_linearised
 
     out = []
     exact = gaussian_w2(0.3, 0.7, -1.1, 1.3)
@@ -540,6 +540,17 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
                        0.0, np.sqrt(T / a)) for t in times]
     out.append(below("OU Fokker-Planck, 1200 cells: max |W2(rho_t, rho*) - closed form|",
                      float(np.max(np.abs(w - ref))), 2e-4))
+    S = np.array([[1.0, 0.3], [0.3, 0.6]])
+    exact = gaussian_w2_nd([0, 0], S, [0, 0], 1.02 * S)
+    errs = []
+    for n in (64, 128):
+        g = Grid([(-6, 6)] * 2, n)
+        errs.append(abs(w2_linearised(g, densities.Gaussian([0, 0], S).on_grid(g),
+                                      densities.Gaussian([0, 0], 1.02 * S).on_grid(g)) - exact) / exact)
+    order = float(np.log2(errs[0] / errs[1]))
+    out.append(Check("2D linearised W2 of nearby Gaussians (W2 = 0.0126), 64 -> 128 cells: observed order", order, 2.0,
+                     bool(1.8 < order < 2.2), f"relative errors {errs[0]:.2e}, {errs[1]:.2e} (lattice transport of "
+                     "the cell masses is ~sqrt(W2 h) here)"))
     return out
 
 
@@ -649,7 +660,8 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     from .potential_flow import (boltzmann_residual, frozen_flow, gaussian_velocity_error, homotopy_kl,
                                  potential_flow, potential_flow_particles)
     from .solvers import FokkerPlanck
-    from .time_dependent import solve_path
+    from .time_dependent import solve_path, solve_path_continuity
+    from .wasserstein import gaussian_w2_nd, w2_linearised
 
     out = []
     data = np.array([[1.0, 2.0], [-2.0, 0.5], [0.0, -1.5]])
@@ -666,13 +678,23 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
                      bool(1.8 < order < 2.2), f"weighted L1 errors {errs[0]:.2e}, {errs[1]:.2e}"))
 
     times = np.linspace(0, 1, 3)
-    kls = []
+    kls, w2s = [], []
     for cells in (32, 64):
         g = Grid([(-6, 6)] * 2, cells)
         dens, _ = potential_flow(H, g, times)
         kls.append(homotopy_kl(H, g, dens, times)[-1])
+        w2s.append(w2_linearised(g, dens[-1], g.density_from_logpdf(lambda Y: H.logpdf(Y, 1.0))))
     out.append(below("homotopy matching: KL(rho_Phi(1) || rho_bar(1)), grid potential flow on 64^2 (32^2: "
                      f"{kls[0]:.2e})", kls[1], 3e-5))
+    order = float(np.log2(w2s[0] / w2s[1]))
+    out.append(Check("homotopy matching: W2(rho_Phi(1), rho_bar(1)) (linearised), 32 -> 64 cells: observed order",
+                     order, 2.0, bool(1.5 < order < 2.5), f"W2 {w2s[0]:.2e}, {w2s[1]:.2e}"))
+    g = Grid([(-5, 5)] * 2, 64)
+    bars = [g.density_from_logpdf(lambda Y, t=t: H1.logpdf(Y, t)) for t in (0.5, 0.6)]
+    exact = gaussian_w2_nd(H1.mu(0.5) * H1.data[0], H1.sigma2(0.5) * np.eye(2),
+                           H1.mu(0.6) * H1.data[0], H1.sigma2(0.6) * np.eye(2))
+    out.append(below("W2(rho_bar(0.5), rho_bar(0.6)), one data point, 64^2 (linearised): relative error vs the "
+                     "Gaussian closed form", abs(w2_linearised(g, *bars) - exact) / exact, 1e-2, f"closed form {exact:.5f}"))
     pf = potential_flow_particles(H, Grid([(-6, 6)] * 2, 64), times, 20000 if quick else 100000, dt=0.02, seed=1)
     out.append(below("homotopy matching, particles (tracked log-density): max_{t>0} |KL| - 4 se",
                      float(np.max(np.abs(pf.kl[1:]) - 4 * pf.kl_se[1:])),
@@ -695,6 +717,29 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     w = sol.densities[-1].ravel() * g.cell_volume
     out.append(below("time-dependent Fokker-Planck (moving OU), 96^2: max |mean - moment ODE|",
                      float(np.abs(w @ g.points - ref[:2]).max()), 6e-3, f"{sol.steps} steps, {sol.rejected} rejected"))
+
+    import particles.annealed as PA
+
+    Xs = np.random.default_rng(2).normal(size=(300, 2)) * 2
+    kerr = max(float(np.abs(H.eval_path_kernels(Xs, t)[k] - f(Xs)).max())
+               for t in (0.0, 0.45, 1.0) for k, f in (("value", H.at(t).value), ("grad", H.at(t).grad),
+                                                      ("lap", H.at(t).laplacian)))
+    out.append(below("kernels with t: VPFB path kernels vs the frozen mixture at(t) (value, grad, lap)", kerr, 1e-11))
+    ref0 = solve_ivp(lambda s, y: rhs(s, y) - np.concatenate([[0, 0], 2 * T * np.eye(2).ravel()]), [0, D],
+                     np.concatenate([[-1.0, 1.0], (0.5 * np.eye(2)).ravel()]), rtol=1e-12, atol=1e-13, t_eval=[D]).y[:, -1]
+    exact0 = densities.Gaussian(ref0[:2], ref0[2:].reshape(2, 2))
+    g = Grid([(-5, 5)] * 2, 40)
+    lag = solve_path_continuity(path, g, densities.Gaussian([-1.0, 1.0], 0.5 * np.eye(2)), [0, D], duration=D,
+                                method="lagrangian")
+    ex = np.exp(exact0.logpdf(g.points)).reshape(g.shape)
+    out.append(below("deterministic flow along the path, Lagrangian (kernels with t at every stage): max rel. "
+                     "error vs the moment ODE's Gaussian at the cell centres", float(np.abs(lag.densities[-1] - ex).max()
+                                                                                    / ex.max()), 1e-7))
+    x0 = np.random.default_rng(3).multivariate_normal([-1, 1], 0.5 * np.eye(2), size=500)
+    pf_run = PA.path_flow(path, x0, [0, D], duration=D,
+                          logrho0=densities.Gaussian([-1.0, 1.0], 0.5 * np.eye(2)).logpdf(x0))
+    out.append(below("particles along the path (path_flow): max |tracked log-density - exact logpdf|",
+                     float(np.abs(pf_run.logdensity[-1] - exact0.logpdf(pf_run.positions[-1])).max()), 1e-6))
 
     out.append(below("Boltzmann claim: |grid residual - closed form (1/sqrt 2)|, one data point, 64^2",
                      abs(boltzmann_residual(H1, Grid([(-5, 5)] * 2, 64), 1.0)["relative_residual"] - H1.gaussian_boltzmann_residual(1.0)),
