@@ -232,5 +232,5 @@ def w2_linearised(grid, rho_a, rho_b) -> float:
     fs = faces(grid)
     A = weighted_laplacian(grid, 0.5 * (mid[fs.left] + mid[fs.right]))
     diff = b - a
-    phi = solve_pinned(A, diff)
+    phi = solve_pinned(A, diff, grid.ndim)
     return float(np.sqrt(max(float(phi @ diff) * grid.cell_volume, 0.0)))
