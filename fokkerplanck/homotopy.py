@@ -48,7 +48,7 @@ from ._validate import finite_array, point_set, points, positive_float
 from .energies import _ZERO_KERNELS, Custom, Energy, GaussianMixture, NoKernelsError, Sum
 
 __all__ = ["EnergyPath", "VPFBHomotopy", "LinearHomotopy", "ConstantPath", "SumPath", "KernelPath", "CallablePath",
-           "PathKernels", "schedule", "check_time"]
+           "ScheduledPath", "PathKernels", "schedule", "check_time"]
 
 
 class PathKernels(NamedTuple):
@@ -355,6 +355,85 @@ class SumPath(EnergyPath):
 
     def __repr__(self):
         return " + ".join(f"{c:g}*{t!r}" for c, t in zip(self.coefs, self.terms))
+
+
+@jit(cache=True)
+def _interp(t, q, nk):
+    """The piecewise-linear schedule ``s(t)`` through the knots ``q[1:1+nk]`` (times) and
+    ``q[1+nk:1+2nk]`` (values)."""
+    if t <= q[1]:
+        return q[1 + nk]
+    for i in range(1, nk):
+        if t <= q[1 + i]:
+            w = (t - q[i]) / (q[1 + i] - q[i])
+            return (1.0 - w) * q[nk + i] + w * q[1 + nk + i]
+    return q[2 * nk]
+
+
+def _scheduled_kernels(k: PathKernels) -> PathKernels:
+    """``q = [nk, knot times..., knot values..., q_path...]``: ``U(x, s(t))``."""
+    v0, g0, l0, h0 = k
+
+    @closure_jit
+    def value(x, t, q):
+        nk = int(q[0])
+        return v0(x, _interp(t, q, nk), q[1 + 2 * nk:])
+
+    @closure_jit
+    def grad(x, t, q, out):
+        nk = int(q[0])
+        g0(x, _interp(t, q, nk), q[1 + 2 * nk:], out)
+
+    @closure_jit
+    def lap(x, t, q):
+        nk = int(q[0])
+        return l0(x, _interp(t, q, nk), q[1 + 2 * nk:])
+
+    @closure_jit
+    def hess(x, t, q, out):
+        nk = int(q[0])
+        h0(x, _interp(t, q, nk), q[1 + 2 * nk:], out)
+
+    return PathKernels(value, grad, lap, hess)
+
+
+class ScheduledPath(EnergyPath):
+    """An annealing schedule on a path: ``U(x, t) = path(x, s(t))`` with ``s`` piecewise linear
+    through the knots ``(times[i], values[i])``, both checked by :func:`schedule` (in [0, 1],
+    increasing, so the path is never run backwards; ``values`` may start above 0 or stop below
+    1).  For example a geometric schedule ``values = (b**times - 1) / (b - 1)`` spends more
+    time near the start of the path."""
+
+    def __init__(self, path: EnergyPath, times, values):
+        self.path, self.dim = as_path(path), as_path(path).dim
+        self.times, self.values = schedule(times, "schedule times"), schedule(values, "schedule values")
+        if self.times.shape != self.values.shape or self.times.size < 2:
+            raise ValueError(f"a schedule needs as many times as values (at least 2), got {self.times.size} and "
+                             f"{self.values.size}")
+
+    def s(self, t) -> float:
+        return float(np.interp(check_time(t), self.times, self.values))
+
+    def at(self, t) -> Energy:
+        return self.path.at(self.s(t))
+
+    @property
+    def path_params(self):
+        return np.concatenate([[self.times.size], self.times, self.values, self.path.path_params])
+
+    @property
+    def has_kernels(self) -> bool:
+        return self.path.has_kernels
+
+    @property
+    def has_hessian(self) -> bool:
+        return self.path.has_hessian
+
+    def _build_path_kernels(self):
+        return _memo("scheduled", (self.path.path_kernels,), _scheduled_kernels)
+
+    def __repr__(self):
+        return f"ScheduledPath({self.path!r}, {self.times.size} knots)"
 
 
 def _frozen_kernels(k: PathKernels):

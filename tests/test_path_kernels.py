@@ -162,3 +162,24 @@ def test_annealed_langevin_runs_a_user_kernel_path_compiled():
     se = math.sqrt(ref[2] / X.shape[0])
     assert np.abs(X.mean(0) - ref[:2]).max() < 4 * se + 5e-3   # + the O(dt) lag of the moving centre
     assert abs(X.var(0).mean() - ref[2]) < 0.01
+
+
+def test_scheduled_paths_follow_their_schedule(rng):
+    """A geometric annealing schedule on a linear homotopy: at(t) is the path at s(t), and the
+    kernels with t interpolate the schedule inside the compiled code (equal to at(t))."""
+    from fokkerplanck.homotopy import ScheduledPath
+
+    L = LinearHomotopy(E.Quadratic(A0, mean=M0), E.GaussianMixture(rng.normal(size=(3, 2)), 0.7))
+    ts = np.linspace(0, 1, 9)
+    S = ScheduledPath(L, ts, (10.0 ** ts - 1) / 9)
+    X = rng.normal(size=(40, 2))
+    for t in (0.0, 0.3, 0.55, 1.0):
+        s = float(np.interp(t, ts, (10.0 ** ts - 1) / 9))
+        assert S.s(t) == pytest.approx(s, rel=1e-15)
+        assert np.allclose(S.at(t).grad(X), L.at(s).grad(X), rtol=1e-14, atol=1e-14)
+        k = S.eval_path_kernels(X, t)
+        assert np.abs(k["grad"] - L.at(s).grad(X)).max() < 1e-12 and np.abs(k["lap"] - L.at(s).laplacian(X)).max() < 1e-12
+    with pytest.raises(ValueError, match="not increasing"):
+        ScheduledPath(L, ts, ts[::-1])
+    with pytest.raises(ValueError, match="as many"):
+        ScheduledPath(L, ts, ts[:-1])
