@@ -67,26 +67,41 @@ A0, M0 = np.array([[1.0, 0.0], [0.0, 0.5]]), np.zeros(2)
 A1, M1 = np.array([[3.0, 0.8], [0.8, 2.0]]), np.array([1.5, -1.0])
 
 
+def _check_equal(P, X):
+    assert P.has_kernels
+    for t in (0.0, 0.37, 1.0):
+        k, U = P.eval_path_kernels(X, t), P.at(t)
+        scale = 1.0 + np.abs(U.value(X)).max()
+        assert np.abs(k["value"] - U.value(X)).max() < 1e-12 * scale, (P, t)
+        assert np.abs(k["grad"] - U.grad(X)).max() < 1e-12 * scale, (P, t)
+        assert np.abs(k["lap"] - U.laplacian(X)).max() < 1e-12 * scale, (P, t)
+        if P.has_hessian:
+            assert np.abs(k["hess"] - U.hessian(X)).max() < 1e-11 * scale, (P, t)
+
+
 def test_path_kernels_equal_the_frozen_energies(rng):
-    """value, grad, lap and Hessian of the kernels with t equal those of ``at(t)`` (VPFB written
-    out; linear homotopy, sums and constants composed; a user KernelPath)."""
+    """value, grad, lap and Hessian of the kernels with t equal those of ``at(t)``: VPFB written
+    out, a user KernelPath (whose at(t) is a Custom energy with t as its last parameter)."""
+    X = rng.normal(size=(60, 2)) * 2
+    K = KernelPath(2, rot_value, rot_grad, rot_lap, params=[1.5, 2.0])
+    for P in (VPFBHomotopy(rng.normal(size=(5, 2)) * 2, 1.0, 0.5), K):
+        _check_equal(P, X)
+    x = np.array([[0.3, -0.2]])
+    assert K.at(0.25).value(x)[0] == pytest.approx(0.5 * 1.5 * 1.25 * (0.3 ** 2 + (-0.2 - 2.0) ** 2), rel=1e-14)
+
+
+@pytest.mark.slow  # compiles a dozen composed closures cold (about 40 s in a clean clone): CI's second step
+def test_composed_path_kernels_equal_the_frozen_energies(rng):
+    """Linear homotopies, sums of paths and static energies, constants (softmin), schedules."""
+    from fokkerplanck.homotopy import ScheduledPath
+
     X = rng.normal(size=(60, 2)) * 2
     H = VPFBHomotopy(rng.normal(size=(5, 2)) * 2, 1.0, 0.5)
     L = LinearHomotopy(E.Quadratic(A0, mean=M0), E.GaussianMixture(rng.normal(size=(3, 2)), 0.7))
-    K = KernelPath(2, rot_value, rot_grad, rot_lap, params=[1.5, 2.0])
-    for P in (H, L, 2.0 * L - H + E.Quadratic(np.eye(2)), ConstantPath(E.softmin(E.Quadratic(A0, mean=M0), E.Quadratic(A1, mean=M1))), K):
-        assert P.has_kernels
-        for t in (0.0, 0.37, 1.0):
-            k, U = P.eval_path_kernels(X, t), P.at(t)
-            scale = 1.0 + np.abs(U.value(X)).max()
-            assert np.abs(k["value"] - U.value(X)).max() < 1e-12 * scale, (P, t)
-            assert np.abs(k["grad"] - U.grad(X)).max() < 1e-12 * scale, (P, t)
-            assert np.abs(k["lap"] - U.laplacian(X)).max() < 1e-12 * scale, (P, t)
-            if not isinstance(P, KernelPath):
-                assert np.abs(k["hess"] - U.hessian(X)).max() < 1e-11 * scale, (P, t)
-    # the user path's static snapshot: its closed form
-    x = np.array([[0.3, -0.2]])
-    assert K.at(0.25).value(x)[0] == pytest.approx(0.5 * 1.5 * 1.25 * (0.3 ** 2 + (-0.2 - 2.0) ** 2), rel=1e-14)
+    for P in (L, 2.0 * L - H + E.Quadratic(np.eye(2)), ConstantPath(E.softmin(E.Quadratic(A0, mean=M0),
+                                                                                  E.Quadratic(A1, mean=M1))),
+              ScheduledPath(H, [0.0, 0.5, 1.0], [0.0, 0.2, 1.0])):
+        _check_equal(P, X)
 
 
 def test_callable_paths_have_no_kernels_and_say_so():
@@ -120,6 +135,7 @@ def test_lagrangian_along_a_user_kernel_path_is_exact_in_every_dimension(d):
         assert np.abs(sol.densities[j] - exact).max() < 1e-8 * exact.max(), (d, times[j])
 
 
+@pytest.mark.slow  # compiles the linear homotopy's Lagrangian integrator cold (10 s): CI's second step
 def test_particles_along_a_path_carry_the_exact_log_density_to_ode_tolerance():
     """path_flow (Dormand-Prince per particle, kernels with t) maps the Gaussian to the moment
     ODE's Gaussian; its log-densities equal that logpdf at the particles to 1e-7, where the
@@ -143,6 +159,7 @@ def test_particles_along_a_path_carry_the_exact_log_density_to_ode_tolerance():
     assert np.abs(r.positions[-1].mean(0) - ref[:2, -1]).max() < 4 * np.sqrt(ref[2, -1] / 2000)
 
 
+@pytest.mark.slow  # compiles Langevin around the user's kernels cold (9 s): CI's second step
 def test_annealed_langevin_runs_a_user_kernel_path_compiled():
     """A KernelPath's snapshots are Custom energies with t as their last parameter: the compiled
     Langevin kernels run them, and the ensemble follows the rotating OU law's moment ODE
@@ -164,6 +181,7 @@ def test_annealed_langevin_runs_a_user_kernel_path_compiled():
     assert abs(X.var(0).mean() - ref[2]) < 0.01
 
 
+@pytest.mark.slow  # compiles the scheduled linear homotopy's kernels cold: CI's second step
 def test_scheduled_paths_follow_their_schedule(rng):
     """A geometric annealing schedule on a linear homotopy: at(t) is the path at s(t), and the
     kernels with t interpolate the schedule inside the compiled code (equal to at(t))."""
