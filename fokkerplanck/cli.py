@@ -91,11 +91,14 @@ def _info_run(path, r) -> int:
                   f"{pa['mean_energy'][j]:10.5g} +- {pa['mean_energy_se'][j]:.2g}")
     if "wasserstein" in r:
         w = r["wasserstein"]
-        cols = [k for k in ("fokker-planck_to_gibbs", "continuity_to_gibbs", "particles_to_fokker-planck") if k in w]
-        print("  W2 (exact, 1D): " + ", ".join(cols))
+        cols = [k for k in w if k != "times" and not k.endswith("_se") and np.ndim(w[k]) == 1]
+        print("  W2 (exact in 1D; 2D/3D: linearised, and exact transport of pooled cells): " + ", ".join(cols))
         for j in np.unique(np.linspace(0, w["times"].size - 1, min(w["times"].size, 6)).astype(int)):
             vals = "  ".join(f"{w[k][j]:10.5g}" + (f" +- {w[k + '_se'][j]:.2g}" if k + "_se" in w else "") for k in cols)
             print(f"  t = {w['times'][j]:<8.4g} {vals}")
+        if "exact_cells" in w:
+            print(f"  (exact transport of the cell masses pooled to <= {w['exact_cells']} cells per axis; linearised "
+                  "at the midpoint law on the full grid: each exact in its own regime, see fokkerplanck.wasserstein)")
     if r["kind"] == "ood":
         if "data" in r:
             print(f"  data energy: KDE of {len(r['data']['points'])} points, h = {r['data']['bandwidth']:g}; "

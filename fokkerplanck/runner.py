@@ -128,10 +128,11 @@ TABLE_KEYS = {
     "lattice": {"model", "shape", "periodic", "J", "h", "q"},
     "dynamics": {"name"},
     "spins": {"initial", "n", "seed"},
+    "wasserstein": {"exact_cells", "particles"},
 }
 TOP_KEYS = {
     "flows": {"kind", "temperature", "energy", "grid", "initial", "times", "fokker_planck", "continuity",
-              "particles", "deterministic_particles", "stopping"},
+              "particles", "deterministic_particles", "stopping", "wasserstein"},
     "composition": {"kind", "temperature", "grid", "initial", "composition"},
     "theorem": {"kind", "temperature", "energy", "grid", "times"},
     "ising": {"kind", "temperature", "lattice", "dynamics", "spins", "times"},
@@ -212,6 +213,12 @@ def check_config(cfg: dict) -> None:
                 raise ValueError(f"[{table}] dt = {dt:g} is longer than the run (stop = {times[-1]:g})")
             # positions of every save in memory, plus the working arrays
             check_memory(8.0 * n * grid.ndim * (times.size + 4), f"[{table}] n = {n} particles x {times.size} saves")
+    if "wasserstein" in cfg:
+        w = cfg["wasserstein"]
+        positive_int(w.get("exact_cells", 32), "[wasserstein] exact_cells", minimum=2)
+        positive_int(w.get("particles", 0), "[wasserstein] particles", minimum=0)
+        if any(grid.periodic):
+            raise ValueError("[wasserstein] needs a non-periodic grid (the transport costs are Euclidean)")
     if "stopping" in cfg:
         eps = cfg["stopping"].get("eps", [1e-2])
         if not isinstance(eps, list) or not eps:
@@ -445,6 +452,9 @@ def run_flows(cfg, f, *, progress=True, log=print) -> dict:
         res["deterministic-particles"] = ens
     if grid.ndim == 1:
         _write_w2(f.create_group("wasserstein"), res, grid, times)
+    elif "wasserstein" in cfg:
+        log("W2 along the flows ...")
+        _write_w2_nd(f.create_group("wasserstein"), res, grid, times, cfg["wasserstein"], log)
     if isinstance(U, E.Quadratic) and isinstance(rho0, Dn.Gaussian):
         res["closed-form"] = _closed_form(U, rho0, T, times)
         g = f.create_group("closed-form")
@@ -473,6 +483,40 @@ def _write_w2(g, res, grid, times) -> None:
         fp = res["fokker-planck"]
         pairs = [w2_samples_grid(x[:, 0], grid, clean_density(grid, r), n_boot=20)
                  for x, r in zip(res["particles"].positions, fp.densities)]
+        g["particles_to_fokker-planck"] = [w for w, _ in pairs]
+        g["particles_to_fokker-planck_se"] = [e for _, e in pairs]
+
+
+def _write_w2_nd(g, res, grid, times, opts, log) -> None:
+    """2D/3D runs with a ``[wasserstein]`` table: W2 of each grid flow to the Gibbs law two
+    ways, each exact in its own regime (:mod:`fokkerplanck.wasserstein`): linearised at the
+    midpoint law on the full grid (second order in h, its own error O(W2^2): for late times,
+    near the Gibbs law), and the exact transport of the cell masses pooled to at most
+    ``exact_cells`` per axis (POT; O(H^2) while W2 is large against the pooled cell ``H``: for
+    early times).  ``particles = n`` adds W2 of n Langevin particles to the pooled
+    Fokker-Planck density, with a bootstrap standard error (biased upwards by the empirical
+    law's own O(n^-1/d) distance)."""
+    from .wasserstein import clean_density, pooled, w2_grids, w2_linearised, w2_samples_grid_nd
+
+    g["times"] = times
+    cells = int(opts.get("exact_cells", 32))
+    g.attrs["exact_cells"] = cells
+    for name in ("fokker-planck", "continuity"):
+        if name in res:
+            tr = res[name]
+            gibbs = tr.gibbs
+            dens = [clean_density(grid, r) for r in tr.densities]
+            g[f"{name}_to_gibbs_linearised"] = [w2_linearised(grid, r, gibbs) for r in dens]
+            try:
+                cg, cgibbs = pooled(grid, gibbs, cells)
+                g[f"{name}_to_gibbs_exact_pooled"] = [w2_grids(cg, pooled(grid, r, cells)[1], cgibbs) for r in dens]
+            except ImportError as e:
+                log(f"  no exact transport: {e}")
+    n = int(opts.get("particles", 0))
+    if n and "particles" in res and "fokker-planck" in res:
+        cg = pooled(grid, res["fokker-planck"].densities[0], cells)[0]
+        pairs = [w2_samples_grid_nd(x[:n], cg, pooled(grid, clean_density(grid, r), cells)[1], n_boot=10)
+                 for x, r in zip(res["particles"].positions, res["fokker-planck"].densities)]
         g["particles_to_fokker-planck"] = [w for w, _ in pairs]
         g["particles_to_fokker-planck_se"] = [e for _, e in pairs]
 

@@ -42,7 +42,7 @@ import numpy as np
 from ._validate import finite_array, positive_int
 
 __all__ = ["w2_grid", "w2_samples_grid", "w2_samples", "gaussian_w2", "clean_density", "gaussian_w2_nd", "w2_discrete", "w2_grids",
-           "w2_samples_grid_nd", "w2_linearised", "MAX_OT_ENTRIES"]
+           "w2_samples_grid_nd", "w2_linearised", "pooled", "MAX_OT_ENTRIES"]
 
 MAX_OT_ENTRIES = 25_000_000   # cost-matrix entries (200 MB) of one exact transport problem
 
@@ -234,3 +234,25 @@ def w2_linearised(grid, rho_a, rho_b) -> float:
     diff = b - a
     phi = solve_pinned(A, diff, grid.ndim)
     return float(np.sqrt(max(float(phi @ diff) * grid.cell_volume, 0.0)))
+
+
+def pooled(grid, rho, max_cells: int):
+    """``(coarse grid, coarse density)``: the cell masses of ``rho`` summed over blocks of
+    ``f`` cells per axis, ``f`` the smallest divisor of the axis' cell count leaving at most
+    ``max_cells`` (so that exact transport of cell masses fits; its error is then O(H^2) in the
+    coarse spacing ``H`` for laws far apart against ``H``, module docstring)."""
+    from .grid import Grid
+
+    r = np.asarray(rho, dtype=float)
+    max_cells = positive_int(max_cells, "max_cells", minimum=2)
+    factors = []
+    for n in grid.cells:
+        f = next((f for f in range(1, n + 1) if n % f == 0 and n // f <= max_cells), n)
+        if n // f < 2:
+            raise ValueError(f"an axis of {n} cells has no divisor leaving between 2 and {max_cells} cells: "
+                             "choose a cell count with small factors (e.g. a power of two)")
+        factors.append(f)
+    coarse = Grid(grid.bounds, [n // f for n, f in zip(grid.cells, factors)], grid.periodic)
+    shape = [x for n, f in zip(grid.cells, factors) for x in (n // f, f)]
+    mass = (r * grid.cell_volume).reshape(shape).sum(axis=tuple(range(1, 2 * grid.ndim, 2)))
+    return coarse, mass / coarse.cell_volume
