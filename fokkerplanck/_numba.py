@@ -19,6 +19,8 @@ Every compiled kernel in :mod:`fokkerplanck` and :mod:`particles` goes through
 """
 from __future__ import annotations
 
+import functools
+
 import numba
 
 FASTMATH = frozenset({"contract"})
@@ -39,9 +41,16 @@ def one_blas_thread():
     run there: OpenBLAS's threads keep spinning after a call and take the cores from the
     next parallel sweep (measured 2-3x slower), while one BLAS thread costs the block
     products less than the parallel sweeps gain (256^2 eight Gaussians: 0.35 -> 0.26 s)."""
-    from threadpoolctl import threadpool_limits
+    return _blas_controller().limit(limits=1, user_api="blas")
 
-    return threadpool_limits(1, user_api="blas")
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """One scan of the loaded BLAS libraries (threadpoolctl reads /proc/self/maps at every
+    ``threadpool_limits`` call: 2 ms, a tenth of a time-dependent solver's step at 128^2)."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def pjit(fn=None, *, cache: bool = False):
