@@ -6,7 +6,9 @@
 path of a kernel-less energy) on the energy frozen at ``t_k``, with the noise of global
 step ``k``, so the random stream is the one of :func:`particles.langevin` (same seed, same
 particle, same step: same normals).  Kernels are shared along the path (only the
-parameters change), so nothing recompiles per step.
+parameters change), so nothing recompiles per step: the stretch between two saves runs in
+one compiled call with a table of per-step parameters (each block of particles takes all
+its steps in cache, as a static run does).
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from .integrators import langevin_kernel
 from .rng import seed_key
 
 __all__ = ["annealed_langevin", "path_gradient_flow", "path_flow", "AnnealedRun"]
+
+TABLE_BYTES = 32 << 20   # block parameters of one compiled stretch of an annealing run (rows of steps)
 
 
 class AnnealedRun:
@@ -62,17 +66,33 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
     status = np.zeros(X.shape[0], dtype=np.int8)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
     saves, times = [X.copy()], [0.0]
-    for k in range(n_steps):
+    k = 0
+    while k < n_steps:
+        stop = min(n_steps, (k // save_every + 1) * save_every)   # the next save
         U = path.at(min(k * dt / duration, 1.0))
         if U.has_kernels:
-            kernel = langevin_kernel(block_kernels(U), method)
-            p = block_params(U, np.float64)
+            # one call for the stretch: a row of block parameters per step, as long as the energies
+            # share their kernels (they do along the built-in paths: only parameters move)
+            blocks = block_kernels(U)
+            p0 = block_params(U, np.float64)
+            rows = [p0]
+            width = max(1, TABLE_BYTES // (8 * p0.size))
+            for j in range(k + 1, min(stop, k + width)):
+                Uj = path.at(min(j * dt / duration, 1.0))
+                pj = block_params(Uj, np.float64) if Uj.has_kernels else None
+                if pj is None or pj.size != p0.size or block_kernels(Uj) is not blocks:
+                    break
+                rows.append(pj)
+            langevin_kernel(blocks, method)(X, k, len(rows), dt, T, np.array(rows), k0, k1, lo, hi, status,
+                                            accepted, 0)
+            k += len(rows)
         else:
-            kernel, p = _vectorised("langevin", U, X, method, "float64"), U.params
-        kernel(X, k, 1, dt, T, p, k0, k1, lo, hi, status, accepted, 0)
-        if (k + 1) % save_every == 0 or k + 1 == n_steps:
+            _vectorised("langevin", U, X, method, "float64")(X, k, 1, dt, T, U.params, k0, k1, lo, hi, status,
+                                                             accepted, 0)
+            k += 1
+        if k % save_every == 0 or k == n_steps:
             saves.append(X.copy())
-            times.append((k + 1) * dt)
+            times.append(k * dt)
     run = AnnealedRun(np.array(times), np.array(saves), status)
     run.acceptance = accepted / max(n_steps, 1) if method == "mala" else None
     return run

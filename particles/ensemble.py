@@ -362,7 +362,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     offset = int(index_offset)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
     ft = PRECISIONS[precision]
-    p = block_params(energy, ft) if energy.has_kernels else energy.params
+    p = block_params(energy, ft)[None, :] if energy.has_kernels else energy.params   # one row: static
     X, lo, hi = X.astype(ft), lo.astype(ft), hi.astype(ft)
 
     def advance(step0, k, status):

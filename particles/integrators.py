@@ -94,8 +94,14 @@ def _key(kind, kernels, scheme, extra=()):
 
 
 def langevin_kernel(blocks, scheme: str):
-    """``run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset)``: advance
+    """``run(X, step0, nsteps, dt, T, P, k0, k1, lo, hi, status, accepted, offset)``: advance
     in place; particle ``i`` draws the noise of global index ``offset + i``.
+
+    ``P`` holds the energy's block parameters as rows: one row for a static energy; for a
+    time-dependent one (:func:`particles.annealed.annealed_langevin`) row ``k`` is the energy
+    frozen at the call's step ``k`` (the last row serves beyond), so a whole stretch of an
+    annealing path runs in one call, block by block, as a static run does (MALA then
+    re-evaluates the current state's energy with each step's row).
 
     ``blocks`` are the energy's :class:`~fokkerplanck.energy_blocks.BlockKernels`.  The
     particles go in blocks of ``BLOCK`` lanes (struct of arrays; ``prange`` over blocks,
@@ -111,10 +117,11 @@ def langevin_kernel(blocks, scheme: str):
     vgrad, vvalue_grad = blocks.grad, blocks.value_grad
 
     @closure_jit(parallel=True)
-    def run(X, step0, nsteps, dt, T, p, k0, k1, lo, hi, status, accepted, offset):
+    def run(X, step0, nsteps, dt, T, P, k0, k1, lo, hi, status, accepted, offset):
         n, d = X.shape
         nblocks = (n + BLOCK - 1) // BLOCK
         ft = X.dtype
+        nrow = P.shape[0]
         for blk in prange(nblocks):
             i0 = blk * BLOCK
             x = np.empty((d, BLOCK), ft)
@@ -147,11 +154,12 @@ def langevin_kernel(blocks, scheme: str):
                 uy = np.empty(BLOCK, ft)
                 u = np.empty(BLOCK, ft)
                 acc = np.zeros(BLOCK, np.int64)
-                vvalue_grad(x, p, ux, g, W)
+                vvalue_grad(x, P[0], ux, g, W)
                 c4 = cast_like(x[0, 0], 1.0 / (4.0 * T * dt))
                 invT = cast_like(x[0, 0], 1.0 / T)
             for k in range(nsteps):
                 step = step0 + k
+                p = P[min(k, nrow - 1)]
                 for a in range(d):
                     for b in range(BLOCK):
                         xp[a, b] = x[a, b]
@@ -170,6 +178,8 @@ def langevin_kernel(blocks, scheme: str):
                             x[a, b] = xn if live[b] else x[a, b]
                             z[a, b] = znext[a, b]
                 else:
+                    if nrow > 1 and k > 0:   # the energy changed: the current state's value and gradient
+                        vvalue_grad(x, p, ux, g, W)
                     block_normals(z, k0, k1, first, step, STREAM_NOISE)
                     for a in range(d):
                         for b in range(BLOCK):
