@@ -28,6 +28,7 @@ divergence, so ``d/dt log rho(X_t) = -div_h u`` is consistent with the grid sche
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -150,6 +151,12 @@ def potential_flow(homotopy, grid, times, *, cfl: float = 0.2, rho0=None):
     if cfl > POSITIVE_CFL:
         raise ValueError(f"cfl = {cfl:g} > {POSITIVE_CFL}: positivity is no longer guaranteed")
     pf = PotentialFlow(homotopy, grid)
+    for t_end in (times[0], times[-1]):   # the marginal must fit in the box at both ends
+        m = grid.mass_near_wall(grid.density_from_logpdf(lambda X, t=t_end: homotopy.logpdf(X, t)), 2)
+        if m > 1e-6:
+            warnings.warn(f"the homotopy's marginal at t = {t_end:g} puts mass {m:.3g} within two cells of the walls "
+                          f"of {grid.bounds}: the box is too small, the zero-flux walls distort the flow",
+                          RuntimeWarning, stacklevel=2)
     u = grid.density_from_logpdf(lambda X: homotopy.logpdf(X, times[0])) if rho0 is None else \
         grid.check_density(rho0, "rho0")
     out = np.empty((times.size, *grid.shape))

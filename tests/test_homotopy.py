@@ -235,20 +235,22 @@ def test_gradient_flow_particles_along_a_path_carry_the_exact_log_density():
 
 def test_homotopy_matching_in_one_dimension_converges():
     """The potential flow is dimension-generic: in 1D, KL(rho_Phi(1) || rho_bar(1)) falls like
-    h^3.4 (KL is quadratic in the density error; measured 4.6e-5, 4.5e-6, 3.6e-7 on 64, 128,
-    256 cells), mass kept to round-off."""
+    h^3.5 (KL is quadratic in the density error; measured 9.3e-5, 8.5e-6, 7.0e-7 on 64, 128,
+    256 cells of [-6, 6]), mass kept to round-off."""
     H = VPFBHomotopy(np.array([[1.0], [-1.5], [0.5]]), 1.0, 0.5)
     times = np.array([0.0, 0.5, 1.0])
     kls = []
     for n in (64, 128):
-        g = Grid([(-5, 5)], n)
+        g = Grid([(-6, 6)], n)
         dens, _ = potential_flow(H, g, times)
         assert np.allclose(dens.sum(axis=1) * g.cell_volume, 1.0, atol=1e-12) and dens.min() >= 0
         kls.append(homotopy_kl(H, g, dens, times)[-1])
-    assert kls[1] < 1e-5 and kls[0] / kls[1] > 6
+    assert kls[1] < 2e-5 and kls[0] / kls[1] > 6
 
 
 @pytest.mark.slow  # 8 s warm (24^3 cells, a conjugate-gradient Poisson solve per stage)
+# the coarse 12^3 grid's two wall cells are 1.7 wide: the box warning is right there, and expected
+@pytest.mark.filterwarnings("ignore:the homotopy's marginal:RuntimeWarning")
 def test_homotopy_matching_in_three_dimensions_converges():
     """3D: KL(rho_Phi(1) || rho_bar(1)) 0.069 -> 0.0045 on 12^3 -> 24^3 cells (measured), the
     weighted Poisson solve by Jacobi-preconditioned CG, which agrees with sparse LU."""
@@ -305,3 +307,9 @@ def test_w2_along_a_1d_path_solution_matches_the_moving_gaussian():
     assert np.all(np.abs(lin - exact) < 0.06 * exact ** 2 + 1e-3), (lin, exact)
     with pytest.raises(ValueError, match="method"):
         sol.w2(std, method="sinkhorn")
+
+
+def test_potential_flow_warns_when_the_marginal_leaves_the_box():
+    H = VPFBHomotopy(np.array([[3.0, 0.0]]), 1.0, 0.5)
+    with pytest.warns(RuntimeWarning, match="too small"):
+        potential_flow(H, Grid([(-3, 3)] * 2, 16), [0.0, 1.0])
