@@ -38,24 +38,25 @@ A1, M1 = np.array([[3.0, 0.8], [0.8, 2.0]]), np.array([1.5, -1.0])
 T, D = 0.7, 2.0
 
 
-def implicit_euler(path, grid, rho, n):
+def theta_method(path, grid, rho, n, theta):
+    """Fixed steps of ``(I - theta h L) rho_{k+1} = (I + (1 - theta) h L) rho_k`` with
+    ``L = L(t_k + theta h)``: implicit Euler at theta = 1, Crank-Nicolson (generator at the
+    midpoint) at theta = 1/2; sparse LU each step, as the generator changes."""
     h = D / n
     r = rho.ravel().copy()
     I = sp.identity(grid.size, format="csc")
     for k in range(n):
-        L = sg_generator(grid, grid.evaluate(path.at((k + 1) * h / D)), T)
-        r = spla.splu((I - h * L).tocsc()).solve(r)
+        L = sg_generator(grid, grid.evaluate(path.at((k + theta) * h / D)), T)
+        r = spla.splu((I - theta * h * L).tocsc()).solve(r + (1 - theta) * h * (L @ r) if theta < 1 else r)
     return r.reshape(grid.shape)
+
+
+def implicit_euler(path, grid, rho, n):
+    return theta_method(path, grid, rho, n, 1.0)
 
 
 def crank_nicolson(path, grid, rho, n):
-    h = D / n
-    r = rho.ravel().copy()
-    I = sp.identity(grid.size, format="csc")
-    for k in range(n):
-        L = sg_generator(grid, grid.evaluate(path.at((k + 0.5) * h / D)), T)
-        r = spla.splu((I - 0.5 * h * L).tocsc()).solve(r + 0.5 * h * (L @ r))
-    return r.reshape(grid.shape)
+    return theta_method(path, grid, rho, n, 0.5)
 
 
 def main():
