@@ -692,6 +692,21 @@ class VPFBHomotopy(EnergyPath):
     def has_kernels(self) -> bool:
         return True
 
+    def param_rows(self, ts) -> np.ndarray:
+        """``at(t).params`` for every ``t`` of ``ts`` as rows, without building the mixtures
+        (a mixture per step was the annealed Langevin's Python cost: 0.1 ms a step)."""
+        ts = np.asarray(ts, dtype=float)
+        M, d = self.data.shape
+        den = self.v2 + ts * self.w2
+        m, s2 = ts * self.w2 / den, self.w2 * self.v2 / den
+        rows = np.empty((ts.size, 1 + M * (1 + d + d * d)))
+        rows[:, 0] = M
+        comp = rows[:, 1:].reshape(ts.size, M, 1 + d + d * d)
+        comp[:, :, 0] = (math.log(1.0 / M) - 0.5 * d * np.log(2 * np.pi * s2))[:, None]
+        comp[:, :, 1:1 + d] = m[:, None, None] * self.data[None]
+        comp[:, :, 1 + d:] = (np.eye(d).ravel()[None, :] / s2[:, None])[:, None, :]
+        return rows
+
     @property
     def path_params(self):
         """``[w^2, v^2, data...]``."""

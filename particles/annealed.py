@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fokkerplanck._validate import finite_array, positive_float
-from fokkerplanck.energy_blocks import block_kernels, block_params
+from fokkerplanck.energy_blocks import WRITTEN, block_kernels, block_params
 
 from .integrators import langevin_kernel
 from .rng import seed_key
@@ -75,16 +75,19 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
             # share their kernels (they do along the built-in paths: only parameters move)
             blocks = block_kernels(U)
             p0 = block_params(U, np.float64)
-            rows = [p0]
-            width = max(1, TABLE_BYTES // (8 * p0.size))
-            for j in range(k + 1, min(stop, k + width)):
-                Uj = path.at(min(j * dt / duration, 1.0))
-                pj = block_params(Uj, np.float64) if Uj.has_kernels else None
-                if pj is None or pj.size != p0.size or block_kernels(Uj) is not blocks:
-                    break
-                rows.append(pj)
-            langevin_kernel(blocks, method)(X, k, len(rows), dt, T, np.array(rows), k0, k1, lo, hi, status,
-                                            accepted, 0)
+            end = min(stop, k + max(1, TABLE_BYTES // (8 * p0.size)))
+            if hasattr(path, "param_rows") and type(U) in WRITTEN:   # rows without building the energies
+                rows = path.param_rows(np.minimum(np.arange(k, end) * dt / duration, 1.0))
+            else:
+                rows = [p0]
+                for j in range(k + 1, end):
+                    Uj = path.at(min(j * dt / duration, 1.0))
+                    pj = block_params(Uj, np.float64) if Uj.has_kernels else None
+                    if pj is None or pj.size != p0.size or block_kernels(Uj) is not blocks:
+                        break
+                    rows.append(pj)
+                rows = np.array(rows)
+            langevin_kernel(blocks, method)(X, k, len(rows), dt, T, rows, k0, k1, lo, hi, status, accepted, 0)
             k += len(rows)
         else:
             _vectorised("langevin", U, X, method, "float64")(X, k, 1, dt, T, U.params, k0, k1, lo, hi, status,
