@@ -417,6 +417,12 @@ class ScheduledPath(EnergyPath):
     def at(self, t) -> Energy:
         return self.path.at(self.s(t))
 
+    def __getattr__(self, name):
+        # param_rows exactly when the scheduled path has it: rows at the scheduled times
+        if name == "param_rows" and hasattr(self.__dict__.get("path"), "param_rows"):
+            return lambda ts: self.path.param_rows(np.interp(np.asarray(ts, dtype=float), self.times, self.values))
+        raise AttributeError(name)
+
     @property
     def path_params(self):
         return np.concatenate([[self.times.size], self.times, self.values, self.path.path_params])
@@ -496,6 +502,11 @@ class KernelPath(EnergyPath):
 
     def _build_path_kernels(self):
         return self._k
+
+    def param_rows(self, ts) -> np.ndarray:
+        """``at(t).params`` for every ``t`` of ``ts`` as rows: ``[q..., t]``."""
+        ts = np.asarray(ts, dtype=float)
+        return np.column_stack([np.broadcast_to(self.path_params, (ts.size, self.path_params.size)), ts])
 
     def at(self, t) -> Custom:
         v, g, lp, h = _memo("frozen", (self._k,), _frozen_kernels)

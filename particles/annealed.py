@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from fokkerplanck._validate import finite_array, positive_float
+from fokkerplanck.energies import Custom
 from fokkerplanck.energy_blocks import WRITTEN, block_kernels, block_params
 
 from .integrators import langevin_kernel
@@ -76,7 +77,7 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
             blocks = block_kernels(U)
             p0 = block_params(U, np.float64)
             end = min(stop, k + max(1, TABLE_BYTES // (8 * p0.size)))
-            if hasattr(path, "param_rows") and type(U) in WRITTEN:   # rows without building the energies
+            if hasattr(path, "param_rows") and (type(U) in WRITTEN or isinstance(U, Custom)):   # rows without the energies
                 rows = path.param_rows(np.minimum(np.arange(k, end) * dt / duration, 1.0))
             else:
                 rows = [p0]

@@ -227,3 +227,14 @@ def test_vpfb_parameter_rows_give_the_frozen_mixtures_run():
         assert np.abs(a.positions - b.positions).max() < 1e-10
         if method == "mala":
             assert np.array_equal(a.acceptance, b.acceptance)
+
+
+def test_kernel_and_scheduled_paths_give_parameter_rows():
+    from fokkerplanck.homotopy import ScheduledPath
+
+    K = KernelPath(2, rot_value, rot_grad, rot_lap, params=[1.0, 1.5])
+    ts = np.array([0.0, 0.3, 1.0])
+    assert np.array_equal(K.param_rows(ts), np.array([K.at(t).params for t in ts]))
+    S = ScheduledPath(VPFBHomotopy(np.ones((3, 2)), 1.0, 0.5), [0.0, 0.5, 1.0], [0.0, 0.2, 1.0])
+    assert np.abs(S.param_rows(ts) - np.array([S.at(t).params for t in ts])).max() < 1e-14
+    assert not hasattr(ScheduledPath(LinearHomotopy(E.Quadratic(A0), E.Quadratic(A1)), [0, 1], [0, 1]), "param_rows")
