@@ -107,6 +107,12 @@ class EnergyPath:
     def laplacian(self, x, t):
         return self.at(t).laplacian(x)
 
+    def param_rows(self, ts) -> np.ndarray | None:
+        """``at(t).params`` for every ``t`` of ``ts`` as rows, computed without building the
+        energies, or None where a path has no such shortcut (the annealed Langevin then builds
+        ``at(t)`` step by step)."""
+        return None
+
     # -- kernels with t --------------------------------------------------------
     @property
     def has_kernels(self) -> bool:
@@ -417,11 +423,8 @@ class ScheduledPath(EnergyPath):
     def at(self, t) -> Energy:
         return self.path.at(self.s(t))
 
-    def __getattr__(self, name):
-        # param_rows exactly when the scheduled path has it: rows at the scheduled times
-        if name == "param_rows" and hasattr(self.__dict__.get("path"), "param_rows"):
-            return lambda ts: self.path.param_rows(np.interp(np.asarray(ts, dtype=float), self.times, self.values))
-        raise AttributeError(name)
+    def param_rows(self, ts):
+        return self.path.param_rows(np.interp(np.asarray(ts, dtype=float), self.times, self.values))
 
     @property
     def path_params(self):

@@ -77,9 +77,10 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
             blocks = block_kernels(U)
             p0 = block_params(U, np.float64)
             end = min(stop, k + max(1, TABLE_BYTES // (8 * p0.size)))
-            if hasattr(path, "param_rows") and (type(U) in WRITTEN or isinstance(U, Custom)):   # rows without the energies
-                rows = path.param_rows(np.minimum(np.arange(k, end) * dt / duration, 1.0))
-            else:
+            ts = np.minimum(np.arange(k, end) * dt / duration, 1.0)
+            fast = type(U) in WRITTEN or isinstance(U, Custom)   # block parameters = the energy's own
+            rows = path.param_rows(ts) if fast and hasattr(path, "param_rows") else None
+            if rows is None:
                 rows = [p0]
                 for j in range(k + 1, end):
                     Uj = path.at(min(j * dt / duration, 1.0))
