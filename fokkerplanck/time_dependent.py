@@ -51,6 +51,9 @@ class PathSolution:
         else:
             raise ValueError(f"method must be 'exact' or 'linearised', got {method!r}")
         ref = np.asarray(reference, dtype=float)
+        if ref.shape not in (self.densities.shape, tuple(g.shape)):
+            raise ValueError(f"reference must be one density on the grid {tuple(g.shape)} or one per time "
+                             f"{self.densities.shape}, got shape {ref.shape}")
         refs = ref if ref.shape == self.densities.shape else np.broadcast_to(ref, self.densities.shape)
         return np.array([fn(g, clean_density(g, r), clean_density(g, q)) for r, q in zip(self.densities, refs)])
 

@@ -307,6 +307,8 @@ def test_w2_along_a_1d_path_solution_matches_the_moving_gaussian():
     assert np.all(np.abs(lin - exact) < 0.06 * exact ** 2 + 1e-3), (lin, exact)
     with pytest.raises(ValueError, match="method"):
         sol.w2(std, method="sinkhorn")
+    with pytest.raises(ValueError, match="one density on the grid"):
+        sol.w2(std[:-1])
 
 
 def test_potential_flow_warns_when_the_marginal_leaves_the_box():
