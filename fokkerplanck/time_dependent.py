@@ -23,7 +23,9 @@ import numpy as np
 from ._validate import finite_array, positive_float
 from .solvers import FokkerPlanck, _initial_density
 
-__all__ = ["solve_path", "solve_path_continuity", "PathSolution"]
+__all__ = ["solve_path", "solve_path_continuity", "PathSolution", "PATH_FORMAT"]
+
+PATH_FORMAT = "fokkerplanck.path_solution"
 
 
 @dataclass
@@ -56,6 +58,48 @@ class PathSolution:
                              f"{self.densities.shape}, got shape {ref.shape}")
         refs = ref if ref.shape == self.densities.shape else np.broadcast_to(ref, self.densities.shape)
         return np.array([fn(g, clean_density(g, r), clean_density(g, q)) for r, q in zip(self.densities, refs)])
+
+    def save(self, path) -> None:
+        """Write to HDF5 atomically (a crash leaves no partial file under ``path``)."""
+        import json
+
+        from ._files import atomic_h5
+
+        with atomic_h5(path) as f:
+            f.attrs.update({"format": PATH_FORMAT, "grid": json.dumps(self.grid.to_spec()), "steps": int(self.steps),
+                            "rejected": int(self.rejected), "error_estimate": float(self.error_estimate)})
+            f.create_dataset("times", data=self.times)
+            f.create_dataset("densities", data=self.densities, chunks=(1, *self.grid.shape), compression="gzip",
+                             compression_opts=4, shuffle=True)
+            if getattr(self, "escaped", None) is not None:
+                f.create_dataset("escaped", data=self.escaped)
+
+    @classmethod
+    def load(cls, path) -> "PathSolution":
+        """Read a file written by :meth:`save`; a foreign or damaged file is a ValueError saying so."""
+        import json
+
+        import h5py
+
+        from .grid import Grid
+
+        try:
+            f = h5py.File(path, "r")
+        except OSError as exc:
+            raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
+        with f:
+            if f.attrs.get("format") != PATH_FORMAT:
+                raise ValueError(f"{path} is not a path solution (format {f.attrs.get('format')!r})")
+            grid = Grid.from_spec(json.loads(f.attrs["grid"]))
+            times, dens = f["times"][()], f["densities"][()]
+            if times.ndim != 1 or dens.shape != (times.size, *grid.shape):
+                raise ValueError(f"{path}: densities of shape {dens.shape} do not match {times.size} times on "
+                                 f"the grid {grid.shape}")
+            sol = cls(times, dens, int(f.attrs["steps"]), int(f.attrs["rejected"]), float(f.attrs["error_estimate"]),
+                      grid)
+            if "escaped" in f:
+                sol.escaped = f["escaped"][()]
+        return sol
 
 
 def solve_path(path, grid, rho0, times, *, temperature: float = 1.0, duration: float = 1.0, tol: float = 1e-6,

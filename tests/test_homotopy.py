@@ -315,3 +315,23 @@ def test_potential_flow_warns_when_the_marginal_leaves_the_box():
     H = VPFBHomotopy(np.array([[3.0, 0.0]]), 1.0, 0.5)
     with pytest.warns(RuntimeWarning, match="too small"):
         potential_flow(H, Grid([(-3, 3)] * 2, 16), [0.0, 1.0])
+
+
+def test_path_solutions_round_trip_through_hdf5(tmp_path):
+    from fokkerplanck.time_dependent import PathSolution, solve_path_continuity
+
+    path = LinearHomotopy(E.Quadratic([[1.0]]), E.Quadratic([[3.0]], mean=[1.5]))
+    g = Grid([(-5, 5)], 40)
+    sol = solve_path_continuity(path, g, densities.Gaussian([0.5], 0.4), [0.0, 0.5], duration=1.0)
+    sol.save(tmp_path / "p.h5")
+    back = PathSolution.load(tmp_path / "p.h5")
+    assert np.array_equal(back.densities, sol.densities) and back.grid.shape == g.shape and back.steps == sol.steps
+    (tmp_path / "bad.h5").write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="not a readable HDF5"):
+        PathSolution.load(tmp_path / "bad.h5")
+    import h5py
+
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f.attrs["format"] = "fokkerplanck.run"
+    with pytest.raises(ValueError, match="not a path solution"):
+        PathSolution.load(tmp_path / "other.h5")
