@@ -21,7 +21,18 @@ import os
 import re
 import tempfile
 
-__all__ = ["atomic_h5", "PathLock", "PathBusyError", "stale_temporaries"]
+__all__ = ["atomic_h5", "open_h5", "PathLock", "PathBusyError", "stale_temporaries"]
+
+
+def open_h5(path):
+    """``h5py.File(path, "r")``, with a file that is not readable HDF5 reported as the
+    ValueError every reader of the toolkit raises for it."""
+    import h5py
+
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
 
 
 class PathBusyError(RuntimeError):

@@ -170,10 +170,8 @@ class Continuity:
         centre, r_esc = escape_ball(self.grid, rho0)
         Z, L, escaped = integrate_characteristics(self.energy, self.grid.points, times, direction="backward",
                                                   rtol=rtol, atol=atol, centre=centre, r_escape=r_esc)
-        nt, n, d = Z.shape
-        with np.errstate(divide="ignore", under="ignore", over="ignore"):
-            logr = np.asarray(rho0.logpdf(Z.reshape(-1, d))).reshape(nt, n) + L
-            dens = np.where(escaped, 0.0, np.exp(logr))
+        nt = Z.shape[0]
+        dens = pushforward_density(rho0, Z, L, escaped)
         info = {"escaped_points": int(escaped[-1].sum()), "rtol": rtol, "atol": atol}
         if isinstance(rho0, GridDensity):
             lo, hi = np.array(rho0.grid.bounds).T
@@ -237,6 +235,15 @@ class Continuity:
 
 
 # ---------------------------------------------------------------------------------------
+def pushforward_density(rho0, Z, L, escaped) -> np.ndarray:
+    """``rho_t(x) = rho0(z) exp(l)`` from backward characteristics ``Z`` (nt, N, d) with
+    their log-determinants ``L`` (nt, N); 0 where a characteristic escaped."""
+    nt, n, d = Z.shape
+    with np.errstate(divide="ignore", under="ignore", over="ignore"):
+        logr = np.asarray(rho0.logpdf(Z.reshape(-1, d))).reshape(nt, n) + L
+        return np.where(escaped, 0.0, np.exp(logr))
+
+
 def escape_ball(grid, rho0):
     """``(centre, radius)`` of a ball outside which ``rho0`` (or what it becomes) is negligible
     (< e^-3000): backward characteristics that leave it are stopped there."""

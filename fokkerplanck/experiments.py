@@ -312,8 +312,8 @@ def run_vpfb(cfg, f, *, progress=True, log=print, build_energy=None, grid, times
     log(f"{H!r}: potential flow on the grid ...")
     dens, info = potential_flow(H, grid, times)
     g = f.create_group("grid")
-    g["times"], g["kl"] = times, homotopy_kl(H, grid, dens, times)
     bars = [grid.density_from_logpdf(lambda Y, t=t: H.logpdf(Y, t)) for t in times]
+    g["times"], g["kl"] = times, homotopy_kl(H, grid, dens, times, bars)
     g["w2"] = [w2_linearised(grid, r, b) for r, b in zip(dens, bars)]     # small: the linearised W2
     g["w2_from_prior"] = [w2_linearised(grid, bars[0], b) for b in bars]  # how far the homotopy travels
     g["mass"] = dens.sum(axis=tuple(range(1, dens.ndim))) * grid.cell_volume

@@ -177,11 +177,13 @@ def potential_flow(homotopy, grid, times, *, cfl: float = 0.2, rho0=None):
     return out, {"steps": steps, "max_wall_flux": wall, "poisson_solves": len(pf._cache)}
 
 
-def homotopy_kl(homotopy, grid, densities, times) -> np.ndarray:
-    """``KL(rho_t || rho_bar(t))`` of grid densities against the homotopy's cell values."""
+def homotopy_kl(homotopy, grid, densities, times, references=None) -> np.ndarray:
+    """``KL(rho_t || rho_bar(t))`` of grid densities against the homotopy's cell values
+    (``references``: those cell values, when the caller has them already)."""
+    if references is None:
+        references = [grid.density_from_logpdf(lambda X, t=t: homotopy.logpdf(X, t)) for t in times]
     out = []
-    for r, t in zip(densities, times):
-        q = grid.density_from_logpdf(lambda X: homotopy.logpdf(X, t))
+    for r, q in zip(densities, references):
         m = r > 0
         out.append(float(np.sum(r[m] * np.log(r[m] / q[m])) * grid.cell_volume))
     return np.array(out)
@@ -307,8 +309,4 @@ def frozen_flow(homotopy, grid, t_freeze, durations, *, cfl: float = 0.2):
             s += h
         out.append(u.copy())
     out = np.array(out)
-    kl = []
-    for r in out:
-        m = r > 0
-        kl.append(float(np.sum(r[m] * np.log(r[m] / ref[m])) * grid.cell_volume))
-    return out, np.array(kl)
+    return out, homotopy_kl(homotopy, grid, out, durations, [ref] * len(out))

@@ -71,7 +71,7 @@ import numpy as np
 from . import densities as Dn
 from . import energies as E
 from .grid import Grid
-from ._files import atomic_h5
+from ._files import atomic_h5, open_h5
 
 __all__ = ["load_config", "run", "build_energy", "builtin_configs", "read_run", "KINDS"]
 
@@ -767,13 +767,7 @@ def _identity_residual(rate, D) -> float:
 def read_run(path) -> dict:
     """The scalars and small arrays of an ``fpk run`` file, for ``fpk info`` and plots:
     ``kind``, ``config``, ``stopping`` and per-group datasets (not the grid trajectories)."""
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_h5(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not an fpk run file (format attribute {f.attrs.get('format')!r})")
         try:

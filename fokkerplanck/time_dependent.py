@@ -79,27 +79,35 @@ class PathSolution:
         """Read a file written by :meth:`save`; a foreign or damaged file is a ValueError saying so."""
         import json
 
-        import h5py
-
+        from ._files import open_h5
         from .grid import Grid
 
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
-        with f:
+        with open_h5(path) as f:
             if f.attrs.get("format") != PATH_FORMAT:
                 raise ValueError(f"{path} is not a path solution (format {f.attrs.get('format')!r})")
-            grid = Grid.from_spec(json.loads(f.attrs["grid"]))
-            times, dens = f["times"][()], f["densities"][()]
-            if times.ndim != 1 or dens.shape != (times.size, *grid.shape):
-                raise ValueError(f"{path}: densities of shape {dens.shape} do not match {times.size} times on "
-                                 f"the grid {grid.shape}")
-            sol = cls(times, dens, int(f.attrs["steps"]), int(f.attrs["rejected"]), float(f.attrs["error_estimate"]),
-                      grid)
-            if "escaped" in f:
-                sol.escaped = f["escaped"][()]
+            try:
+                grid = Grid.from_spec(json.loads(f.attrs["grid"]))
+                times, dens = f["times"][()], f["densities"][()]
+                steps, rejected, err = int(f.attrs["steps"]), int(f.attrs["rejected"]), float(f.attrs["error_estimate"])
+                escaped = f["escaped"][()] if "escaped" in f else None
+            except (KeyError, TypeError, ValueError, OSError) as exc:
+                raise ValueError(f"{path} is a damaged path solution: {type(exc).__name__}: {exc}") from None
+        if times.ndim != 1 or dens.shape != (times.size, *grid.shape):
+            raise ValueError(f"{path}: densities of shape {dens.shape} do not match {times.size} times on "
+                             f"the grid {grid.shape}")
+        sol = cls(times, dens, steps, rejected, err, grid)
+        if escaped is not None:
+            sol.escaped = escaped
         return sol
+
+
+def _path_times(times, duration: float) -> np.ndarray:
+    """Physical output times: finite, increasing, within ``[0, duration]``."""
+    times = finite_array(times, "times", ndim=1)
+    if times.size == 0 or times[0] < 0 or times[-1] > duration * (1 + 1e-12) or np.any(np.diff(times) < 0):
+        raise ValueError(f"times must be increasing within [0, duration = {duration:g}], got "
+                         f"{times[:1].tolist()} ... {times[-1:].tolist()}")
+    return times
 
 
 def solve_path(path, grid, rho0, times, *, temperature: float = 1.0, duration: float = 1.0, tol: float = 1e-6,
@@ -111,10 +119,7 @@ def solve_path(path, grid, rho0, times, *, temperature: float = 1.0, duration: f
     T = positive_float(temperature, "temperature")
     duration = positive_float(duration, "duration")
     tol = positive_float(tol, "tol")
-    times = finite_array(times, "times", ndim=1)
-    if times.size == 0 or times[0] < 0 or times[-1] > duration * (1 + 1e-12) or np.any(np.diff(times) < 0):
-        raise ValueError(f"times must be increasing within [0, duration = {duration:g}], got "
-                         f"{times[:1].tolist()} ... {times[-1:].tolist()}")
+    times = _path_times(times, duration)
     rho = _initial_density(grid, rho0, "warn")
 
     def step(r, t, h):
@@ -166,7 +171,7 @@ def solve_path_continuity(path, grid, rho0, times, *, duration: float = 1.0, cfl
     ``rtol``/``atol`` the ODE tolerances; ``rho0`` a density with ``logpdf``): point values,
     not renormalised, the reference of the finite volumes.  A characteristic that leaves
     the ball where ``rho0`` is negligible gives 0 (``escaped`` on the result)."""
-    from .continuity import POSITIVE_CFL, Continuity, escape_ball, fv_rhs
+    from .continuity import POSITIVE_CFL, Continuity, escape_ball, fv_rhs, pushforward_density
     from .lagrangian import integrate_characteristics
 
     if path.dim != grid.ndim:
@@ -177,9 +182,7 @@ def solve_path_continuity(path, grid, rho0, times, *, duration: float = 1.0, cfl
     cfl = positive_float(cfl, "cfl")
     if cfl > POSITIVE_CFL:
         raise ValueError(f"cfl = {cfl:g} > {POSITIVE_CFL}: positivity is no longer guaranteed")
-    times = finite_array(times, "times", ndim=1)
-    if times.size == 0 or times[0] < 0 or times[-1] > duration * (1 + 1e-12) or np.any(np.diff(times) < 0):
-        raise ValueError(f"times must be increasing within [0, duration = {duration:g}]")
+    times = _path_times(times, duration)
     if method == "lagrangian":
         if not hasattr(rho0, "logpdf"):
             raise ValueError("method='lagrangian' needs rho0 as a density with logpdf (densities.Gaussian, "
@@ -187,12 +190,9 @@ def solve_path_continuity(path, grid, rho0, times, *, duration: float = 1.0, cfl
         centre, r_esc = escape_ball(grid, rho0)
         Z, L, escaped = integrate_characteristics(path, grid.points, times, direction="backward", rtol=rtol,
                                                   atol=atol, centre=centre, r_escape=r_esc, duration=duration)
-        nt, n, d = Z.shape
-        with np.errstate(divide="ignore", under="ignore", over="ignore"):
-            logr = np.asarray(rho0.logpdf(Z.reshape(-1, d))).reshape(nt, n) + L
-            dens = np.where(escaped, 0.0, np.exp(logr))
-        sol = PathSolution(times, dens.reshape(nt, *grid.shape), 0, 0, float("nan"), grid)
-        sol.escaped = escaped.reshape(nt, *grid.shape)
+        dens = pushforward_density(rho0, Z, L, escaped)
+        sol = PathSolution(times, dens.reshape(times.size, *grid.shape), 0, 0, float("nan"), grid)
+        sol.escaped = escaped.reshape(times.size, *grid.shape)
         return sol
     rho = _initial_density(grid, rho0, "warn")
 

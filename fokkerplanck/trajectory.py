@@ -36,7 +36,7 @@ from scipy.special import logsumexp
 
 from . import diagnostics as D
 from . import energies as E
-from ._files import atomic_h5
+from ._files import atomic_h5, open_h5
 from .fluxes import faces, sg_fisher
 from .grid import Grid
 
@@ -266,11 +266,7 @@ class Trajectory:
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
-        try:
-            f = h5py.File(path, "r")
-        except OSError as exc:
-            raise ValueError(f"{path} is not a readable HDF5 file ({exc})") from None
-        with f:
+        with open_h5(path) as f:
             if f.attrs.get("format") == "fokkerplanck.run":
                 names = [k for k in ("fokker-planck", "continuity") if k in f]
                 g = group or (names[0] if names else None)
