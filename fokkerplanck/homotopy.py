@@ -114,9 +114,12 @@ class EnergyPath:
         return None
 
     # -- kernels with t --------------------------------------------------------
+    _components: tuple = ()   # what a composed path is made of (energies or paths); () for a path of its own
+
     @property
     def has_kernels(self) -> bool:
-        return False
+        """True when every part has numba kernels (a path of its own says so itself)."""
+        return bool(self._components) and all(p.has_kernels for p in self._components)
 
     @property
     def path_kernels(self) -> PathKernels:
@@ -140,7 +143,7 @@ class EnergyPath:
     @property
     def has_hessian(self) -> bool:
         """False when a user-written part gave no Hessian kernel."""
-        return all(p.has_hessian for p in getattr(self, "terms", ()))
+        return all(p.has_hessian for p in self._components)
 
     # -- algebra -----------------------------------------------------------------
     def __add__(self, other):
@@ -308,18 +311,11 @@ class ConstantPath(EnergyPath):
         if not isinstance(U, Energy):
             raise TypeError(f"ConstantPath needs an Energy, got {type(U).__name__}")
         self.U, self.dim, self.path_params = U, U.dim, U.params
+        self._components = (U,)
 
     def at(self, t) -> Energy:
         check_time(t)
         return self.U
-
-    @property
-    def has_kernels(self) -> bool:
-        return self.U.has_kernels
-
-    @property
-    def has_hessian(self) -> bool:
-        return self.U.has_hessian
 
     def _build_path_kernels(self):
         return _memo("static", (self.U.kernels,), _static_path_kernels)
@@ -340,6 +336,7 @@ class SumPath(EnergyPath):
         if len(dims) != 1:
             raise ValueError(f"cannot combine paths of different dimensions {sorted(dims)}")
         self.coefs, self.terms, self.dim = coefs, terms, dims.pop()
+        self._components = tuple(terms)
         q = np.concatenate([[len(terms[0].path_params), coefs[0], 0.0], terms[0].path_params])
         for c, t in zip(coefs[1:], terms[1:]):
             q = np.concatenate([[len(q), 1.0, c], q, t.path_params])
@@ -347,10 +344,6 @@ class SumPath(EnergyPath):
 
     def at(self, t) -> Energy:
         return Sum(self.coefs, [p.at(t) for p in self.terms])
-
-    @property
-    def has_kernels(self) -> bool:
-        return all(p.has_kernels for p in self.terms)
 
     def _build_path_kernels(self):
         zero = _memo("static", (_ZERO_KERNELS,), _static_path_kernels)  # the fold's empty slot (weight 0)
@@ -412,6 +405,7 @@ class ScheduledPath(EnergyPath):
 
     def __init__(self, path: EnergyPath, times, values):
         self.path, self.dim = as_path(path), as_path(path).dim
+        self._components = (self.path,)
         self.times, self.values = schedule(times, "schedule times"), schedule(values, "schedule values")
         if self.times.shape != self.values.shape or self.times.size < 2:
             raise ValueError(f"a schedule needs as many times as values (at least 2), got {self.times.size} and "
@@ -429,14 +423,6 @@ class ScheduledPath(EnergyPath):
     @property
     def path_params(self):
         return np.concatenate([[self.times.size], self.times, self.values, self.path.path_params])
-
-    @property
-    def has_kernels(self) -> bool:
-        return self.path.has_kernels
-
-    @property
-    def has_hessian(self) -> bool:
-        return self.path.has_hessian
 
     def _build_path_kernels(self):
         return _memo("scheduled", (self.path.path_kernels,), _scheduled_kernels)
@@ -555,18 +541,11 @@ class LinearHomotopy(EnergyPath):
         if U0.dim != U1.dim:
             raise ValueError(f"U0 has dimension {U0.dim} but U1 has {U1.dim}")
         self.U0, self.U1, self.dim = U0, U1, U0.dim
+        self._components = (U0, U1)
 
     def at(self, t) -> Energy:
         s = check_time(t)
         return Sum([1.0 - s, s], [self.U0, self.U1])
-
-    @property
-    def has_kernels(self) -> bool:
-        return self.U0.has_kernels and self.U1.has_kernels
-
-    @property
-    def has_hessian(self) -> bool:
-        return self.U0.has_hessian and self.U1.has_hessian
 
     @property
     def path_params(self):
