@@ -222,75 +222,42 @@ def _static_path_kernels(k) -> PathKernels:
 
 
 def _sum_path_kernels(k1: PathKernels, k2: PathKernels) -> PathKernels:
-    """``q = [n1, c1, c2, q1..., q2...]``: ``c1 U1(x, t) + c2 U2(x, t)``."""
+    """``q = [n1, a1, b1, a2, b2, q1..., q2...]``: ``c1(t) U1(x, t) + c2(t) U2(x, t)`` with
+    affine coefficients ``c_i = a_i + b_i t`` (constant in sums of paths; ``1 - t`` and ``t`` in
+    the linear homotopy)."""
     v1, g1, l1, h1 = k1
     v2, g2, l2, h2 = k2
 
     @closure_jit
     def value(x, t, q):
         n1 = int(q[0])
-        return q[1] * v1(x, t, q[3:3 + n1]) + q[2] * v2(x, t, q[3 + n1:])
+        return (q[1] + q[2] * t) * v1(x, t, q[5:5 + n1]) + (q[3] + q[4] * t) * v2(x, t, q[5 + n1:])
 
     @closure_jit
     def grad(x, t, q, out):
         n1 = int(q[0])
         tmp = np.empty_like(out)
-        g1(x, t, q[3:3 + n1], out)
-        g2(x, t, q[3 + n1:], tmp)
+        g1(x, t, q[5:5 + n1], out)
+        g2(x, t, q[5 + n1:], tmp)
+        c1, c2 = q[1] + q[2] * t, q[3] + q[4] * t
         for i in range(out.shape[0]):
-            out[i] = q[1] * out[i] + q[2] * tmp[i]
+            out[i] = c1 * out[i] + c2 * tmp[i]
 
     @closure_jit
     def lap(x, t, q):
         n1 = int(q[0])
-        return q[1] * l1(x, t, q[3:3 + n1]) + q[2] * l2(x, t, q[3 + n1:])
+        return (q[1] + q[2] * t) * l1(x, t, q[5:5 + n1]) + (q[3] + q[4] * t) * l2(x, t, q[5 + n1:])
 
     @closure_jit
     def hess(x, t, q, out):
         n1 = int(q[0])
         tmp = np.empty_like(out)
-        h1(x, t, q[3:3 + n1], out)
-        h2(x, t, q[3 + n1:], tmp)
+        h1(x, t, q[5:5 + n1], out)
+        h2(x, t, q[5 + n1:], tmp)
+        c1, c2 = q[1] + q[2] * t, q[3] + q[4] * t
         for i in range(out.shape[0]):
             for j in range(out.shape[1]):
-                out[i, j] = q[1] * out[i, j] + q[2] * tmp[i, j]
-
-    return PathKernels(value, grad, lap, hess)
-
-
-def _linear_path_kernels(k1: PathKernels, k2: PathKernels) -> PathKernels:
-    """``q = [n1, q1..., q2...]``: ``(1 - t) U1(x, t) + t U2(x, t)``."""
-    v1, g1, l1, h1 = k1
-    v2, g2, l2, h2 = k2
-
-    @closure_jit
-    def value(x, t, q):
-        n1 = int(q[0])
-        return (1.0 - t) * v1(x, t, q[1:1 + n1]) + t * v2(x, t, q[1 + n1:])
-
-    @closure_jit
-    def grad(x, t, q, out):
-        n1 = int(q[0])
-        tmp = np.empty_like(out)
-        g1(x, t, q[1:1 + n1], out)
-        g2(x, t, q[1 + n1:], tmp)
-        for i in range(out.shape[0]):
-            out[i] = (1.0 - t) * out[i] + t * tmp[i]
-
-    @closure_jit
-    def lap(x, t, q):
-        n1 = int(q[0])
-        return (1.0 - t) * l1(x, t, q[1:1 + n1]) + t * l2(x, t, q[1 + n1:])
-
-    @closure_jit
-    def hess(x, t, q, out):
-        n1 = int(q[0])
-        tmp = np.empty_like(out)
-        h1(x, t, q[1:1 + n1], out)
-        h2(x, t, q[1 + n1:], tmp)
-        for i in range(out.shape[0]):
-            for j in range(out.shape[1]):
-                out[i, j] = (1.0 - t) * out[i, j] + t * tmp[i, j]
+                out[i, j] = c1 * out[i, j] + c2 * tmp[i, j]
 
     return PathKernels(value, grad, lap, hess)
 
@@ -337,9 +304,9 @@ class SumPath(EnergyPath):
             raise ValueError(f"cannot combine paths of different dimensions {sorted(dims)}")
         self.coefs, self.terms, self.dim = coefs, terms, dims.pop()
         self._components = tuple(terms)
-        q = np.concatenate([[len(terms[0].path_params), coefs[0], 0.0], terms[0].path_params])
+        q = np.concatenate([[len(terms[0].path_params), coefs[0], 0.0, 0.0, 0.0], terms[0].path_params])
         for c, t in zip(coefs[1:], terms[1:]):
-            q = np.concatenate([[len(q), 1.0, c], q, t.path_params])
+            q = np.concatenate([[len(q), 1.0, 0.0, c, 0.0], q, t.path_params])
         self.path_params = q
 
     def at(self, t) -> Energy:
@@ -549,11 +516,12 @@ class LinearHomotopy(EnergyPath):
 
     @property
     def path_params(self):
-        return np.concatenate([[len(self.U0.params)], self.U0.params, self.U1.params])
+        """The affine sum's layout: ``c0 = 1 - t``, ``c1 = t``."""
+        return np.concatenate([[len(self.U0.params), 1.0, -1.0, 0.0, 1.0], self.U0.params, self.U1.params])
 
     def _build_path_kernels(self):
         k0, k1 = (_memo("static", (U.kernels,), _static_path_kernels) for U in (self.U0, self.U1))
-        return _memo("linear", (k0, k1), _linear_path_kernels)
+        return _memo("sum", (k0, k1), _sum_path_kernels)
 
     def __repr__(self):
         return f"LinearHomotopy({self.U0!r} -> {self.U1!r})"
