@@ -30,6 +30,7 @@ from _results import write_table
 
 import particles
 from fokkerplanck import Grid, energies as E
+from fokkerplanck.energies.base import _kernel_loop
 
 
 def best(fn, reps=3):
@@ -108,7 +109,7 @@ def main():
         t_k = best(lambda: vgl(K), 1 if m > 10_000 else 3)
         sub = X[:: 64] if m > 10_000 else X[:: 8]
         GM = E.GaussianMixture(data, 0.1)
-        full = E._kernel_loop(GM.kernels, False)  # the mixture's compiled kernels, all cores, every component
+        full = _kernel_loop(GM.kernels, False)  # the mixture's compiled kernels, all cores, every component
         full(sub[:10], GM.params)
         t_full = best(lambda: full(sub, GM.params), 1) * X.shape[0] / sub.shape[0]
         lines.append(f"| KDE of {m:.0e} points, h = 0.1 | {t_k:.3f} | full mixture sum: {t_full:.1f} s "

@@ -34,7 +34,7 @@ from _results import write_table
 
 import particles
 from fokkerplanck import energies as E
-from fokkerplanck.energy_blocks import block_kernels
+from fokkerplanck.energies.blocks import block_kernels
 from particles import estimators as est
 from particles.integrators import gradient_only_kernel
 

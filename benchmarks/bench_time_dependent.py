@@ -1,5 +1,5 @@
 """Time-dependent 2D Fokker-Planck: the exponential-midpoint solver with step doubling
-(:func:`fokkerplanck.time_dependent.solve_path`) against fixed-step implicit Euler, the
+(:func:`fokkerplanck.flows.paths.solve_path`) against fixed-step implicit Euler, the
 scheme a user writes first, and fixed-step Crank-Nicolson (second order, the generator at
 the midpoint), at equal error.
 
@@ -29,9 +29,9 @@ import scipy.sparse.linalg as spla
 from _results import write_table
 
 from fokkerplanck import Grid, densities, energies as E
-from fokkerplanck.fluxes import sg_generator
-from fokkerplanck.homotopy import LinearHomotopy
-from fokkerplanck.time_dependent import solve_path
+from fokkerplanck.operators.fluxes import sg_generator
+from fokkerplanck.energies.paths import LinearHomotopy
+from fokkerplanck.flows.paths import solve_path
 
 A0, M0 = np.array([[1.0, 0.0], [0.0, 0.5]]), np.zeros(2)
 A1, M1 = np.array([[3.0, 0.8], [0.8, 2.0]]), np.array([1.5, -1.0])

@@ -18,7 +18,7 @@ import numpy as np
 from _results import write_table
 
 from fokkerplanck import Continuity, Grid, densities, energies as E, forward_lagrangian
-from fokkerplanck.stopping import kl_argmin, tau_det
+from fokkerplanck.theory.stopping import kl_argmin, tau_det
 
 
 

@@ -2,11 +2,11 @@
 
 Public names are defined in their modules and listed here.
 """
-from . import densities, energies
-from .grid import Grid
-from .continuity import Continuity, forward_lagrangian
-from .solvers import FokkerPlanck
-from .trajectory import Trajectory
+from fokkerplanck import densities, energies
+from fokkerplanck.grid import Grid
+from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
+from fokkerplanck.flows.fokker_planck import FokkerPlanck
+from fokkerplanck.results import Trajectory
 
 __all__ = ["Grid", "FokkerPlanck", "Continuity", "forward_lagrangian", "Trajectory", "energies", "densities"]
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 """``python -m fokkerplanck``: the main job on its built-in default."""
-from .cli import main
+from fokkerplanck.app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

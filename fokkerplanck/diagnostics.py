@@ -104,6 +104,6 @@ def ou_moments(A, mean_U, m0, S0, T, t, *, flow: str = "fokker-planck"):
 
 def ou_density(grid, m, S) -> np.ndarray:
     """The Gaussian density ``N(m, S)`` at the cell centres (not renormalised)."""
-    from .densities import Gaussian
+    from fokkerplanck.densities import Gaussian
 
     return np.exp(Gaussian(m, S).logpdf(grid.points)).reshape(grid.shape)

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
-from ._validate import check_memory, finite_array, points, positive_float, positive_int, sample_count
+from fokkerplanck._core.validate import (check_memory, finite_array, points, positive_float, positive_int, sample_count)
 
 __all__ = ["Grid"]
 
@@ -134,7 +134,7 @@ class Grid:
     def evaluate(self, fn) -> np.ndarray:
         """``fn(points)`` on all cell centres (``fn`` takes (N, d)), shaped like the grid.
         An :class:`~fokkerplanck.energies.Energy` is evaluated by its ``value``."""
-        from .energies import Energy
+        from fokkerplanck.energies import Energy
 
         f = fn.value if isinstance(fn, Energy) else fn
         out = np.asarray(f(self.points), dtype=float)

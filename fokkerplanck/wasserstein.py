@@ -31,7 +31,7 @@ laws it is dominated by the lattice, ``~ sqrt(W2 h)`` (Gaussians 0.05 apart: 0.1
 matching error, a solver against its reference -- take :func:`w2_linearised` instead: the
 linearisation of W2 at the midpoint law, ``W2(a, b) ~ ||b - a||_{H^-1(rho)}``,
 ``rho = (a + b)/2``, i.e. ``sqrt(int rho |grad phi|^2)`` with ``-div(rho grad phi) = b - a``
-solved on the grid (the weighted Poisson solve of :mod:`fokkerplanck.potential_flow`,
+solved on the grid (the weighted Poisson solve of :mod:`fokkerplanck.flows.potential_flow`,
 second order in h).  Its error relative to W2 is second order in the distance (exact for
 translations to that order); it is reported with :func:`w2_grids` where both apply.
 """
@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validate import finite_array, positive_int
+from fokkerplanck._core.validate import finite_array, positive_int
 
 __all__ = ["w2_grid", "w2_samples_grid", "w2_samples", "gaussian_w2", "clean_density", "gaussian_w2_nd", "w2_discrete", "w2_grids",
            "w2_samples_grid_nd", "w2_linearised", "pooled", "MAX_OT_ENTRIES"]
@@ -221,8 +221,8 @@ def w2_linearised(grid, rho_a, rho_b) -> float:
     ``sqrt(vol * phi . b)`` with ``A phi = b``, ``b = rho_b - rho_a`` in the cells, ``A`` the
     Laplacian weighted by the midpoint density at the faces (mean of the two cells).  Any
     dimension, no POT; for W2 small against the scale of the laws."""
-    from .fluxes import faces
-    from .potential_flow import solve_pinned, weighted_laplacian
+    from fokkerplanck.operators.fluxes import faces
+    from fokkerplanck.operators.poisson import solve_pinned, weighted_laplacian
 
     if any(grid.periodic):
         raise ValueError("w2_linearised has zero-flux walls: use a non-periodic grid")
@@ -241,7 +241,7 @@ def pooled(grid, rho, max_cells: int):
     ``f`` cells per axis, ``f`` the smallest divisor of the axis' cell count leaving at most
     ``max_cells`` (so that exact transport of cell masses fits; its error is then O(H^2) in the
     coarse spacing ``H`` for laws far apart against ``H``, module docstring)."""
-    from .grid import Grid
+    from fokkerplanck.grid import Grid
 
     r = np.asarray(rho, dtype=float)
     max_cells = positive_int(max_cells, "max_cells", minimum=2)

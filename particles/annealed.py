@@ -1,5 +1,5 @@
 """Langevin particles with a time-dependent energy: annealed Langevin along an
-:class:`~fokkerplanck.homotopy.EnergyPath`.
+:class:`~fokkerplanck.energies.paths.EnergyPath`.
 
 ``X_{k+1} = X_k - dt grad U(X_k, t_k) + sqrt(2 T dt) xi_k`` with the path parameter
 ``t_k / duration`` (or Leimkuhler-Matthews, or MALA): step ``k`` runs the compiled kernel (or the vectorised
@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from fokkerplanck._validate import finite_array, positive_float
+from fokkerplanck._core.validate import finite_array, positive_float
 from fokkerplanck.energies import Custom
-from fokkerplanck.energy_blocks import WRITTEN, block_kernels, block_params
+from fokkerplanck.energies.blocks import WRITTEN, block_kernels, block_params
 
-from .integrators import langevin_kernel
-from .rng import seed_key
+from particles.integrators import langevin_kernel
+from fokkerplanck._core.rng import seed_key
 
 __all__ = ["annealed_langevin", "path_gradient_flow", "path_flow", "AnnealedRun"]
 
@@ -39,7 +39,7 @@ class AnnealedRun:
 def _setup(path, x0, dt, n_steps, duration, save_every, box):
     """The checks shared by the path integrators: the step, the horizon (default ``n_steps * dt``,
     never shorter than the run), and the particles, box and saves as :func:`particles.langevin`'s."""
-    from .ensemble import _check_common
+    from particles.ensemble import _check_common
 
     dt = positive_float(dt, "dt")
     duration = n_steps * dt if duration is None else positive_float(duration, "duration")
@@ -55,8 +55,8 @@ def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | No
     :data:`particles.integrators.LANGEVIN_SCHEMES` (MALA: each step's Metropolis test is against
     the energy frozen at that step, so it is exact for the frozen law, not for the moving one;
     ``acceptance`` per particle)."""
-    from .ensemble import _vectorised
-    from .integrators import LANGEVIN_SCHEMES
+    from particles.ensemble import _vectorised
+    from particles.integrators import LANGEVIN_SCHEMES
 
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
@@ -109,8 +109,8 @@ def path_gradient_flow(path, x0, dt: float, n_steps: int, *, duration: float | N
     energy frozen at ``t_k`` (first order in the step, the time dependence included), carrying
     ``log rho_t(X_t)`` by the exact log-determinant of each Euler map (``logrho0`` (N,) at the start;
     default 0, so the increments).  ``logdensity`` (n_saves, N) on the result."""
-    from .ensemble import _vectorised
-    from .integrators import flow_kernel
+    from particles.ensemble import _vectorised
+    from particles.integrators import flow_kernel
 
     X, dt, n_steps, save_every, lo, hi, duration = _setup(path, x0, dt, n_steps, duration, save_every, box)
     LOG = np.zeros(X.shape[0]) if logrho0 is None else finite_array(logrho0, "logrho0", shape=(X.shape[0],)).copy()
@@ -134,14 +134,14 @@ def path_gradient_flow(path, x0, dt: float, n_steps: int, *, duration: float | N
 def path_flow(path, x0, times, *, duration: float = 1.0, logrho0=None, rtol: float = 1e-10,
               atol: float = 1e-12) -> AnnealedRun:
     """The deterministic flow ``dX/dt = -grad U(X, t)`` along a path with numba kernels, to ODE
-    tolerance: adaptive Dormand-Prince 5(4) per particle (:mod:`fokkerplanck.lagrangian`),
+    tolerance: adaptive Dormand-Prince 5(4) per particle (:mod:`fokkerplanck.flows.lagrangian`),
     the path's kernels evaluated at every stage's own time, carrying
     ``log rho_t(X_t) = log rho_0(X_0) + int_0^t lap U(X_s, s) ds`` (``logrho0`` (N,); default
     0, so the increments).  ``times`` physical, in ``[0, duration]``.  The high-order
     counterpart of :func:`path_gradient_flow` (Euler with frozen steps): no step to choose,
     and its error is the ODE tolerance, not ``O(dt)``.  Particles that fail to converge raise
-    :class:`~fokkerplanck.lagrangian.CharacteristicsError`."""
-    from fokkerplanck.lagrangian import integrate_characteristics
+    :class:`~fokkerplanck.flows.lagrangian.CharacteristicsError`."""
+    from fokkerplanck.flows.lagrangian import integrate_characteristics
 
     X = finite_array(x0, "x0")
     if X.ndim != 2 or X.shape[1] != path.dim:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import summaries as sm
+from particles import summaries as sm
 
 __all__ = ["GaussianInit", "shard_ranges", "run_sharded"]
 
@@ -67,7 +67,7 @@ class GaussianInit:
         return (self.n, len(self.mean))
 
     def sample_range(self, start: int, stop: int) -> np.ndarray:
-        from .rng import STREAM_INIT, normals
+        from fokkerplanck._core.rng import STREAM_INIT, normals
 
         z = normals(self.seed, stop - start, 0, len(self.mean), STREAM_INIT, start=start)
         return np.asarray(self.mean) + z @ np.linalg.cholesky(np.asarray(self.cov)).T
@@ -106,7 +106,7 @@ def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs, threads=None):
 
     set_threads(threads)
 
-    from . import ensemble
+    from particles import ensemble
 
     energy = E.from_spec(spec, allow_modules=E.custom_modules(spec))
     X = x0.sample_range(start, stop) if hasattr(x0, "sample_range") else x0
@@ -128,7 +128,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
     """Run ``kind`` (``"langevin"`` or ``"gradient"``) on ``client``; returns an Ensemble.
     ``threads``: numba threads per shard task (default numba's: all cores of the worker's
     machine; set it to cores / tasks-per-machine when several workers share a machine)."""
-    from .ensemble import Ensemble, _summary_arrays, _warn_lost
+    from particles.ensemble import Ensemble, _summary_arrays, _warn_lost
 
     store = kwargs.get("store", "memory")
     if store not in ("memory", "summaries"):
@@ -140,7 +140,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
         raise ValueError("index_offset is set by the shards; pass client=None to run one shard yourself")
     kwargs.pop("index_offset", None)
     if not hasattr(x0, "sample_range"):  # bad input fails here, not in a worker
-        from .ensemble import _check_common
+        from particles.ensemble import _check_common
 
         x0 = _check_common(energy, x0, kwargs["dt"], kwargs["n_steps"], kwargs.get("save_every"), kwargs.get("box"))[0]
     n = x0.shape[0]

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fokkerplanck._validate import check_memory, finite_array, positive_float
+from fokkerplanck._core.validate import check_memory, finite_array, positive_float
 from fokkerplanck import energies as E
-from fokkerplanck._files import atomic_h5
-from fokkerplanck.callables import lenient
-from fokkerplanck.energy_blocks import block_kernels, block_params
+from fokkerplanck._core.files import atomic_h5
+from fokkerplanck.energies.base import lenient
+from fokkerplanck.energies.blocks import block_kernels, block_params
 
-from . import summaries as sm
-from .integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
-from .rng import seed_key
+from particles import summaries as sm
+from particles.integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
+from fokkerplanck._core.rng import seed_key
 
 __all__ = ["Ensemble", "EnsembleInterrupted", "langevin", "gradient_flow", "CHUNK_WORK"]
 
@@ -152,7 +152,7 @@ def _first_call(energy, X):
 
 def _vectorised(flow, energy, X, method, precision, track=False):
     """The stepper of :mod:`particles.vectorised` for an energy without numba kernels."""
-    from .vectorised import flow_stepper, langevin_stepper
+    from particles.vectorised import flow_stepper, langevin_stepper
 
     if precision != "float64":
         raise ValueError(f"precision={precision!r} needs the energy's numba kernels; {energy!r} is given by "
@@ -336,7 +336,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
     if client is not None:
-        from .distributed import run_sharded
+        from particles.distributed import run_sharded
 
         return run_sharded("langevin", energy, x0, client=client, shard_size=shard_size, progress=progress,
                            threads=shard_threads, dt=dt,
@@ -402,7 +402,7 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
     if method not in FLOW_SCHEMES:
         raise ValueError(f"method must be one of {sorted(FLOW_SCHEMES)}, got {method!r}")
     if client is not None:
-        from .distributed import run_sharded
+        from particles.distributed import run_sharded
 
         return run_sharded("gradient", energy, x0, client=client, shard_size=shard_size, logrho0=logrho0,
                            progress=progress, threads=shard_threads, dt=dt, n_steps=n_steps, method=method, save_every=save_every,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import digamma, gammaln
 
-from fokkerplanck._validate import points, positive_int
+from fokkerplanck._core.validate import points, positive_int
 
 __all__ = ["Estimate", "knn_entropy", "kl_knn", "kl_kde", "kl_histogram", "kl_binned", "kl_tracked", "ratio", "moments",
            "bootstrap"]

@@ -3,11 +3,11 @@
 Every kernel advances its particles through ``nsteps`` steps on their own
 (``prange`` outside, steps inside: no per-step thread barrier, particles do not
 interact), and returns to Python only at a save.  The Langevin kernels take the
-particles in blocks of :data:`~fokkerplanck.energy_blocks.BLOCK` lanes, struct of
+particles in blocks of :data:`~fokkerplanck.energies.blocks.BLOCK` lanes, struct of
 arrays, so that the gradient, the noise and the update are SIMD loops over lanes
-(:mod:`fokkerplanck.energy_blocks`, :mod:`fokkerplanck._vmath`); the flow kernels go
+(:mod:`fokkerplanck.energies.blocks`, :mod:`fokkerplanck._core.vmath`); the flow kernels go
 particle by particle.  Noise is drawn from the counter-based generator keyed by
-``(seed, particle, step)`` (:mod:`particles.rng`), so results do not depend on
+``(seed, particle, step)`` (:mod:`fokkerplanck._core.rng`), so results do not depend on
 threads, chunking or the block a particle falls in.
 
 A particle that becomes non-finite (status 2; frozen at its last finite
@@ -33,12 +33,12 @@ import math
 import numpy as np
 from numba import prange
 
-from fokkerplanck._numba import closure_jit, jit
+from fokkerplanck._core.jit import closure_jit, jit
 
-from fokkerplanck._vmath import cast_like, vlog
-from fokkerplanck.energy_blocks import BLOCK, work_rows
+from fokkerplanck._core.vmath import cast_like, vlog
+from fokkerplanck.energies.blocks import BLOCK, work_rows
 
-from .rng import STREAM_ACCEPT, STREAM_NOISE, block_normals, block_uniforms
+from fokkerplanck._core.rng import STREAM_ACCEPT, STREAM_NOISE, block_normals, block_uniforms
 
 __all__ = ["LANGEVIN_SCHEMES", "FLOW_SCHEMES", "langevin_kernel", "flow_kernel", "gradient_only_kernel"]
 
@@ -103,13 +103,13 @@ def langevin_kernel(blocks, scheme: str):
     annealing path runs in one call, block by block, as a static run does (MALA then
     re-evaluates the current state's energy with each step's row).
 
-    ``blocks`` are the energy's :class:`~fokkerplanck.energy_blocks.BlockKernels`.  The
+    ``blocks`` are the energy's :class:`~fokkerplanck.energies.blocks.BlockKernels`.  The
     particles go in blocks of ``BLOCK`` lanes (struct of arrays; ``prange`` over blocks,
     steps inside), so every loop over lanes is SIMD code.  A lane's arithmetic does not
     depend on its block or position (no cross-lane operations, a tail block is padded),
     hence the same bits whatever the thread count, chunking or split of the particles.
     ``X`` may be float64 or float32 (then ``p``, ``lo``, ``hi`` too): the arithmetic, and
-    the noise (:func:`particles.rng.block_normals`), follow its precision."""
+    the noise (:func:`fokkerplanck._core.rng.block_normals`), follow its precision."""
     code = LANGEVIN_SCHEMES[scheme]
     key = _key("langevin", blocks, code)
     if key in _BUILT:

@@ -10,7 +10,7 @@ number of sites); at an event a uniformly chosen site is updated by the dynamics
 
 This is exactly the generator of :func:`fokkerplanck.discrete.glauber` /
 :func:`~fokkerplanck.discrete.metropolis` (uniformised at rate ``n``).  Randomness is
-the counter-based Philox of :mod:`particles.rng`, keyed by ``(particle, event)``: a
+the counter-based Philox of :mod:`fokkerplanck._core.rng`, keyed by ``(particle, event)``: a
 particle's path does not depend on the thread count, the save times or the split of
 the particles.  Waiting times are carried across saves (a pending event is never
 redrawn), which is what makes the path independent of the save schedule.
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 import numpy as np
 from numba import prange
 
-from fokkerplanck._numba import jit, pjit
-from fokkerplanck._validate import check_memory, positive_float
-from fokkerplanck.discrete import MAX_STATES, PairEnergy
+from fokkerplanck._core.jit import jit, pjit
+from fokkerplanck._core.validate import check_memory, positive_float
+from fokkerplanck.discrete.finite import MAX_STATES, PairEnergy
 
-from .rng import _M32, STREAM_JUMP, _u53, draw_from_logits, philox4x32, seed_key
+from fokkerplanck._core.rng import _M32, STREAM_JUMP, _u53, draw_from_logits, philox4x32, seed_key
 
 __all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
 

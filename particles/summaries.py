@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from fokkerplanck._numba import jit
+from fokkerplanck._core.jit import jit
 
 __all__ = ["BLOCK", "block_stats", "merge", "summaries"]
 

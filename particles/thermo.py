@@ -11,7 +11,7 @@ ended, the first from exact samples of ``rho_0``).  Because particle ``j`` carri
 its own quadrature sum ``sum_i w_i f_i(X_j^(i))``, the standard error across the
 independent particles covers the correlation between nodes.  What it does not cover
 is the quadrature error and any MALA bias from unmixed chains:
-:func:`fokkerplanck.thermo.ti_integrand` gives the exact integrand on a grid to
+:func:`fokkerplanck.theory.thermo.ti_integrand` gives the exact integrand on a grid to
 measure the first, and more steps per node shrink the second.
 """
 from __future__ import annotations
@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fokkerplanck._validate import finite_array, positive_float, positive_int
+from fokkerplanck._core.validate import finite_array, positive_float, positive_int
 from fokkerplanck.energies import Sum
 
-from .ensemble import langevin
+from particles.ensemble import langevin
 
 __all__ = ["ThermoResult", "thermodynamic_integration", "gauss_legendre_01"]
 

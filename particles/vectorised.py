@@ -1,17 +1,17 @@
 """The vectorised stepping path: energies without numba kernels (Python callables,
-PyTorch, JAX; :mod:`fokkerplanck.callables`).
+PyTorch, JAX; :mod:`fokkerplanck.energies.callables`).
 
 Each step is one batched call of the energy on the live particles, then NumPy
 updates.  The steppers have the call signatures of the compiled kernels of
 :mod:`particles.integrators` and follow them operation by operation: the same
-noise (:func:`particles.rng.fill_normals` words keyed by particle and step,
+noise (:func:`fokkerplanck._core.rng.fill_normals` words keyed by particle and step,
 streams ``STREAM_NOISE`` and ``STREAM_ACCEPT``), the same update expressions, the
 same freezing of particles that leave the box (status 1, where they left) or
 become non-finite (status 2, at their last finite state).  So for the same
 energy the two paths agree to the round-off of the energy's own evaluation.
 
 A callable that returns NaN, or a non-finite gradient, at some particles
-(:class:`~fokkerplanck.callables.NonFiniteEnergyError`) freezes those particles
+(:class:`~fokkerplanck.energies.callables.NonFiniteEnergyError`) freezes those particles
 with status 2, as the compiled kernels do when a step turns non-finite.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ import math
 
 import numpy as np
 
-from fokkerplanck.callables import NonFiniteEnergyError
+from fokkerplanck.energies.callables import NonFiniteEnergyError
 
-from .rng import STREAM_ACCEPT, STREAM_NOISE, _normals_block, block_uniforms
+from fokkerplanck._core.rng import STREAM_ACCEPT, STREAM_NOISE, _normals_block, block_uniforms
 
 __all__ = ["langevin_stepper", "flow_stepper"]
 

@@ -8,7 +8,7 @@ import textwrap
 import numba
 import numpy as np
 
-from fokkerplanck import _numba
+from fokkerplanck._core import jit as _numba
 from fokkerplanck import energies as E
 
 from conftest import QUADRATIC_KERNELS_1D
@@ -53,7 +53,7 @@ SCRIPT = textwrap.dedent("""
     import numpy as np, particles
     from fokkerplanck import energies as E
     from particles.integrators import langevin_kernel
-    from fokkerplanck.energy_blocks import block_kernels
+    from fokkerplanck.energies.blocks import block_kernels
     U = E.GaussianMixture.ring() + E.Quadratic(np.eye(2))
     ens = particles.langevin(U, np.ones((64, 2)), 1e-3, 5, seed=3, summaries=False)
     k = langevin_kernel(block_kernels(U), "euler-maruyama")

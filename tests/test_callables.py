@@ -8,7 +8,7 @@ import pytest
 
 import particles
 from fokkerplanck import FokkerPlanck, Grid, densities, energies as E
-from fokkerplanck.callables import NonFiniteEnergyError
+from fokkerplanck.energies.callables import NonFiniteEnergyError
 
 RING = E.GaussianMixture.ring(8, 4.0, 0.5)
 

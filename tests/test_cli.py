@@ -1,5 +1,5 @@
-from fokkerplanck import cli
-from fokkerplanck.verify import CHECKS
+from fokkerplanck.app import cli
+from fokkerplanck.app.verify import CHECKS
 
 
 def test_verify_energies_passes(capsys, tmp_path):
@@ -53,8 +53,8 @@ def _trajectory(tmp_path, flow):
 def test_info_and_plot(tmp_path, capsys):
     import matplotlib.image as mpimg
 
-    from fokkerplanck.plots import plot_trajectory
-    from fokkerplanck.stopping import tau_det
+    from fokkerplanck.app.plots import plot_trajectory
+    from fokkerplanck.theory.stopping import tau_det
 
     for flow in ("fp", "det"):
         p, tr = _trajectory(tmp_path, flow)
@@ -129,7 +129,7 @@ def test_run_config_into_one_file(tmp_path, capsys):
 
 
 def test_run_interrupted_leaves_no_file(tmp_path, monkeypatch):
-    from fokkerplanck import solvers
+    from fokkerplanck.flows import fokker_planck as solvers
 
     cfg = tmp_path / "small.toml"
     cfg.write_text(SMALL)
@@ -147,7 +147,7 @@ def test_run_bad_config(tmp_path):
     bad.write_text("[energy]\ntype = 'Quadratic'\n")
     assert cli.main(["run", str(bad), "-o", str(tmp_path / "x.h5")]) == 2
     assert cli.main(["run", "no_such_config", "-o", str(tmp_path / "x.h5")]) == 2
-    from fokkerplanck.runner import REQUIRED, builtin_configs, load_config
+    from fokkerplanck.app.runner import REQUIRED, builtin_configs, load_config
     assert {"eight_gaussians", "double_well", "composition", "ou", "theorem"} <= set(builtin_configs())
     for name in builtin_configs():  # shipped configs parse and name what they need
         cfg = load_config(name)
@@ -192,7 +192,7 @@ def test_run_ou_against_closed_forms_and_stopping(tmp_path):
     import numpy as np
 
     from fokkerplanck import Trajectory
-    from fokkerplanck.runner import load_config, read_run, run
+    from fokkerplanck.app.runner import load_config, read_run, run
 
     p = tmp_path / "ou.toml"
     p.write_text(OU)
@@ -223,7 +223,7 @@ def _check_run_figure(out, tmp_path, texts):
     """``fpk plot`` of a run file draws its figure with ``texts`` in it; ``fpk info`` summarises it."""
     import matplotlib.image as mpimg
 
-    from fokkerplanck.plots import plot_run
+    from fokkerplanck.app.plots import plot_run
 
     png = tmp_path / "fig.png"
     assert cli.main(["plot", str(out), "-o", str(png)]) == 0
@@ -241,7 +241,7 @@ def test_run_composition_counts_match_fokker_planck(tmp_path):
     often as the grid Fokker-Planck law at the same time predicts (binomial error),
     and the stationary law of each generator is exp(-U)/Z."""
 
-    from fokkerplanck.runner import counts_agree, read_run, run
+    from fokkerplanck.app.runner import counts_agree, read_run, run
 
     cfg = {"kind": "composition", "grid": {"bounds": [[-9, 9], [-9, 9]], "cells": 72},
            "initial": {"type": "Gaussian", "mean": [0.0, 0.0], "cov": 9.0},
@@ -263,7 +263,7 @@ def test_run_theorem_double_well(tmp_path):
     import numpy as np
 
     from fokkerplanck import Trajectory
-    from fokkerplanck.runner import read_run, run
+    from fokkerplanck.app.runner import read_run, run
 
     cfg = {"kind": "theorem", "energy": {"type": "DoubleWell", "dim": 1, "barrier": 1.0},
            "grid": {"bounds": [[-3, 3]], "cells": 400}, "times": {"stop": 0.2, "num": 11}}

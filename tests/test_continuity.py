@@ -6,9 +6,9 @@ from scipy.optimize import brentq
 
 from fokkerplanck import Continuity, Grid, densities, energies as E, forward_lagrangian
 from fokkerplanck import diagnostics as D
-from fokkerplanck.lagrangian import CharacteristicsError, integrate_characteristics
-from fokkerplanck.stopping import kl_argmin, tau_det
-from fokkerplanck.theory import nonstationarity_check
+from fokkerplanck.flows.lagrangian import CharacteristicsError, integrate_characteristics
+from fokkerplanck.theory.stopping import kl_argmin, tau_det
+from fokkerplanck.theory.theorem import nonstationarity_check
 
 A = np.array([[1.5, 0.5], [0.5, 0.8]])
 M0, S0 = np.array([1.0, -0.5]), np.array([[2.0, 0.3], [0.3, 1.5]])

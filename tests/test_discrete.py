@@ -173,7 +173,7 @@ def test_a_point_mass_has_infinite_dirichlet_form():
 def test_ising_config_errors(edit, match):
     import copy
 
-    from fokkerplanck.runner import check_config, load_config
+    from fokkerplanck.app.runner import check_config, load_config
 
     cfg = copy.deepcopy(load_config("ising"))
     edit(cfg)
@@ -184,7 +184,7 @@ def test_ising_config_errors(edit, match):
 def test_fpk_run_ising_small(tmp_path):
     import copy
 
-    from fokkerplanck.runner import load_config, read_run, run
+    from fokkerplanck.app.runner import load_config, read_run, run
 
     cfg = copy.deepcopy(load_config("ising"))
     cfg["lattice"]["shape"] = [3, 3]

@@ -110,7 +110,7 @@ def test_sweep_resumes_after_an_interruption(tmp_path, monkeypatch):
     errors against the OU closed form falling with the grid."""
     import csv
 
-    from fokkerplanck import sweep as S
+    from fokkerplanck.app import sweep as S
 
     params = S.parse_params(["cells=24,48", "dt=0.005,0.01"])
     calls = []
@@ -145,7 +145,7 @@ def test_sweep_on_dask_survives_a_killed_worker(client, tmp_path):
     elsewhere; every file is complete and the tau_det column equals the in-process one."""
     import h5py
 
-    from fokkerplanck import sweep as S
+    from fokkerplanck.app import sweep as S
 
     cfg = dict(SWEEP_CFG, deterministic_particles={"n": 20000, "dt": 1e-3, "method": "rk4", "seed": 2})
     params = S.parse_params(["cells=24,32,40,48"])

@@ -16,8 +16,8 @@ import h5py
 import numpy as np
 import pytest
 
-from fokkerplanck.cli import main
-from fokkerplanck.runner import config_hash, load_config
+from fokkerplanck.app.cli import main
+from fokkerplanck.app.runner import config_hash, load_config
 
 CFG = textwrap.dedent("""
     temperature = 1.0

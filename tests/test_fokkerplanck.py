@@ -9,8 +9,8 @@ import pytest
 
 from fokkerplanck import FokkerPlanck, Grid, Trajectory, densities, energies as E
 from fokkerplanck import diagnostics as D
-from fokkerplanck.fluxes import bernoulli
-from fokkerplanck.trajectory import atomic_h5
+from fokkerplanck.operators.fluxes import bernoulli
+from fokkerplanck.results import atomic_h5
 
 
 def order(errors, ns):
@@ -238,7 +238,7 @@ def test_hdf5_bad_files(tmp_path):
     with pytest.raises(ValueError, match="not a fokkerplanck trajectory"):
         Trajectory.load(p)
     with h5py.File(p, "w") as f:
-        f.attrs["format"] = "fokkerplanck.trajectory"
+        f.attrs["format"] = "fokkerplanck.results"
         f.attrs["version"] = 99
     with pytest.raises(ValueError, match="version 99"):
         Trajectory.load(p)
@@ -300,7 +300,7 @@ def test_matrix_free_stencils_equal_the_sparse_generators(bounds, cells, periodi
     """Two implementations of S and L (STYLE 6): the assembled sparse matrices and the
     stencils the exact solver's sweeps use, incl. the fused alpha M x + beta x + gamma z
     and the accumulation acc[r] += w_r x of the uniformisation."""
-    from fokkerplanck.fluxes import Stencil, sg_generator, sg_symmetric
+    from fokkerplanck.operators.fluxes import Stencil, sg_generator, sg_symmetric
 
     g = Grid(bounds, cells, periodic)
     U = 2.0 * rng.normal(size=g.shape)

@@ -8,10 +8,9 @@ from scipy.integrate import solve_ivp
 
 import particles
 from fokkerplanck import Grid, densities, energies as E
-from fokkerplanck.homotopy import LinearHomotopy, VPFBHomotopy, check_time, schedule
-from fokkerplanck.potential_flow import (gaussian_velocity_error, homotopy_kl, potential_flow,
-                                         potential_flow_particles, weighted_poisson)
-from fokkerplanck.time_dependent import solve_path
+from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy, check_time, schedule
+from fokkerplanck.flows.potential_flow import (gaussian_velocity_error, homotopy_kl, potential_flow, potential_flow_particles, weighted_poisson)
+from fokkerplanck.flows.paths import solve_path
 from particles.annealed import annealed_langevin
 
 DATA3 = np.array([[1.0, 2.0], [-2.0, 0.5], [0.0, -1.5]])
@@ -143,7 +142,7 @@ def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
     0 at xbar = 0).  Past t = 1, the ODE with the frozen potential leaves rho_bar(1) (KL grows)
     while the Langevin flow of U = -log rho_bar(1) keeps it (its Gibbs law; KL ~ round-off)."""
     from fokkerplanck import FokkerPlanck
-    from fokkerplanck.potential_flow import boltzmann_residual, frozen_flow
+    from fokkerplanck.flows.potential_flow import boltzmann_residual, frozen_flow
 
     for xbar, want in (([1.0, 0.5], 1 / np.sqrt(2)), ([0.0, 0.0], 0.0)):
         H1 = VPFBHomotopy(np.array([xbar]), 1.0, 0.5)
@@ -161,8 +160,8 @@ def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
 @pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_run_vpfb(tmp_path):
     """The built-in experiment on a small grid: file, numbers, info and figure; config errors."""
-    from fokkerplanck import cli
-    from fokkerplanck.runner import check_config, load_config, read_run, run
+    from fokkerplanck.app import cli
+    from fokkerplanck.app.runner import check_config, load_config, read_run, run
 
     cfg = load_config("vpfb")
     cfg["grid"]["cells"] = 48
@@ -197,7 +196,7 @@ def test_run_vpfb(tmp_path):
 def test_deterministic_flow_along_a_path_follows_the_moment_ode():
     """No noise: m' = -A m + b, S' = -A S - S A'.  Finite volumes along the path: mass kept,
     positive, mean second order in the cell size."""
-    from fokkerplanck.time_dependent import solve_path_continuity
+    from fokkerplanck.flows.paths import solve_path_continuity
 
     D = 1.0
     path = LinearHomotopy(E.Quadratic(A0, mean=M0), E.Quadratic(A1, mean=M1))
@@ -254,8 +253,9 @@ def test_homotopy_matching_in_one_dimension_converges():
 def test_homotopy_matching_in_three_dimensions_converges():
     """3D: KL(rho_Phi(1) || rho_bar(1)) 0.069 -> 0.0045 on 12^3 -> 24^3 cells (measured), the
     weighted Poisson solve by Jacobi-preconditioned CG, which agrees with sparse LU."""
-    from fokkerplanck.fluxes import faces
-    from fokkerplanck.potential_flow import _face_points, solve_pinned, weighted_laplacian
+    from fokkerplanck.operators.fluxes import faces
+    from fokkerplanck.flows.potential_flow import _face_points
+    from fokkerplanck.operators.poisson import solve_pinned, weighted_laplacian
 
     H = VPFBHomotopy(np.array([[1.0, 0.5, 0.0], [-1.0, 0.0, 1.0]]), 1.0, 0.7)
     times = np.array([0.0, 0.5, 1.0])
@@ -318,7 +318,7 @@ def test_potential_flow_warns_when_the_marginal_leaves_the_box():
 
 
 def test_path_solutions_round_trip_through_hdf5(tmp_path):
-    from fokkerplanck.time_dependent import PathSolution, solve_path_continuity
+    from fokkerplanck.flows.paths import PathSolution, solve_path_continuity
 
     path = LinearHomotopy(E.Quadratic([[1.0]]), E.Quadratic([[3.0]], mean=[1.5]))
     g = Grid([(-5, 5)], 40)

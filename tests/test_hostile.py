@@ -25,13 +25,13 @@ from hypothesis import strategies as st
 
 import particles
 from fokkerplanck import Continuity, FokkerPlanck, Grid, densities as Dn, energies as E
-from fokkerplanck._files import PathBusyError, PathLock, atomic_h5, stale_temporaries
-from fokkerplanck._validate import finite_array, positive_float, positive_int, spd_matrix
-from fokkerplanck.cli import main
+from fokkerplanck._core.files import PathBusyError, PathLock, atomic_h5, stale_temporaries
+from fokkerplanck._core.validate import finite_array, positive_float, positive_int, spd_matrix
+from fokkerplanck.app.cli import main
 from fokkerplanck.diagnostics import kl_grid
-from fokkerplanck.expm import ChebyshevBudgetError, chebyshev_expm_multiply
-from fokkerplanck.runner import check_config, load_config
-from fokkerplanck.trajectory import SpecOnlyEnergy, Trajectory
+from fokkerplanck.operators.expm import ChebyshevBudgetError, chebyshev_expm_multiply
+from fokkerplanck.app.runner import check_config, load_config
+from fokkerplanck.results import SpecOnlyEnergy, Trajectory
 from particles import estimators as est
 
 from conftest import QUADRATIC_KERNELS_1D
@@ -290,7 +290,8 @@ def test_long_times_reach_the_gibbs_law_instead_of_a_truncated_expansion(monkeyp
     Gibbs law once the spectral gap has decayed the rest.  A small budget of terms
     forces many segments on a grid small enough for the exact eigendecomposition,
     which is the reference at every time."""
-    from fokkerplanck import expm, solvers
+    from fokkerplanck.operators import expm
+    from fokkerplanck.flows import fokker_planck as solvers
 
     U = E.DoubleWell(1, barrier=2.0)
     g = Grid([(-3, 3)], 120)
@@ -664,7 +665,7 @@ def test_cli_unknown_check_and_no_command(capsys):
 # Sweeps: nothing stale is reused, one sweep per folder
 def test_sweep_recomputes_points_whose_config_changed(tmp_path):
     """Issue 11.4: resume checked file names only."""
-    from fokkerplanck.sweep import sweep
+    from fokkerplanck.app.sweep import sweep
 
     cfg = load_config_text(tmp_path, _OK)
     out = tmp_path / "sw"

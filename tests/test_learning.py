@@ -6,9 +6,9 @@ from scipy.stats import norm
 
 import particles
 from fokkerplanck import FokkerPlanck, Grid, densities, energies as E
-from fokkerplanck.barrier import cell_fractions, particle_unsafe_mass, smallest_lambda, unsafe_mass
-from fokkerplanck.ood import auroc, flow_displacement, scores
-from fokkerplanck.thermo import ti_integrand, ti_log_z
+from fokkerplanck.theory.barrier import cell_fractions, particle_unsafe_mass, smallest_lambda, unsafe_mass
+from fokkerplanck.theory.ood import auroc, flow_displacement, scores
+from fokkerplanck.theory.thermo import ti_integrand, ti_log_z
 from particles.thermo import thermodynamic_integration
 
 RING = E.GaussianMixture.ring(8, 4.0, 0.5)
@@ -110,7 +110,7 @@ def test_score_matching_closed_forms():
     target's energy up to a constant (to the grid's quadrature, 1e-6), with V = KL = 0,
     Fisher divergence 0 and J* = -E|grad U*|^2 / 2 = -tr(P) / 2; samples converge to it at
     the Monte Carlo rate; DSM recovers the smoothed law's precision 1/(s^2 + sigma^2)."""
-    from fokkerplanck import score_matching as S
+    from fokkerplanck.theory.theorem import score_matching as S
 
     P, mu = np.array([[2.0, 0.6], [0.6, 1.0]]), np.array([0.5, -0.3])
     target = E.Quadratic(P, mean=mu)
@@ -137,7 +137,7 @@ def test_training_lyapunov_along_gradient_descent():
     """Gradient descent on the population ISM objective J (a convex quadratic) from theta = 0 +
     a confining start: J decreases at every step, and the Fisher divergence and V(theta) =
     KL(rho_theta || rho*) fall to ~0 (the target is in the model class)."""
-    from fokkerplanck import score_matching as S
+    from fokkerplanck.theory.theorem import score_matching as S
 
     P = np.array([[1.5, 0.3], [0.3, 0.8]])
     target = E.Quadratic(P)
@@ -165,8 +165,8 @@ def _quiet(*a):
 def test_run_ood_and_barrier_experiments(tmp_path):
     """The two built-in experiments on small grids: files written, numbers held against the
     grid, figures and info drawn; config errors named before anything runs."""
-    from fokkerplanck import cli
-    from fokkerplanck.runner import check_config, load_config, read_run, run
+    from fokkerplanck.app import cli
+    from fokkerplanck.app.runner import check_config, load_config, read_run, run
 
     ring = {"type": "GaussianMixture.ring", "n": 8, "radius": 4.0, "sigma": 0.5}
     cfg = {"kind": "ood", "energy": ring, "grid": {"bounds": [[-8, 8], [-8, 8]], "cells": 48},

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fokkerplanck import Grid, densities
-from fokkerplanck import mixed as Mx
+from fokkerplanck.discrete import mixed as Mx
 
 
 def _model():

@@ -10,9 +10,9 @@ from scipy import stats
 import particles
 from fokkerplanck import FokkerPlanck, Grid, densities, energies as E, forward_lagrangian
 from fokkerplanck import diagnostics as D
-from fokkerplanck.stopping import tau_det
+from fokkerplanck.theory.stopping import tau_det
 from particles import estimators as est
-from particles.rng import normals, philox4x32
+from fokkerplanck._core.rng import normals, philox4x32
 
 U64 = np.uint64
 

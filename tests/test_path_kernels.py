@@ -12,9 +12,9 @@ from scipy.stats import multivariate_normal as mvn
 
 from fokkerplanck import Grid, densities, energies as E
 from fokkerplanck.energies import NoKernelsError
-from fokkerplanck.homotopy import CallablePath, ConstantPath, KernelPath, LinearHomotopy, VPFBHomotopy
-from fokkerplanck.lagrangian import integrate_characteristics
-from fokkerplanck.time_dependent import solve_path_continuity
+from fokkerplanck.energies.paths import CallablePath, ConstantPath, KernelPath, LinearHomotopy, VPFBHomotopy
+from fokkerplanck.flows.lagrangian import integrate_characteristics
+from fokkerplanck.flows.paths import solve_path_continuity
 from particles.annealed import annealed_langevin, path_flow
 
 
@@ -93,7 +93,7 @@ def test_path_kernels_equal_the_frozen_energies(rng):
 @pytest.mark.slow  # compiles a dozen composed closures cold (about 40 s in a clean clone): CI's second step
 def test_composed_path_kernels_equal_the_frozen_energies(rng):
     """Linear homotopies, sums of paths and static energies, constants (softmin), schedules."""
-    from fokkerplanck.homotopy import ScheduledPath
+    from fokkerplanck.energies.paths import ScheduledPath
 
     X = rng.normal(size=(60, 2)) * 2
     H = VPFBHomotopy(rng.normal(size=(5, 2)) * 2, 1.0, 0.5)
@@ -185,7 +185,7 @@ def test_annealed_langevin_runs_a_user_kernel_path_compiled():
 def test_scheduled_paths_follow_their_schedule(rng):
     """A geometric annealing schedule on a linear homotopy: at(t) is the path at s(t), and the
     kernels with t interpolate the schedule inside the compiled code (equal to at(t))."""
-    from fokkerplanck.homotopy import ScheduledPath
+    from fokkerplanck.energies.paths import ScheduledPath
 
     L = LinearHomotopy(E.Quadratic(A0, mean=M0), E.GaussianMixture(rng.normal(size=(3, 2)), 0.7))
     ts = np.linspace(0, 1, 9)
@@ -207,7 +207,7 @@ def test_vpfb_parameter_rows_give_the_frozen_mixtures_run():
     """VPFBHomotopy.param_rows builds the per-step mixture parameters without the mixtures; the
     annealed run with them equals the run through at(t) step by step (round-off: the two
     compute log(2 pi s^2) differently)."""
-    from fokkerplanck.homotopy import EnergyPath
+    from fokkerplanck.energies.paths import EnergyPath
 
     H = VPFBHomotopy(np.random.default_rng(0).normal(size=(6, 2)) * 2, 1.25, 1.0)
     ts = np.linspace(0, 1, 5)
@@ -230,7 +230,7 @@ def test_vpfb_parameter_rows_give_the_frozen_mixtures_run():
 
 
 def test_kernel_and_scheduled_paths_give_parameter_rows():
-    from fokkerplanck.homotopy import ScheduledPath
+    from fokkerplanck.energies.paths import ScheduledPath
 
     K = KernelPath(2, rot_value, rot_grad, rot_lap, params=[1.0, 1.5])
     ts = np.array([0.0, 0.3, 1.0])

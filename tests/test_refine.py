@@ -6,7 +6,7 @@ import pytest
 
 from fokkerplanck import Continuity, FokkerPlanck, Grid, Trajectory, densities as Dn, energies as E
 from fokkerplanck import diagnostics as D
-from fokkerplanck.refine import coarse_grid, restrict
+from fokkerplanck.flows.refine import coarse_grid, restrict
 
 A = np.array([[1.5, 0.5], [0.5, 0.8]])
 M0, S0 = np.array([2.0, -1.0]), np.array([[0.3, 0.0], [0.0, 0.5]])
@@ -51,7 +51,7 @@ def test_richardson_estimates_bracket_the_true_error_fokker_planck(tmp_path):
     assert back.cells == r.cells and back.reliable
     np.testing.assert_array_equal(back.kl_error, r.kl_error)
     assert back.observed_order == pytest.approx(r.observed_order)
-    from fokkerplanck.cli import main
+    from fokkerplanck.app.cli import main
 
     assert main(["info", str(tmp_path / "t.h5")]) == 0
 

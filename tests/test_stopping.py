@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from fokkerplanck import FokkerPlanck, Grid, densities, energies as E
-from fokkerplanck.stopping import (bakry_emery, holley_stroock, kl_argmin, observed_rate, spectral_gap_estimate,
-                                   tau_det, tau_lang)
+from fokkerplanck.theory.stopping import (bakry_emery, holley_stroock, kl_argmin, observed_rate, spectral_gap_estimate, tau_det, tau_lang)
 
 
 def test_tau_det_interpolation_and_argmin_refinement():

@@ -2,7 +2,7 @@
 import numpy as np
 
 from fokkerplanck import FokkerPlanck, Grid, energies as E
-from fokkerplanck.theory import composition_check, stationary_law
+from fokkerplanck.theory.theorem import composition_check, stationary_law
 
 
 def test_compositions_keep_their_gibbs_law():

@@ -6,9 +6,9 @@ import pytest
 
 import particles
 from fokkerplanck import energies as E
-from fokkerplanck._vmath import vexp, vlog, vsincos2pi
-from fokkerplanck.energy_blocks import BLOCK, block_kernels, block_params, work_rows
-from particles.rng import block_normals, block_uniforms, normals, seed_key, uniform
+from fokkerplanck._core.vmath import vexp, vlog, vsincos2pi
+from fokkerplanck.energies.blocks import BLOCK, block_kernels, block_params, work_rows
+from fokkerplanck._core.rng import block_normals, block_uniforms, normals, seed_key, uniform
 
 PI = np.longdouble("3.14159265358979323846264338327950288")
 
@@ -172,7 +172,7 @@ def test_bad_precision():
 def test_config_precision():
     import copy
 
-    from fokkerplanck.runner import check_config, load_config
+    from fokkerplanck.app.runner import check_config, load_config
 
     cfg = copy.deepcopy(load_config("ou"))
     cfg["particles"]["precision"] = "float32"

@@ -144,7 +144,7 @@ def test_1d_runs_store_w2(tmp_path):
     bootstrap errors of the empirical law's own (small) distance."""
     import copy
 
-    from fokkerplanck.runner import load_config, read_run, run
+    from fokkerplanck.app.runner import load_config, read_run, run
 
     cfg = copy.deepcopy(load_config("double_well"))
     cfg["times"].update(num=6)
@@ -207,7 +207,7 @@ def test_2d_runs_write_w2_along_the_flows_each_estimate_exact_in_its_regime(tmp_
     linearised W2 by 15% at t = 0 and 1.1% at t = 2."""
     pytest.importorskip("ot")
     from fokkerplanck import diagnostics as D
-    from fokkerplanck.runner import load_config, read_run, run
+    from fokkerplanck.app.runner import load_config, read_run, run
 
     cfg = load_config("ou")
     cfg["grid"]["cells"] = 64
@@ -226,7 +226,7 @@ def test_2d_runs_write_w2_along_the_flows_each_estimate_exact_in_its_regime(tmp_
     assert abs(lin[-1] - exact[-1]) < 0.02 * exact[-1], (lin, exact)
     assert np.all(np.abs(lin - exact) < 0.1 * exact ** 2 + 5e-3 * exact), (lin, exact)
     bad = dict(cfg, wasserstein={"exact_cels": 32})
-    from fokkerplanck.runner import check_config
+    from fokkerplanck.app.runner import check_config
     with pytest.raises(ValueError, match="exact_cells"):
         check_config(bad)
 

@@ -1,0 +1,313 @@
+"""Command line ``fpk``."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import json
+
+import numpy as np
+
+# Errors that a user's input can cause: printed as one line (exit status 2); --debug
+# shows the traceback.  Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, MemoryError, OSError, RuntimeError, FloatingPointError, KeyError)
+
+
+def _verify(args) -> int:
+    from fokkerplanck.app.verify import CHECKS, run_checks
+
+    names = args.only or list(CHECKS)
+    unknown = set(names) - set(CHECKS)
+    if unknown:
+        print(f"unknown checks {sorted(unknown)}; known: {sorted(CHECKS)}", file=sys.stderr)
+        return 2
+    import time
+
+    from fokkerplanck.app.verify import Report, write_summary
+
+    report = None if args.no_report else Report(args.report)
+    t0 = time.perf_counter()
+    checks = run_checks(names, quick=args.quick, report=report,
+                        progress=lambda n, s: print(f"  [{n}] done in {s:.1f} s", file=sys.stderr))
+    w = max(len(c.name) for c in checks)
+    print(f"{'check':<{w}}  {'measured':>12}  {'tolerance':>10}  result")
+    for c in checks:
+        print(f"{c.name:<{w}}  {c.value:12.4g}  {c.tolerance:10.3g}  {'PASS' if c.passed else 'FAIL'}")
+    failed = [c for c in checks if not c.passed]
+    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    if report is not None:
+        print(f"report: {write_summary(report, checks, quick=args.quick, seconds=time.perf_counter() - t0)}")
+    return 0 if not failed else 1
+
+
+def _load(args, cmd: str):
+    """The trajectory named on the command line (errors reach :func:`main`, which says
+    what is wrong).  Its energy is rebuilt from the registry only: a file never makes
+    this command import code."""
+    from fokkerplanck.results import Trajectory
+
+    return Trajectory.load(args.file, args.group)
+
+
+def _run_file(args):
+    """The ``fpk run`` summary of ``args.file`` when it is a run file and no group was
+    asked for; None otherwise."""
+    import h5py
+
+    from fokkerplanck.app.runner import FORMAT, read_run
+
+    if args.group:
+        return None
+    try:
+        with h5py.File(args.file, "r") as f:
+            if f.attrs.get("format") != FORMAT:
+                return None
+    except OSError:
+        return None
+    return read_run(args.file)
+
+
+def _info_run(path, r) -> int:
+    print(f"{path}: fpk run, kind {r['kind']!r}, groups {r['groups']}")
+    for s in r.get("stopping", []):
+        extra = "".join(f", {k} {s[k]:.3g}" if isinstance(s[k], float) else f", {k} {s[k]}"
+                        for k in ("stderr", "step") if k in s)
+        print(f"  {s['name']:<22} {'t = ' + format(s['time'], '.6g') + extra:<40} [{s['source']}]")
+    for k, v in r.get("theorem", {}).items():
+        print(f"  {k:<28} {v:.6g}")
+    for name in ("A", "B", "conjunction", "disjunction", "negation"):
+        if name in r:
+            g = r[name]
+            print(f"  {name:<12} near A: {g['count_A']:>5} (Fokker-Planck {g['expected_A']:8.1f}, Gibbs "
+                  f"{g['expected_A_gibbs']:8.1f})   near B: {g['count_B']:>5} (Fokker-Planck {g['expected_B']:8.1f}, "
+                  f"Gibbs {g['expected_B_gibbs']:8.1f})")
+    if r["kind"] == "ising":
+        ex, pa = r["exact"], r["particles"]
+        print(f"  {r['lattice']['model']} {r['lattice']['shape']}: {ex['states']} states, {ex['dynamics']}, "
+              f"spectral gap {ex['spectral_gap']:.6g}, |dKL/dt + D| / D <= {ex['identity_residual']:.2g}")
+        print(f"  {'t':>8} {'KL exact':>12} {'Dirichlet':>12} {'E exact':>10} {'E particles':>20}")
+        for j in np.unique(np.linspace(0, ex["times"].size - 1, min(ex["times"].size, 11)).astype(int)):
+            print(f"  {ex['times'][j]:8.4g} {ex['kl'][j]:12.6g} {ex['dirichlet'][j]:12.6g} {ex['mean_energy'][j]:10.5g} "
+                  f"{pa['mean_energy'][j]:10.5g} +- {pa['mean_energy_se'][j]:.2g}")
+    if "wasserstein" in r:
+        w = r["wasserstein"]
+        cols = [k for k in w if k != "times" and not k.endswith("_se") and np.ndim(w[k]) == 1]
+        print("  W2 (exact in 1D; 2D/3D: linearised, and exact transport of pooled cells): " + ", ".join(cols))
+        for j in np.unique(np.linspace(0, w["times"].size - 1, min(w["times"].size, 6)).astype(int)):
+            vals = "  ".join(f"{w[k][j]:10.5g}" + (f" +- {w[k + '_se'][j]:.2g}" if k + "_se" in w else "") for k in cols)
+            print(f"  t = {w['times'][j]:<8.4g} {vals}")
+        if "exact_cells" in w:
+            print(f"  (exact transport of the cell masses pooled to <= {w['exact_cells']} cells per axis; linearised "
+                  "at the midpoint law on the full grid: each exact in its own regime, see fokkerplanck.wasserstein)")
+    if r["kind"] == "ood":
+        if "data" in r:
+            print(f"  data energy: KDE of {len(r['data']['points'])} points, h = {r['data']['bandwidth']:g}; "
+                  f"KL(model || truth) = {r['data']['kl_model_to_truth']:.4g}")
+        for name, row in json.loads(r["ood"]["table"]).items():
+            print(f"  AUROC {name:<10} " + "  ".join(f"{k} {v['auroc']:.4f} +- {v['se']:.4f}" for k, v in row.items()))
+    if r["kind"] == "barrier":
+        for key in (k for k in r if k.startswith("barrier_")):
+            g = r[key]
+            print(f"  {key[8:]:<14} lambda* = {g['lam']:.5g} (+- {g['tol']:.1g}): max_t rho_t(unsafe) = "
+                  f"{np.max(g['mass']):.4g} <= beta = {g['beta']:g}   (lambda = 0: {np.max(r['free']['mass']):.4g})")
+        if "particles" in r:
+            p = r["particles"]
+            j = int(np.argmax(p["mass"]))
+            print(f"  particles at lambda* = {p['lam']:.5g}: max_t fraction {p['mass'][j]:.4g} +- {p['mass_se'][j]:.2g}")
+    if r["kind"] == "vpfb":
+        g = r["grid"]
+        print(f"  homotopy matching, grid potential flow ({g['steps']} steps): KL(rho_Phi(t) || rho_bar(t)), "
+              "W2 (linearised)")
+        pk = r.get("particles")
+        for j in range(len(g["times"])):
+            extra = f"   particles KL {pk['kl'][j]:.3g} +- {pk['kl_se'][j]:.2g}" if pk is not None else ""
+            w2 = f" {g['w2'][j]:10.3g}" if "w2" in g else ""
+            print(f"    t = {g['times'][j]:<6.3g} {g['kl'][j]:10.3g}{w2}{extra}")
+        b, lr = r["boltzmann"], r["long_run"]
+        print(f"  Boltzmann claim at t = 1: relative residual of Phi = a log rho_bar + b: {b['relative_residual'][-1]:.3f}")
+        print(f"  past t = 1, after {lr['durations'][-1]:g}: ODE KL {lr['kl_ode'][-1]:.3g}, Langevin KL "
+              f"{lr['kl_langevin'][-1]:.1e}")
+        if "w2_ode" in lr:
+            print(f"    W2 (linearised): ODE {lr['w2_ode'][-1]:.3g}, Langevin {lr['w2_langevin'][-1]:.1e}")
+    if r["kind"] == "flows":
+        print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
+    return 0
+
+
+def _info(args) -> int:
+    r = _run_file(args)
+    if r is not None:
+        return _info_run(args.file, r)
+    tr = _load(args, "info")
+    kl, R, mass = tr.kl(), tr.ratio(), tr.mass()
+    print(f"{args.file}: {tr!r}")
+    print(f"  energy: {tr.energy!r}   temperature: {tr.temperature:g}")
+    print(f"  grid: {tr.grid!r}")
+    print(f"  scheme: {tr.scheme}")
+    ref = tr.refinement
+    if ref is not None:
+        print(f"  refinement: grids {ref.cells}, observed orders "
+              + ", ".join(f"{k} {v:.2f}" for k, v in ref.observed_order.items())
+              + ("" if ref.reliable else "  (NOT in the asymptotic regime: error estimates unreliable)"))
+    extra = f" {'KL error':>10} {'R_t error':>10}" if ref is not None else ""
+    print(f"  {'t':>10} {'KL':>12} {'R_t':>10} {'mass':>14}{extra}")
+    for j in np.unique(np.linspace(0, len(tr) - 1, min(len(tr), args.rows)).astype(int)):
+        err = f" {ref.kl_error[j]:10.2g} {ref.ratio_error[j]:10.2g}" if ref is not None else ""
+        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {mass[j]:14.12f}{err}")
+    return 0
+
+
+def _plot(args) -> int:
+    from fokkerplanck.app.plots import plot_run, plot_trajectory
+
+    out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
+    if _run_file(args) is not None:
+        plot_run(args.file, out, steps=args.steps)
+        print(out)
+        return 0
+    tr = _load(args, "plot")
+    plot_trajectory(tr, out)
+    print(out)
+    return 0
+
+
+def _run(args) -> int:
+    import os
+
+    from fokkerplanck.app.runner import builtin_configs, load_config, run
+
+    cfg = load_config(args.config)
+    inputs = [args.config] if args.config not in builtin_configs() or os.path.exists(args.config) else []
+    try:
+        run(cfg, args.output, progress=not args.quiet, log=(lambda *a: None) if args.quiet else
+            (lambda *a: print(*a, file=sys.stderr)), overwrite=args.overwrite, protect=inputs)
+    except KeyboardInterrupt:
+        print(f"fpk run: interrupted; {args.output} was not written", file=sys.stderr)
+        return 130
+    print(args.output)
+    return 0
+
+
+def _sweep(args) -> int:
+    from fokkerplanck.app.runner import load_config
+    from fokkerplanck.app.sweep import parse_params, sweep
+
+    cfg = load_config(args.config)
+    params = parse_params(args.param or [])
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
+    client = cluster = threads = None
+    try:
+        if args.scheduler or args.local:
+            try:
+                from dask.distributed import Client, LocalCluster
+            except ImportError:
+                print("fpk sweep: --scheduler/--local need Dask: pip install -e .[distributed]", file=sys.stderr)
+                return 2
+            if args.scheduler:
+                client = Client(args.scheduler)
+            else:
+                import os
+
+                threads = max(1, (os.cpu_count() or 1) // args.local)
+                cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None)
+                client = Client(cluster)
+        rows = sweep(cfg, params, args.output, client=client, log=log,
+                     threads=threads if args.local else None)
+    except KeyboardInterrupt:
+        print(f"fpk sweep: interrupted; finished points are kept in {args.output}, rerun to resume", file=sys.stderr)
+        return 130
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    print(f"{len(rows)} points: {args.output}/summary.csv")
+    return 0
+
+
+def _count(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return v
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from fokkerplanck.app.runner import builtin_configs
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    p = argparse.ArgumentParser(prog="fpk", description="Fokker-Planck / gradient-flow toolkit")
+    sub = p.add_subparsers(dest="cmd")
+    _add = sub.add_parser
+
+    def add_parser(*a, **kw):
+        return _add(*a, parents=[common], **kw)
+    sub.add_parser = add_parser
+    v = sub.add_parser("verify", help="run the battery of theory checks and print a table")
+    v.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
+    v.add_argument("--only", nargs="*", help="run only these checks")
+    v.add_argument("--report", default="fpk-verify-report", metavar="DIR",
+                   help="folder for the report: summary.md, checks.json, figures, HDF5 files (default: %(default)s)")
+    v.add_argument("--no-report", action="store_true", help="print the table only")
+    v.set_defaults(func=_verify)
+    r = sub.add_parser("run", help="an experiment from a TOML config (or a built-in name) into one HDF5 file")
+    r.add_argument("config", help="CONFIG.toml or a built-in name: " + ", ".join(builtin_configs()))
+    r.add_argument("-o", "--output", required=True, help="output HDF5 file (written atomically)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    r.set_defaults(func=_run)
+    sw = sub.add_parser("sweep", help="an fpk run experiment over a grid of parameters (resumable; Dask optional)")
+    sw.add_argument("config", help="CONFIG.toml or a built-in name")
+    sw.add_argument("--param", action="append", metavar="NAME=v1,v2,...",
+                    help="a config entry (dotted path, e.g. grid.cells) or alias (dt, cells, n, method, scheme)")
+    sw.add_argument("-o", "--output", required=True, help="folder for one HDF5 file per point and summary.csv/.h5")
+    where = sw.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="ADDRESS", help="a running Dask scheduler (tcp://host:8786)")
+    where.add_argument("--local", type=_count, metavar="N", help="a local Dask cluster of N worker processes")
+    sw.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sw.set_defaults(func=_sweep)
+    i = sub.add_parser("info", help="summary of a trajectory file (HDF5)")
+    i.add_argument("file")
+    i.add_argument("--rows", type=_count, default=11, help="how many saved times to list")
+    i.add_argument("--group", help="one flow of an fpk run file: fokker-planck or continuity "
+                   "(default: the run's summary)")
+    i.set_defaults(func=_info)
+    pl = sub.add_parser("plot", help="figure of a trajectory file: snapshots, KL and R_t with stopping times")
+    pl.add_argument("file")
+    pl.add_argument("-o", "--output", help="image path (default: the file name with .png)")
+    pl.add_argument("--group", help="one flow of an fpk run file: fokker-planck or continuity "
+                    "(default: the run's own figure)")
+    pl.add_argument("--steps", type=int, nargs="*", help="particle steps of the snapshots (fpk run files)")
+    pl.set_defaults(func=_plot)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # the built-in default job
+        argv = ["verify", "--quick"]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"fpk {args.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (fpk info FILE | head): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+    except USER_ERRORS as exc:
+        if args.debug:
+            raise
+        print(f"fpk {args.cmd}: {exc}", file=sys.stderr)
+        return 2

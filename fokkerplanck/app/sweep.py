@@ -1,0 +1,253 @@
+"""``fpk sweep``: one ``fpk run`` experiment over a grid of parameters, resumable,
+in-process or on a Dask cluster.
+
+``--param NAME=v1,v2,...`` names a config entry by its dotted path
+(``grid.cells``, ``particles.dt``, ``continuity.method``, ``temperature``) or
+by a short alias (:data:`ALIASES`: ``dt`` sets the step of every particle
+table present, ``cells`` the grid, ``n`` the particle counts).  The sweep is
+the Cartesian product of the values.
+
+Each point writes ``OUTDIR/<name>.h5`` atomically (the name spells the
+values), so a finished point is exactly a file under its final name, and the
+file records the SHA-256 of the point's full resolved config: a rerun skips
+the files of exactly this config and recomputes the missing, damaged or stale
+ones (an interrupted or partly failed sweep resumes; an edited base config,
+or another config pointed at the same folder, never reuses old results).  Then ``summary.csv`` and ``summary.h5`` hold one row
+per point: its values, wall time, tau_det (grid and particles, with the error
+bar and k*), the step of minimal KL, the last KL of each flow, and errors
+against the reference: the closed forms where the run has them (OU), else the
+point with the most cells and the smallest step.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+
+__all__ = ["ALIASES", "parse_params", "points", "apply", "point_name", "sweep"]
+
+ALIASES = {"dt": ["particles.dt", "deterministic_particles.dt", "composition.dt"],
+           "cells": ["grid.cells"], "n": ["particles.n", "deterministic_particles.n", "composition.n"],
+           "method": ["particles.method"], "scheme": ["deterministic_particles.method"]}
+
+
+def _value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_params(specs: list[str]) -> dict[str, list]:
+    """``["dt=0.001,0.002", "cells=64"]`` -> ``{"dt": [0.001, 0.002], "cells": [64]}``."""
+    out = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name or not values:
+            raise ValueError(f"--param wants NAME=v1,v2,..., got {spec!r}")
+        out[name.strip()] = [_value(v.strip()) for v in values.split(",") if v.strip()]
+    return out
+
+
+def points(params: dict[str, list]) -> list[dict]:
+    names = list(params)
+    return [dict(zip(names, vals)) for vals in itertools.product(*(params[n] for n in names))]
+
+
+def _check_path(name: str, path: str, cfg: dict) -> None:
+    """A parameter path must name a key the config's kind knows (typos name the nearest)."""
+    from fokkerplanck._core.validate import nearest
+    from fokkerplanck.app.runner import TABLE_KEYS, TOP_KEYS
+
+    kind = cfg.get("kind", "flows")
+    parts = path.split(".")
+    top = TOP_KEYS.get(kind, set())
+    if parts[0] not in top:
+        raise ValueError(f"--param {name}: unknown config entry {parts[0]!r}{nearest(parts[0], top | set(ALIASES))}; "
+                         f"valid: {sorted(top)} or the aliases {sorted(ALIASES)}")
+    if len(parts) == 1:
+        if isinstance(cfg.get(parts[0]), dict):
+            raise ValueError(f"--param {name}: [{parts[0]}] is a table; name one of its keys ({parts[0]}.KEY)")
+        return
+    if len(parts) > 2:
+        raise ValueError(f"--param {name}: a path is TABLE.KEY, got {path!r}")
+    keys = TABLE_KEYS.get(parts[0])
+    if keys is None:  # energy / initial: their keys depend on the type, checked when the point's config is
+        keys = set(cfg.get(parts[0], {}))
+    if parts[1] not in keys:
+        raise ValueError(f"--param {name}: [{parts[0]}] has no key {parts[1]!r}{nearest(parts[1], keys)}; "
+                         f"valid: {sorted(keys)}")
+
+
+def apply(cfg: dict, point: dict) -> dict:
+    """A copy of ``cfg`` with the point's values set (aliases set every path whose table exists)."""
+    cfg = copy.deepcopy(cfg)
+    for name, value in point.items():
+        paths = [p for p in ALIASES.get(name, []) if p.split(".")[0] in cfg] if name in ALIASES else [name]
+        if not paths:
+            raise ValueError(f"--param {name}: the config has none of {ALIASES[name]}")
+        for path in paths:
+            _check_path(name, path, cfg)
+            *tables, key = path.split(".")
+            d = cfg
+            for t in tables:
+                d = d.setdefault(t, {})
+            d[key] = value
+    return cfg
+
+
+def _up_to_date(path: str, cfg: dict) -> bool:
+    """True when ``path`` is a complete run file of exactly this config."""
+    import h5py
+
+    from fokkerplanck.app.runner import FORMAT, config_hash
+
+    if not os.path.exists(path):
+        return False
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == FORMAT and f.attrs.get("config_sha256") == config_hash(cfg)
+    except OSError:
+        return False
+
+
+def point_name(point: dict) -> str:
+    return "_".join(f"{k}={v}" for k, v in point.items()).replace("/", "-") or "base"
+
+
+def run_point(cfg: dict, path: str, threads: int | None = None) -> str:
+    """Run one point into ``path`` (atomically); the unit of work sent to a worker
+    (``threads``: its numba threads, default all cores)."""
+    from particles.distributed import set_threads
+
+    from fokkerplanck.app.runner import run
+
+    set_threads(threads)
+    run(cfg, path, progress=False, log=lambda *a: None)
+    return path
+
+
+def _row(point: dict, path: str) -> dict:
+    import h5py
+
+    from fokkerplanck.app.runner import read_run
+    from fokkerplanck.results import Trajectory
+
+    r = read_run(path)
+    with h5py.File(path, "r") as f:
+        wall = float(f.attrs.get("wall_time", np.nan))
+    row = {**point, "file": os.path.basename(path), "wall_time": wall}
+    for s in r.get("stopping", []):
+        src = s["source"].split(" (")[0]
+        if s["name"] == "tau_det" and src == "grid R_t":
+            row["tau_det_grid"] = s["time"]
+        elif s["name"] == "tau_det" and src == "particle R_t":
+            row.update(tau_det_particles=s["time"], tau_det_particles_se=s["stderr"], k_star=s["step"])
+        elif s["name"] == "argmin KL" and src == "particle tracked KL":
+            row["step_min_kl"] = s["step"]
+        elif s["name"] == "argmin KL" and src == "grid KL":
+            row["argmin_kl_grid"] = s["time"]
+    trs = {}
+    for g in ("fokker-planck", "continuity"):
+        if g in r["groups"]:
+            trs[g] = Trajectory.load(path, g)
+            row[f"kl_final_{g.replace('-', '_')}"] = float(trs[g].kl()[-1])
+    if "particles" in r and "kl_knn" in r["particles"]:
+        row["kl_final_particles"] = float(r["particles"]["kl_knn"][-1])
+    if "deterministic-particles" in r and "summaries/kl" in r["deterministic-particles"]:
+        row["kl_final_deterministic_particles"] = float(r["deterministic-particles"]["summaries/kl"][-1])
+    cf = r.get("closed-form")
+    if cf is not None:
+        for g, key in (("fokker-planck", "kl_fokker_planck"), ("continuity", "kl_continuity")):
+            if g in trs:
+                row[f"err_{key}"] = float(np.max(np.abs(trs[g].kl() - cf[key])))
+        d = r.get("deterministic-particles", {})
+        if "summaries/kl" in d:
+            row["err_kl_deterministic_particles"] = float(np.max(np.abs(d["summaries/kl"] - cf["kl_continuity"])))
+    return row
+
+
+def _reference(rows: list[dict]) -> dict:
+    """The point with the most cells and the smallest step (the sweep's own reference)."""
+    def key(r):
+        return (-float(r.get("cells", r.get("grid.cells", 0)) or 0),
+                float(r.get("dt", r.get("particles.dt", 0)) or 0))
+    return min(rows, key=key)
+
+
+def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=None, log=print) -> list[dict]:
+    """Run the missing points of the sweep (on ``client`` when given), then write the
+    summary table; returns its rows.  ``log`` gets one line per point.  One sweep per
+    folder at a time (a second one fails at once, naming the folder)."""
+    from fokkerplanck._core.files import PathLock
+
+    os.makedirs(outdir, exist_ok=True)
+    with PathLock(os.path.join(outdir, "sweep")):
+        return _sweep(cfg, params, outdir, client=client, threads=threads, log=log)
+
+
+def _sweep(cfg, params, outdir, *, client, threads, log):
+    from fokkerplanck._core.files import atomic_h5
+
+    pts = points(params)
+    from fokkerplanck.app.runner import check_config
+
+    cfgs = [apply(cfg, p) for p in pts]
+    for p, c in zip(pts, cfgs):  # every point's config is checked before anything runs
+        try:
+            check_config(c)
+        except ValueError as exc:
+            raise ValueError(f"point {point_name(p)}: {exc}") from None
+    paths = [os.path.join(outdir, point_name(p) + ".h5") for p in pts]
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"two points of the sweep map to the same file name: {sorted(paths)}")
+    todo = [i for i, p in enumerate(paths) if not _up_to_date(p, cfgs[i])]
+    stale = [point_name(pts[i]) for i in todo if os.path.exists(paths[i])]
+    if stale:
+        log(f"{len(stale)} point files hold another config (or are damaged) and are recomputed: {stale}")
+    log(f"{len(pts)} points, {len(pts) - len(todo)} already done, {len(todo)} to run"
+        + (f" on {len(client.scheduler_info()['workers'])} workers" if client is not None and todo else ""))
+    t0 = time.perf_counter()
+    if client is None:
+        for i in todo:
+            run_point(cfgs[i], paths[i])
+            log(f"  {point_name(pts[i])}: done ({time.perf_counter() - t0:.1f} s)")
+    elif todo:
+        from dask.distributed import as_completed
+
+        futures = {client.submit(run_point, cfgs[i], paths[i], threads, pure=False, key=f"fpk-sweep-{point_name(pts[i])}-"
+                                 f"{os.getpid()}-{time.time_ns()}"): i for i in todo}
+        for fut in as_completed(futures):
+            fut.result()  # a point that failed (not a lost worker: those are rerun) raises here
+            log(f"  {point_name(pts[futures[fut]])}: done ({time.perf_counter() - t0:.1f} s)")
+    rows = [_row(p, path) for p, path in zip(pts, paths)]
+    ref = _reference(rows)
+    for r in rows:
+        for key in ("tau_det_grid", "tau_det_particles", "kl_final_fokker_planck", "kl_final_continuity"):
+            if key in r and key in ref:
+                r[f"ref_diff_{key}"] = float(r[key] - ref[key])
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = os.path.join(outdir, "summary.csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, os.path.join(outdir, "summary.csv"))
+    with atomic_h5(os.path.join(outdir, "summary.h5")) as f:
+        f.attrs["format"] = "fokkerplanck.app.sweep"
+        f.attrs["params"] = json.dumps(params)
+        f.attrs["reference"] = ref["file"]
+        for c in cols:
+            vals = [r.get(c, np.nan) for r in rows]
+            if all(isinstance(v, (int, float, np.floating, np.integer)) for v in vals):
+                f[c] = np.asarray(vals, dtype=float)
+            else:
+                f[c] = np.asarray([str(v) for v in vals], dtype="S")
+    return rows

@@ -1,0 +1,349 @@
+"""Trajectories of grid densities, their diagnostics, and HDF5 storage.
+
+HDF5 layout (version 1)::
+
+    /                      attrs: format = "fokkerplanck.results", version = 1,
+                                  flow, temperature, energy (JSON spec), grid (JSON spec),
+                                  scheme (JSON: method and options), package_version
+    /times                 (n,) float64
+    /densities             (n, *grid.shape) float64, chunked one time per chunk, gzip
+    /axes/axis_<a>         cell centres of axis a
+    /diagnostics/<name>    (n,) float64: kl, fisher, tv, mass, ratio, e_lap, e_grad2
+    /diagnostics/mean      (n, d), /diagnostics/cov (n, d, d)
+    /refinement/           optional (solve(..., refine=True)): kl, kl_error, kl_extrapolated,
+                           ratio*, density_error, densities_extrapolated; attrs cells, order,
+                           reliable, observed_order_<quantity>
+
+Files are written atomically: to a temporary name in the same folder, then
+renamed, so a crash never leaves a half-written file under the final name
+(:mod:`fokkerplanck._core.files`).
+
+Reading a file never imports or runs code: an energy spec that names user
+kernels (:class:`~fokkerplanck.energies.Custom`) is rebuilt only when the
+caller passes the energy or allows its modules; otherwise the trajectory
+loads with :class:`SpecOnlyEnergy` and answers its diagnostics from the
+values stored in the file.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from functools import cached_property
+
+import h5py
+import numpy as np
+from scipy.special import logsumexp
+
+from fokkerplanck import diagnostics as D
+from fokkerplanck import energies as E
+from fokkerplanck._core.files import atomic_h5, open_h5
+from fokkerplanck.operators.fluxes import faces, sg_fisher
+from fokkerplanck.grid import Grid
+
+__all__ = ["Trajectory", "atomic_h5", "SpecOnlyEnergy", "MASS_TOL"]
+
+MASS_TOL = 1e-3  # |mass - 1| above which a diagnostic of probability laws warns
+
+FORMAT = "fokkerplanck.results"
+VERSION = 1
+
+
+class SpecOnlyEnergy:
+    """Stands in for an energy that a file names but that was not allowed to load
+    (user code): it has the spec and the dimension, and raises on evaluation."""
+
+    def __init__(self, spec: dict, reason: str):
+        self.spec, self.reason = spec, reason
+        self.dim = int(spec.get("dim", 0)) if isinstance(spec.get("dim", 0), int) else 0
+
+    def to_spec(self) -> dict:
+        return self.spec
+
+    def _refuse(self, *args, **kwargs):
+        raise ValueError(f"the energy of this file was not rebuilt: {self.reason}")
+
+    value = grad = laplacian = hessian = residual = log_partition = lap_and_grad2 = _refuse
+
+    @property
+    def kernels(self):
+        self._refuse()
+
+    def __repr__(self):
+        return f"SpecOnlyEnergy({self.spec.get('type')!r}: not loaded)"
+
+
+class Trajectory:
+    """Grid densities at saved times, with diagnostics against ``rho* ~ exp(-U/T)``.
+
+    Attributes: ``times`` (n,), ``densities`` (n, *grid.shape), ``grid``,
+    ``energy``, ``temperature``, ``flow`` (``"fokker-planck"`` or
+    ``"continuity"``), ``scheme`` (dict: method and options), ``info`` (dict of
+    run statistics).
+    """
+
+    def __init__(self, grid: Grid, times, densities, energy, temperature: float, *, flow: str,
+                 scheme: dict, info: dict | None = None):
+        self.grid = grid
+        self.times = np.asarray(times, dtype=float)
+        self.densities = np.asarray(densities, dtype=float)
+        if self.densities.shape != (self.times.size, *grid.shape):
+            raise ValueError(f"densities must have shape {(self.times.size, *grid.shape)}, got {self.densities.shape}")
+        self.energy = energy
+        self.temperature = float(temperature)
+        self.flow = flow
+        self.scheme = dict(scheme)
+        self.info = dict(info or {})
+        self.stored: dict = {}  # diagnostics read from a file (used when the energy is not loaded)
+        self.refinement = None  # Richardson error estimates (solve(..., refine=True))
+
+    def __len__(self):
+        return self.times.size
+
+    def __repr__(self):
+        return (f"Trajectory(flow={self.flow!r}, method={self.scheme.get('method')!r}, {len(self)} times in "
+                f"[{self.times[0]:g}, {self.times[-1]:g}], grid={self.grid.cells})")
+
+    # -- the reference law --------------------------------------------------------
+    @cached_property
+    def energy_values(self) -> np.ndarray:
+        return self.grid.evaluate(self.energy)
+
+    @cached_property
+    def log_gibbs(self) -> np.ndarray:
+        """Log of the normalised discrete Gibbs density (finite where it underflows)."""
+        L = -self.energy_values / self.temperature
+        return L - (logsumexp(L) + np.log(self.grid.cell_volume))
+
+    @cached_property
+    def gibbs(self) -> np.ndarray:
+        """Normalised discrete Gibbs density on the grid."""
+        return np.exp(self.log_gibbs)
+
+    # -- diagnostics -------------------------------------------------------------------
+    def mass(self) -> np.ndarray:
+        return self.densities.reshape(len(self), -1).sum(axis=1) * self.grid.cell_volume
+
+    @property
+    def energy_loaded(self) -> bool:
+        return not isinstance(self.energy, SpecOnlyEnergy)
+
+    def _stored(self, name: str):
+        """A diagnostic from the file, when the energy that computes it was not loaded."""
+        if self.energy_loaded:
+            return None
+        if name not in self.stored:
+            raise ValueError(f"{name}: the file stores no such diagnostic and its energy was not rebuilt "
+                             f"({self.energy.reason})")
+        return self.stored[name]
+
+    def _warn_mass(self, what: str) -> None:
+        """A diagnostic of probability laws on a density that lost (or gained) mass says so."""
+        m = self.mass()
+        bad = np.abs(m - 1.0) > MASS_TOL
+        if bad.any():
+            k = int(np.argmax(np.abs(m - 1.0)))
+            warnings.warn(f"{what} of densities whose grid mass is not 1 (mass {m[k]:.6g} at t = {self.times[k]:g}; "
+                          f"{int(bad.sum())} of {len(self)} times off by more than {MASS_TOL:g}): mass left the box "
+                          "or is unresolved on the grid, so this is not a divergence between probability laws",
+                          RuntimeWarning, stacklevel=3)
+
+    def kl(self) -> np.ndarray:
+        """``KL(rho_t || rho*)`` against the discrete Gibbs law on the same grid
+        (warns when a density's mass is not 1; NaN stays NaN)."""
+        if (v := self._stored("kl")) is not None:
+            return v
+        self._warn_mass("KL")
+        return D.kl_grid(self.grid, self.densities, self.log_gibbs)
+
+    def w2(self, reference=None) -> np.ndarray:
+        """``W2(rho_t, reference)`` at every time (:mod:`fokkerplanck.wasserstein`):
+        exactly through quantile functions on 1D grids; on 2D/3D grids the exact transport
+        between cell masses at the cell centres (POT, the extra ``ot``; a few thousand
+        cells at most).  ``reference`` defaults to the discrete Gibbs law.  Densities are
+        renormalised to mass 1 (with the mass warning)."""
+        from fokkerplanck.wasserstein import clean_density, w2_grid, w2_grids
+
+        w2 = w2_grid if self.grid.ndim == 1 else w2_grids
+        self._warn_mass("W2")
+        ref = self.gibbs if reference is None else reference
+        return np.array([w2(self.grid, clean_density(self.grid, r), ref) for r in self.densities])
+
+    def fisher(self) -> np.ndarray:
+        """Discrete relative Fisher information consistent with the Scharfetter-Gummel
+        scheme: ``d/dt KL = -T I`` holds exactly for the semi-discrete Fokker-Planck flow."""
+        if (v := self._stored("fisher")) is not None:
+            return v
+        return sg_fisher(self.grid, self.energy_values, self.temperature, self.densities, self._faces)
+
+    @cached_property
+    def _faces(self):
+        return faces(self.grid)
+
+    def tv(self) -> np.ndarray:
+        if (v := self._stored("tv")) is not None:
+            return v
+        return D.tv_grid(self.grid, self.densities, self.gibbs)
+
+    def expect(self, f) -> np.ndarray:
+        """``E_{rho_t}[f]`` for ``f`` a callable on (N, d) points or an array of cell
+        values (grid shape, or (size,) / (size, k) flat): shape (n,) or (n, k)."""
+        vals = f(self.grid.points) if callable(f) else np.asarray(f, dtype=float)
+        vals = np.asarray(vals, dtype=float)
+        flat = vals.reshape(self.grid.size) if vals.size == self.grid.size else vals.reshape(self.grid.size, -1)
+        return D.expect_grid(self.grid, self.densities, flat)
+
+    def mean(self) -> np.ndarray:
+        return D.expect_grid(self.grid, self.densities, self.grid.points).reshape(len(self), -1)
+
+    def cov(self) -> np.ndarray:
+        X = self.grid.points
+        m = self.mean()
+        second = D.expect_grid(self.grid, self.densities, np.einsum("ni,nj->nij", X, X).reshape(self.grid.size, -1))
+        d = self.grid.ndim
+        return second.reshape(len(self), d, d) - np.einsum("ti,tj->tij", m, m)
+
+    @cached_property
+    def _ratio_terms(self):
+        if (v := self._stored("e_lap")) is not None:
+            return v, self._stored("e_grad2")
+        return D.ratio_terms_grid(self.grid, self.densities, self.energy)
+
+    def e_lap(self) -> np.ndarray:
+        return self._ratio_terms[0]
+
+    def e_grad2(self) -> np.ndarray:
+        return self._ratio_terms[1]
+
+    def ratio(self) -> np.ndarray:
+        """``R_t = T E[lap U] / E[|grad U|^2]``."""
+        if (v := self._stored("ratio")) is not None:
+            return v
+        elap, eg2 = self._ratio_terms
+        return self.temperature * elap / eg2
+
+    # -- storage --------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the trajectory and its diagnostics to HDF5 (atomically)."""
+        with atomic_h5(path) as f:
+            self.write(f)
+
+    def write(self, g: h5py.Group) -> None:
+        from fokkerplanck import __version__
+
+        g.attrs.update({
+            "format": FORMAT, "version": VERSION, "flow": self.flow, "temperature": self.temperature,
+            "energy": json.dumps(E.spec_of(self.energy)), "grid": json.dumps(self.grid.to_spec()),
+            "scheme": json.dumps(self.scheme), "info": json.dumps(self.info, default=float),
+            "package_version": __version__,
+        })
+        g.create_dataset("times", data=self.times)
+        chunks = (1, *self.grid.shape)
+        g.create_dataset("densities", data=self.densities, chunks=chunks, compression="gzip", compression_opts=4,
+                         shuffle=True)
+        ax = g.create_group("axes")
+        for a, c in enumerate(self.grid.axes):
+            ax.create_dataset(f"axis_{a}", data=c)
+        dg = g.create_group("diagnostics")
+        with warnings.catch_warnings():  # the caller has seen the mass warning of kl() already, if any
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for name in ("kl", "fisher", "tv", "mass", "ratio", "e_lap", "e_grad2", "mean", "cov"):
+                dg.create_dataset(name, data=getattr(self, name)())
+        if self.refinement is not None:
+            self.refinement.write(g.create_group("refinement"))
+
+    @classmethod
+    def load(cls, path, group: str | None = None, *, energy=None, allow_modules=()) -> "Trajectory":
+        """Read a file written by :meth:`save`, or one flow's group of an ``fpk run``
+        file (``group``: ``"fokker-planck"`` or ``"continuity"``, default the first
+        present); a foreign or damaged file raises a ValueError that says what is wrong.
+
+        Reading never imports code.  The energy is rebuilt from the file's spec
+        through the registry of energy types; a :class:`~fokkerplanck.energies.Custom`
+        energy only when ``energy`` is given (it must have the stored spec) or its
+        modules are listed in ``allow_modules``.  Otherwise the trajectory holds a
+        :class:`SpecOnlyEnergy` and its diagnostics come from the file."""
+        import os
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such file")
+        with open_h5(path) as f:
+            if f.attrs.get("format") == "fokkerplanck.run":
+                names = [k for k in ("fokker-planck", "continuity") if k in f]
+                g = group or (names[0] if names else None)
+                if g not in names:
+                    raise ValueError(f"{path} has no trajectory group {g!r}; available: {names}")
+                return cls.read(f[g], f"{path}:{g}", energy=energy, allow_modules=allow_modules)
+            if group is not None:
+                raise ValueError(f"{path} is a single trajectory, not an fpk run file: it has no group {group!r}")
+            return cls.read(f, str(path), energy=energy, allow_modules=allow_modules)
+
+    @classmethod
+    def read(cls, g: h5py.Group, where: str = "group", *, energy=None, allow_modules=()) -> "Trajectory":
+        fmt = g.attrs.get("format")
+        if fmt != FORMAT:
+            raise ValueError(f"{where} is not a fokkerplanck trajectory (format attribute {fmt!r})")
+        try:
+            ver = int(g.attrs.get("version", -1))
+        except (TypeError, ValueError):
+            ver = -1
+        if ver != VERSION:
+            raise ValueError(f"{where} has trajectory layout version {_plain(g.attrs.get('version'))!r}; "
+                             f"this toolkit reads version {VERSION}")
+        missing = [k for k in ("times", "densities") if k not in g or not isinstance(g[k], h5py.Dataset)]
+        if missing:
+            raise ValueError(f"{where} is damaged: missing datasets {missing}")
+        try:
+            grid = Grid.from_spec(_json_attr(g, "grid"))
+            spec = _json_attr(g, "energy")
+            temperature = float(g.attrs["temperature"])
+            if energy is not None:
+                if E.spec_of(energy) != spec:
+                    raise ValueError(f"{where}: the energy passed ({energy!r}) is not the one stored in the file")
+            else:
+                try:
+                    energy = E.from_spec(spec, allow_modules=allow_modules)
+                except E.UnresolvedEnergyError as exc:
+                    energy = SpecOnlyEnergy(spec, str(exc))
+            dset = g["densities"]
+            want = (g["times"].shape[0] if g["times"].ndim == 1 else -1, *grid.shape)
+            if dset.shape != want or dset.dtype.kind != "f":
+                raise ValueError(f"{where} is damaged: densities of shape {dset.shape} ({dset.dtype}) do not "
+                                 f"match {want} (times x grid)")
+            from fokkerplanck._core.validate import check_memory
+
+            check_memory(8.0 * np.prod(dset.shape), f"{where}: the densities")
+            times = g["times"][()]
+            tr = cls(grid, times, dset[()], energy, temperature,
+                     flow=str(g.attrs["flow"]), scheme=json.loads(g.attrs["scheme"]),
+                     info=json.loads(g.attrs.get("info", "{}")))
+            if "diagnostics" in g:
+                tr.stored = {k: v[()] for k, v in g["diagnostics"].items() if isinstance(v, h5py.Dataset)}
+            if "refinement" in g:
+                from fokkerplanck.flows.refine import Refinement
+
+                tr.refinement = Refinement.read(g["refinement"])
+            return tr
+        except (KeyError, json.JSONDecodeError, OSError, TypeError) as exc:
+            raise ValueError(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
+        except ValueError as exc:
+            if str(exc).startswith(where):
+                raise
+            raise ValueError(f"{where}: {exc}") from None
+
+
+def _plain(v):
+    """An HDF5 attribute as a plain Python value (for messages)."""
+    return v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v
+
+
+def _json_attr(g, key):
+    """A JSON attribute as a dict (a damaged one is a ValueError naming it)."""
+    raw = g.attrs[key]
+    if isinstance(raw, bytes):
+        raw = raw.decode()
+    if not isinstance(raw, str):
+        raise ValueError(f"attribute {key!r} is not JSON text")
+    out = json.loads(raw)
+    if not isinstance(out, dict):
+        raise ValueError(f"attribute {key!r} is not a JSON object")
+    return out
