@@ -1,6 +1,12 @@
 """particles: numba-accelerated particle integrators for the Langevin SDE and the
-deterministic gradient flow, with estimators of KL, R_t and moments."""
-from particles import estimators
-from particles.ensemble import Ensemble, gradient_flow, langevin
+deterministic gradient flow, with estimators of KL, R_t and moments.
 
-__all__ = ["langevin", "gradient_flow", "Ensemble", "estimators"]
+What to save is a :class:`Save`, where to run a :class:`Shards`; the same objects for
+:func:`langevin`, :func:`gradient_flow`, :func:`particles.annealed.annealed_langevin`,
+:func:`particles.jumps.simulate` and :func:`fokkerplanck.discrete.mixed.simulate`."""
+from particles import ensemble, estimators
+from particles.api import gradient_flow, langevin
+from particles.ensemble import Ensemble
+from particles.options import Save, Shards
+
+__all__ = ["langevin", "gradient_flow", "Ensemble", "Save", "Shards", "estimators"]

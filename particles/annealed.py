@@ -18,8 +18,12 @@ from fokkerplanck._core.validate import finite_array, positive_float
 from fokkerplanck.energies import Custom
 from fokkerplanck.energies.blocks import WRITTEN, block_kernels, block_params
 
-from particles.integrators import langevin_kernel
 from fokkerplanck._core.rng import seed_key
+from fokkerplanck.flows.lagrangian import integrate_characteristics
+
+from particles.ensemble import _vectorised, check_particles
+from particles.integrators import LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
+from particles.options import Save, save_from_keywords
 
 __all__ = ["annealed_langevin", "path_gradient_flow", "path_flow", "AnnealedRun"]
 
@@ -36,96 +40,97 @@ class AnnealedRun:
         return f"AnnealedRun({self.positions.shape[1]} particles, {self.times.size} saves to t={self.times[-1]:g})"
 
 
-def _setup(path, x0, dt, n_steps, duration, save_every, box):
+def _setup(path, x0, dt, n_steps, duration, box, save, where):
     """The checks shared by the path integrators: the step, the horizon (default ``n_steps * dt``,
-    never shorter than the run), and the particles, box and saves as :func:`particles.langevin`'s."""
-    from particles.ensemble import _check_common
-
+    never shorter than the run), the particles and box as :func:`particles.langevin`'s, and the
+    save steps of ``save`` (snapshots in memory only)."""
     dt = positive_float(dt, "dt")
     duration = n_steps * dt if duration is None else positive_float(duration, "duration")
     if n_steps * dt > duration * (1 + 1e-9):
         raise ValueError(f"n_steps * dt = {n_steps * dt:g} runs past duration = {duration:g}")
-    return (*_check_common(path.at(0.0), finite_array(x0, "x0"), dt, n_steps, save_every, box), duration)
+    save.positions_only(where)
+    X, dt, n_steps, lo, hi = check_particles(path.at(0.0), finite_array(x0, "x0"), dt, n_steps, box)
+    return X, dt, n_steps, lo, hi, duration, save.steps(n_steps, dt)
 
 
 def annealed_langevin(path, x0, dt: float, n_steps: int, *, duration: float | None = None,
-                      temperature: float = 1.0, seed: int = 0, save_every: int | None = None,
-                      box=None, method: str = "euler-maruyama") -> AnnealedRun:
+                      temperature: float = 1.0, seed: int = 0, box=None, method: str = "euler-maruyama",
+                      save: Save | None = None, save_every: int | None = None) -> AnnealedRun:
     """Langevin along ``path`` over ``[0, duration]`` (default ``n_steps * dt``); ``method`` one of
     :data:`particles.integrators.LANGEVIN_SCHEMES` (MALA: each step's Metropolis test is against
     the energy frozen at that step, so it is exact for the frozen law, not for the moving one;
-    ``acceptance`` per particle)."""
-    from particles.ensemble import _vectorised
-    from particles.integrators import LANGEVIN_SCHEMES
-
+    ``acceptance`` per particle).  ``save``: a :class:`particles.Save` (``every`` or ``times``;
+    snapshots in memory); ``save_every=`` is ``Save(every=...)``."""
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
-
+    save = save_from_keywords(save, "annealed_langevin", save_every=save_every)
     T = positive_float(temperature, "temperature")
-    X, dt, n_steps, save_every, lo, hi, duration = _setup(path, x0, dt, n_steps, duration, save_every, box)
+    X, dt, n_steps, lo, hi, duration, steps = _setup(path, x0, dt, n_steps, duration, box, save,
+                                                              "annealed_langevin")
     k0, k1 = seed_key(seed)
     status = np.zeros(X.shape[0], dtype=np.int8)
     accepted = np.zeros(X.shape[0], dtype=np.int64)
-    saves, times = [X.copy()], [0.0]
+    saves, times = [], []
     k = 0
-    while k < n_steps:
-        stop = min(n_steps, (k // save_every + 1) * save_every)   # the next save
-        U = path.at(min(k * dt / duration, 1.0))
-        if U.has_kernels:
-            # one call for the stretch: a row of block parameters per step, as long as the energies
-            # share their kernels (they do along the built-in paths: only parameters move)
-            blocks = block_kernels(U)
-            p0 = block_params(U, np.float64)
-            end = min(stop, k + max(1, TABLE_BYTES // (8 * p0.size)))
-            ts = np.minimum(np.arange(k, end) * dt / duration, 1.0)
-            fast = type(U) in WRITTEN or isinstance(U, Custom)   # block parameters = the energy's own
-            rows = path.param_rows(ts) if fast and hasattr(path, "param_rows") else None
-            if rows is None:
-                rows = [p0]
-                for j in range(k + 1, end):
-                    Uj = path.at(min(j * dt / duration, 1.0))
-                    pj = block_params(Uj, np.float64) if Uj.has_kernels else None
-                    if pj is None or pj.size != p0.size or block_kernels(Uj) is not blocks:
-                        break
-                    rows.append(pj)
-                rows = np.array(rows)
-            langevin_kernel(blocks, method)(X, k, len(rows), dt, T, rows, k0, k1, lo, hi, status, accepted, 0)
-            k += len(rows)
-        else:
-            _vectorised("langevin", U, X, method, "float64")(X, k, 1, dt, T, U.params, k0, k1, lo, hi, status,
-                                                             accepted, 0)
-            k += 1
-        if k % save_every == 0 or k == n_steps:
-            saves.append(X.copy())
-            times.append(k * dt)
+    for stop in steps:   # the next save
+        while k < stop:
+            U = path.at(min(k * dt / duration, 1.0))
+            if U.has_kernels:
+                # one call for the stretch: a row of block parameters per step, as long as the energies
+                # share their kernels (they do along the built-in paths: only parameters move)
+                blocks = block_kernels(U)
+                p0 = block_params(U, np.float64)
+                end = min(stop, k + max(1, TABLE_BYTES // (8 * p0.size)))
+                ts = np.minimum(np.arange(k, end) * dt / duration, 1.0)
+                fast = type(U) in WRITTEN or isinstance(U, Custom)   # block parameters = the energy's own
+                rows = path.param_rows(ts) if fast and hasattr(path, "param_rows") else None
+                if rows is None:
+                    rows = [p0]
+                    for j in range(k + 1, end):
+                        Uj = path.at(min(j * dt / duration, 1.0))
+                        pj = block_params(Uj, np.float64) if Uj.has_kernels else None
+                        if pj is None or pj.size != p0.size or block_kernels(Uj) is not blocks:
+                            break
+                        rows.append(pj)
+                    rows = np.array(rows)
+                langevin_kernel(blocks, method)(X, k, len(rows), dt, T, rows, k0, k1, lo, hi, status, accepted, 0)
+                k += len(rows)
+            else:
+                _vectorised("langevin", U, X, method, "float64")(X, k, 1, dt, T, U.params, k0, k1, lo, hi, status,
+                                                                 accepted, 0)
+                k += 1
+        saves.append(X.copy())
+        times.append(k * dt)
     run = AnnealedRun(np.array(times), np.array(saves), status)
     run.acceptance = accepted / max(n_steps, 1) if method == "mala" else None
     return run
 
 
 def path_gradient_flow(path, x0, dt: float, n_steps: int, *, duration: float | None = None, logrho0=None,
-                       save_every: int | None = None, box=None) -> AnnealedRun:
+                       box=None, save: Save | None = None, save_every: int | None = None) -> AnnealedRun:
     """The deterministic flow ``dX/dt = -grad U(X, t)`` along ``path`` by explicit Euler with the
     energy frozen at ``t_k`` (first order in the step, the time dependence included), carrying
     ``log rho_t(X_t)`` by the exact log-determinant of each Euler map (``logrho0`` (N,) at the start;
-    default 0, so the increments).  ``logdensity`` (n_saves, N) on the result."""
-    from particles.ensemble import _vectorised
-    from particles.integrators import flow_kernel
-
-    X, dt, n_steps, save_every, lo, hi, duration = _setup(path, x0, dt, n_steps, duration, save_every, box)
+    default 0, so the increments).  ``logdensity`` (n_saves, N) on the result.  ``save`` as for
+    :func:`annealed_langevin`."""
+    save = save_from_keywords(save, "path_gradient_flow", save_every=save_every)
+    X, dt, n_steps, lo, hi, duration, steps = _setup(path, x0, dt, n_steps, duration, box, save,
+                                                              "path_gradient_flow")
     LOG = np.zeros(X.shape[0]) if logrho0 is None else finite_array(logrho0, "logrho0", shape=(X.shape[0],)).copy()
     status = np.zeros(X.shape[0], dtype=np.int8)
-    saves, logs, times = [X.copy()], [LOG.copy()], [0.0]
-    for k in range(n_steps):
-        U = path.at(min(k * dt / duration, 1.0))
-        if U.has_kernels:
-            flow_kernel(U.kernels, "euler", True)(X, LOG, 1, dt, U.params, lo, hi, status)
-        else:
-            _vectorised("gradient", U, X, "euler", "float64", True)(X, LOG, 1, dt, U.params, lo, hi, status)
-        if (k + 1) % save_every == 0 or k + 1 == n_steps:
-            saves.append(X.copy())
-            logs.append(LOG.copy())
-            times.append((k + 1) * dt)
+    saves, logs, times = [], [], []
+    k = 0
+    for stop in steps:
+        while k < stop:
+            U = path.at(min(k * dt / duration, 1.0))
+            if U.has_kernels:
+                flow_kernel(U.kernels, "euler", True)(X, LOG, 1, dt, U.params, lo, hi, status)
+            else:
+                _vectorised("gradient", U, X, "euler", "float64", True)(X, LOG, 1, dt, U.params, lo, hi, status)
+            k += 1
+        saves.append(X.copy())
+        logs.append(LOG.copy())
+        times.append(k * dt)
     run = AnnealedRun(np.array(times), np.array(saves), status)
     run.logdensity = np.array(logs)
     return run
@@ -141,8 +146,6 @@ def path_flow(path, x0, times, *, duration: float = 1.0, logrho0=None, rtol: flo
     counterpart of :func:`path_gradient_flow` (Euler with frozen steps): no step to choose,
     and its error is the ODE tolerance, not ``O(dt)``.  Particles that fail to converge raise
     :class:`~fokkerplanck.flows.lagrangian.CharacteristicsError`."""
-    from fokkerplanck.flows.lagrangian import integrate_characteristics
-
     X = finite_array(x0, "x0")
     if X.ndim != 2 or X.shape[1] != path.dim:
         raise ValueError(f"x0 must have shape (N, {path.dim}), got {X.shape}")

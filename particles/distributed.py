@@ -1,10 +1,11 @@
 """Ensembles sharded over a Dask cluster, bit-identical to one process.
 
-``particles.langevin(..., client=client)`` and ``particles.gradient_flow(...,
-client=client)`` land here.  The ensemble is cut into shards of consecutive
+``particles.langevin(..., shards=Shards(client))`` and ``particles.gradient_flow(...,
+shards=Shards(client))`` (or the older ``client=client``) land here.  The ensemble is cut into shards of consecutive
 global particle indices (a multiple of :data:`particles.summaries.BLOCK`);
 each shard is one Dask task that rebuilds the energy from its spec and runs
-the in-process integrator with ``index_offset`` = the shard's first index.
+the in-process runner of :mod:`particles.ensemble` with ``index_offset`` = the
+shard's first index.
 Counter-based noise (Philox keyed by seed, global index, step) makes every
 particle's path the same bits wherever it runs, and the per-save summaries are
 merged from block statistics in block order (:mod:`particles.summaries`), so
@@ -36,9 +37,16 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
+import fokkerplanck.energies as E
+from fokkerplanck._core.rng import STREAM_INIT, normals
+from fokkerplanck.densities import Gaussian
+
 from particles import summaries as sm
+from particles.ensemble import Ensemble, check_particles, run_gradient_flow, run_langevin, summary_arrays, warn_lost
+from particles.options import Save, Shards
 
 __all__ = ["GaussianInit", "shard_ranges", "run_sharded"]
 
@@ -67,14 +75,10 @@ class GaussianInit:
         return (self.n, len(self.mean))
 
     def sample_range(self, start: int, stop: int) -> np.ndarray:
-        from fokkerplanck._core.rng import STREAM_INIT, normals
-
         z = normals(self.seed, stop - start, 0, len(self.mean), STREAM_INIT, start=start)
         return np.asarray(self.mean) + z @ np.linalg.cholesky(np.asarray(self.cov)).T
 
     def logpdf(self, x) -> np.ndarray:
-        from fokkerplanck.densities import Gaussian
-
         return Gaussian(self.mean, self.cov).logpdf(x)
 
 
@@ -95,69 +99,62 @@ def set_threads(threads: int | None) -> None:
     """Numba threads of the calling thread (a Dask task's): ``None`` keeps numba's default.
     Set per task at run time, not through NUMBA_NUM_THREADS, which numba fixes at import."""
     if threads is not None:
-        import numba
-
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
-def _shard_task(kind, spec, x0, start, stop, logrho0, kwargs, threads=None):
+def _shard_task(kind, spec, x0, start, stop, logrho0, save, kwargs, threads=None):
     """One shard, in a worker: rebuild the energy, run in-process, return the mergeable parts."""
-    import fokkerplanck.energies as E
-
     set_threads(threads)
-
-    from particles import ensemble
-
     energy = E.from_spec(spec, allow_modules=E.custom_modules(spec))
     X = x0.sample_range(start, stop) if hasattr(x0, "sample_range") else x0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if kind == "langevin":
-            ens = ensemble.langevin(energy, X, index_offset=start, **kwargs)
+            ens = run_langevin(energy, X, index_offset=start, save=save, **kwargs)
         else:
             lr = logrho0.logpdf(X) if hasattr(logrho0, "logpdf") else logrho0
-            ens = ensemble.gradient_flow(energy, X, logrho0=lr, **kwargs)
+            ens = run_gradient_flow(energy, X, logrho0=lr, save=save, **kwargs)
     return {"positions": ens.positions, "logdensity": ens.logdensity, "stats": ens.block_stats,
             "alive": ens.alive, "status": ens.status, "acceptance": ens.acceptance, "times": ens.times,
             "steps": ens.steps, "meta": ens.meta, "histograms": ens.histograms,
             "warnings": [str(w.message) for w in caught]}
 
 
-def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None, progress=False, threads=None,
-                **kwargs):
-    """Run ``kind`` (``"langevin"`` or ``"gradient"``) on ``client``; returns an Ensemble.
-    ``threads``: numba threads per shard task (default numba's: all cores of the worker's
-    machine; set it to cores / tasks-per-machine when several workers share a machine)."""
-    from particles.ensemble import Ensemble, _summary_arrays, _warn_lost
-
-    store = kwargs.get("store", "memory")
-    if store not in ("memory", "summaries"):
-        raise ValueError("with client=, store must be 'memory' or 'summaries' (a file path would need every "
-                         "position on the client; gather store='memory' and save it, or keep summaries)")
-    if kwargs.get("summaries") is False:
-        raise ValueError("with client=, summaries are the merged result: summaries=False is not supported")
+def run_sharded(kind: str, energy, x0, *, shards: Shards, save: Save, logrho0=None, progress=False,
+                **kwargs) -> Ensemble:
+    """Run ``kind`` (``"langevin"`` or ``"gradient"``) in shards on ``shards.client``; returns
+    the :class:`Ensemble` of the in-process run, bit for bit.  ``shards.threads``: numba threads
+    per shard task (default numba's: all cores of the worker's machine; set it to cores /
+    tasks-per-machine when several workers share a machine).  ``kwargs``: the integrator's own."""
+    if save.store not in ("memory", "summaries"):
+        raise ValueError("with shards (client=), Save.store must be 'memory' or 'summaries' (a file path would "
+                         "need every position on the client; gather store='memory' and save it, or keep summaries)")
+    if not save.summaries:
+        raise ValueError("with shards (client=), summaries are the merged result: Save.summaries=False is not "
+                         "supported")
     if kind == "langevin" and kwargs.get("index_offset", 0):
-        raise ValueError("index_offset is set by the shards; pass client=None to run one shard yourself")
+        raise ValueError("index_offset is set by the shards; run without shards to run one shard yourself")
     kwargs.pop("index_offset", None)
     if not hasattr(x0, "sample_range"):  # bad input fails here, not in a worker
-        from particles.ensemble import _check_common
-
-        x0 = _check_common(energy, x0, kwargs["dt"], kwargs["n_steps"], kwargs.get("save_every"), kwargs.get("box"))[0]
+        x0 = check_particles(energy, x0, kwargs["dt"], kwargs["n_steps"], kwargs.get("box"))[0]
+    save.steps(int(kwargs["n_steps"]), float(kwargs["dt"]))  # a bad schedule fails here too
     n = x0.shape[0]
+    client = shards.client
     n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-    shards = shard_ranges(n, shard_size, n_workers, kwargs.get("summary_block", sm.BLOCK))
+    ranges = shard_ranges(n, shards.size, n_workers, save.summary_block)
     if not energy.has_kernels:
         raise ValueError(f"a Dask run ships the energy to its workers as a spec (data, never code); {energy!r} is "
-                         "given by Python callables: run it in process (client=None)")
+                         "given by Python callables: run it in process (no shards)")
     spec = energy.to_spec()
     t0 = time.perf_counter()
     futures = []
     # Array shards travel inside their task, not scattered: a task whose worker dies is rerun
     # from its definition, whereas scattered data dies with the worker that held it.
-    for a, b in shards:
+    for a, b in ranges:
         xs = x0 if hasattr(x0, "sample_range") else np.ascontiguousarray(x0[a:b])
         lr = logrho0 if (logrho0 is None or hasattr(logrho0, "logpdf")) else np.ascontiguousarray(logrho0[a:b])
-        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, kwargs, threads, pure=False))
+        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, save, kwargs, shards.threads,
+                                     pure=False))
     if progress:
         from dask.distributed import progress as dask_progress
 
@@ -169,13 +166,13 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
         stats = [np.concatenate([p["stats"][j] for p in parts], axis=0) for j in range(len(first["times"]))]
     d = energy.dim
     T = first["meta"]["temperature"]
-    summ = _summary_arrays(stats, d, T) if stats is not None else {}
+    summ = summary_arrays(stats, d, T) if stats is not None else {}
     status = np.concatenate([p["status"] for p in parts])
     positions = np.concatenate([p["positions"] for p in parts], axis=1) if first["positions"] is not None else None
     logs = np.concatenate([p["logdensity"] for p in parts], axis=1) if first["logdensity"] is not None else None
     acc = np.concatenate([p["acceptance"] for p in parts]) if first["acceptance"] is not None else None
     meta = dict(first["meta"])
-    meta.update(n_particles=n, shards=len(shards), shard_size=shards[0][1] - shards[0][0],
+    meta.update(n_particles=n, shards=len(ranges), shard_size=ranges[0][1] - ranges[0][0],
                 wall_time=time.perf_counter() - t0, workers=n_workers)
     meta.pop("index_offset", None)
     if acc is not None:
@@ -183,7 +180,7 @@ def run_sharded(kind: str, energy, x0, *, client, shard_size=None, logrho0=None,
     for msg in dict.fromkeys(m for p in parts for m in p["warnings"]):
         if "particles" not in msg:  # counts are re-reported below for the whole ensemble
             warnings.warn(f"(from a shard) {msg}", RuntimeWarning, stacklevel=3)
-    escaped, nonfinite = _warn_lost(status)
+    escaped, nonfinite = warn_lost(status)
     alive = np.sum([p["alive"] for p in parts], axis=0)
     hist = np.sum([p["histograms"] for p in parts], axis=0) if first["histograms"] is not None else None
     return Ensemble(first["times"], first["steps"], positions, logs, summ, alive, escaped, nonfinite, acc, meta, None,

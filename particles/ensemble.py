@@ -1,19 +1,23 @@
-"""Running ensembles: seeding, the save schedule, storage, progress, the result.
+"""Ensembles in this process: the result (:class:`Ensemble`), the save loop, the
+in-process runners.
 
-``langevin(energy, x0, dt, n_steps, ...)`` and ``gradient_flow(energy, x0, dt,
-n_steps, ...)`` call the compiled kernels of :mod:`particles.integrators`
-between saves; Python work scales with the number of saves, not steps.
+``run_langevin`` and ``run_gradient_flow`` run a whole ensemble, or one shard of a
+sharded one (:mod:`particles.distributed` calls them on its workers); the public
+:func:`particles.langevin` / :func:`particles.gradient_flow` (:mod:`particles.api`)
+choose between them and the sharded run.  They call the compiled kernels of
+:mod:`particles.integrators` between saves; Python work scales with the number of
+saves, not steps.
 
-Storage (``store=``): ``"memory"`` keeps every saved snapshot (n_saves, N, d);
-``"summaries"`` keeps only per-save summaries (moments, ``E[lap U]``,
-``E[|grad U|^2]``, ``R_t``, tracked KL); a file path streams the snapshots
-to HDF5 one save at a time (atomically: the file appears under its name only
-when the run has finished) and keeps the summaries in memory.
+What is saved is a :class:`particles.Save`.  Storage (``Save.store``): ``"memory"``
+keeps every saved snapshot (n_saves, N, d); ``"summaries"`` keeps only per-save
+summaries (moments, ``E[lap U]``, ``E[|grad U|^2]``, ``R_t``, tracked KL); an HDF5
+path streams the snapshots to the file one save at a time (atomically: the file
+appears under its name only when the run has finished) and keeps the summaries in
+memory.
 """
 from __future__ import annotations
 
 import json
-import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -27,10 +31,13 @@ from fokkerplanck.energies.base import lenient
 from fokkerplanck.energies.blocks import block_kernels, block_params
 
 from particles import summaries as sm
+from particles.options import Save
 from particles.integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
+from particles.vectorised import flow_stepper, langevin_stepper
 from fokkerplanck._core.rng import seed_key
 
-__all__ = ["Ensemble", "EnsembleInterrupted", "langevin", "gradient_flow", "CHUNK_WORK"]
+__all__ = ["Ensemble", "EnsembleInterrupted", "run_langevin", "run_gradient_flow", "check_particles", "summary_arrays",
+           "warn_lost", "CHUNK_WORK"]
 
 FORMAT = "particles.ensemble"
 VERSION = 1
@@ -99,7 +106,9 @@ def _save_stats(X, ok, energy, T, logrho, log_z, block):
 PRECISIONS = {"float64": np.float64, "float32": np.float32}
 
 
-def _check_common(energy, x0, dt, n_steps, save_every, box):
+def check_particles(energy, x0, dt, n_steps, box):
+    """The checks shared by the stepping integrators: ``(X, dt, n_steps, lo, hi)`` with ``X``
+    a contiguous copy of the particles (N, d) and the box bounds (infinite without a box)."""
     X = finite_array(x0, "x0")
     if X.ndim == 1 and energy.dim == 1:
         X = X[:, None]
@@ -111,9 +120,6 @@ def _check_common(energy, x0, dt, n_steps, save_every, box):
     if int(n_steps) != n_steps or n_steps < 0:
         raise ValueError(f"n_steps must be a non-negative integer, got {n_steps!r}")
     n_steps = int(n_steps)
-    save_every = n_steps if save_every is None else int(save_every)
-    if save_every < 1 and n_steps > 0:
-        raise ValueError(f"save_every must be a positive integer, got {save_every!r}")
     if box is None:
         lo, hi = np.full(energy.dim, -np.inf), np.full(energy.dim, np.inf)
     else:
@@ -126,7 +132,7 @@ def _check_common(energy, x0, dt, n_steps, save_every, box):
         outside = np.any((X < lo) | (X > hi), axis=1)
         if outside.any():
             raise ValueError(f"{int(outside.sum())} particles of x0 lie outside the box")
-    return np.ascontiguousarray(X.copy()), dt, n_steps, max(save_every, 1), lo, hi
+    return np.ascontiguousarray(X.copy()), dt, n_steps, lo, hi
 
 
 def _stability(energy, X, dt, T=None):
@@ -138,7 +144,7 @@ def _stability(energy, X, dt, T=None):
     lam = np.linalg.eigvalsh(energy.hessian(X[idx])).max()
     if dt * lam >= 2.0:
         warnings.warn(f"dt = {dt:g} is beyond the explicit stability limit 2/max eig(hess U) = {2 / lam:.3g} "
-                      "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=3)
+                      "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=4)
 
 
 def _first_call(energy, X):
@@ -152,8 +158,6 @@ def _first_call(energy, X):
 
 def _vectorised(flow, energy, X, method, precision, track=False):
     """The stepper of :mod:`particles.vectorised` for an energy without numba kernels."""
-    from particles.vectorised import flow_stepper, langevin_stepper
-
     if precision != "float64":
         raise ValueError(f"precision={precision!r} needs the energy's numba kernels; {energy!r} is given by "
                          "Python callables and steps in float64")
@@ -167,22 +171,19 @@ def _histogram(X, ok, grid) -> np.ndarray:
     return H.astype(np.int64)
 
 
-def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z, meta, progress, summaries=True,
-         histogram=None, summary_block=sm.BLOCK):
-    if store == "summaries" and not summaries:
-        raise ValueError("store='summaries' with summaries=False would keep nothing")
-    if int(summary_block) != summary_block or summary_block < 1:
-        raise ValueError(f"summary_block must be a positive integer, got {summary_block!r}")
+def _run(energy, X, dt, n_steps, save: Save, advance, *, T, logrho, log_z, meta, progress):
+    """The save loop of the stepping integrators: ``advance(step0, k, status)`` moves the
+    particles ``k`` steps in bounded compiled calls; at each save of ``save`` the positions,
+    summaries and histogram are recorded as it asks."""
+    store, summaries, histogram, summary_block = save.store, save.summaries, save.histogram, save.summary_block
     n, d = X.shape
-    ns = -(-n_steps // save_every) + 1 if n_steps > 0 else 1  # saves at 0, save_every, ..., n_steps
+    ns = save.n_saves(n_steps)
     per_save = 8.0 * (n * (d + 1) if store == "memory" else 0) + 8.0 * 32 * (-(-n // int(summary_block)))
     check_memory(ns * (per_save + 64), f"{ns} saves of {n} particles" + (
         " with store='memory' (use store='summaries' or a file path, or save less often)" if store == "memory" else ""))
-    save_steps = sorted(set(range(0, n_steps, save_every)) | {n_steps})
+    save_steps = save.steps(n_steps, dt).tolist()
     keep = store == "memory"
-    if not keep and not isinstance(store, (str, os.PathLike)):
-        raise ValueError(f"store must be 'memory', 'summaries' or a file path, got {store!r}")
-    path = None if store in ("memory", "summaries") else os.fspath(store)
+    path = save.path
 
     positions = np.empty((ns, n, d)) if keep else None
     logs = np.empty((ns, n)) if (logrho is not None and keep) else None
@@ -217,15 +218,14 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     done = [0]  # saves recorded
 
     def loop(f):
-        record(0, f)
-        done[0] = 1
-        for j in range(1, ns):
-            k = save_steps[j] - save_steps[j - 1]
+        for j in range(ns):
+            s0 = save_steps[j - 1] if j else 0
+            k = save_steps[j] - s0
             a = 0
             while a < k:  # bounded compiled calls: Ctrl-C is seen between them
                 m = min(chunk[0], k - a)
                 tc = time.perf_counter()
-                advance(save_steps[j - 1] + a, m, status)
+                advance(s0 + a, m, status)
                 el = time.perf_counter() - tc
                 if m == chunk[0] and el > 0:  # aim at CHUNK_SECONDS per call (the thread barrier then costs < 1%)
                     chunk[0] = max(1, min(4 * m, int(m * CHUNK_SECONDS / el)))
@@ -237,8 +237,8 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
 
     def result(m, file_path, summ_arrays=None):
         if summ_arrays is None:
-            summ_arrays = _summary_arrays(stats[:m], d, T)
-        escaped, nonfinite = _warn_lost(status)
+            summ_arrays = summary_arrays(stats[:m], d, T)
+        escaped, nonfinite = warn_lost(status)
         st = np.array(save_steps[:m])
         return Ensemble(st * dt, st, None if positions is None else positions[:m],
                         None if logs is None else logs[:m], summ_arrays, alive[:m], escaped, nonfinite, None, meta,
@@ -261,7 +261,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
                 f["steps"] = np.array(save_steps)
                 loop(f)
                 f["alive"] = alive
-                summ_arrays = _summary_arrays(stats, d, T)
+                summ_arrays = summary_arrays(stats, d, T)
                 g = f.create_group("summaries")
                 for key, v in summ_arrays.items():
                     g[key] = v
@@ -276,7 +276,7 @@ def _run(energy, X, dt, n_steps, save_every, advance, *, store, T, logrho, log_z
     return result(ns, path, summ_arrays)
 
 
-def _warn_lost(status) -> tuple[int, int]:
+def warn_lost(status) -> tuple[int, int]:
     """Counts of particles that left the box / became non-finite, each warned about
     (at the caller of ``langevin`` / ``gradient_flow``)."""
     n = status.size
@@ -290,63 +290,33 @@ def _warn_lost(status) -> tuple[int, int]:
     return escaped, nonfinite
 
 
-def _summary_arrays(stats, d, T) -> dict:
+def summary_arrays(stats, d, T) -> dict:
     summ = [sm.summaries(S, d, T) for S in stats]
     return {key: np.array([s[key] for s in summ]) for key in (summ[0] if summ else ())}
 
 
-def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruyama", temperature: float = 1.0,
-             save_every: int | None = None, seed=None, box=None, store="memory", log_partition=None,
-             index_offset: int = 0, summaries: bool = True, progress: bool = False, client=None,
-             shard_size: int | None = None, shard_threads: int | None = None, histogram=None,
-             summary_block: int = sm.BLOCK, precision: str = "float64") -> Ensemble:
-    """Overdamped Langevin ``dX = -grad U(X) dt + sqrt(2T) dW`` for the particles ``x0`` (N, d).
-
-    method : ``"euler-maruyama"`` (ULA), ``"leimkuhler-matthews"``, ``"mala"``.
-    save_every : steps between saves (default: only the start and the end).
-    seed : any integer; the same seed gives the same bits whatever the thread
-        count or chunking (counter-based Philox keyed by particle and step).
-    box : optional ``[(lo, hi)] * d``: particles leaving it are frozen and counted.
-    store : ``"memory"``, ``"summaries"`` or an HDF5 path (see module docstring).
-    index_offset : global index of the first particle (a shard of a larger
-        ensemble computes exactly the bits of those particles in the whole).
-    summaries : compute the per-save summaries (moments, R_t with error bars);
-        False skips that numpy work (benchmarks, or when only positions matter).
-    summary_block : particles per block of the mergeable summaries (it changes only the
-        rounding); shards are multiples of it.  The client keeps one row of ~30 doubles
-        per block and save: raise it (e.g. 2**20) for ensembles of 1e8 and more.
-    histogram : a :class:`fokkerplanck.Grid`: per save, the counts of live particles
-        in its cells (``Ensemble.histograms``; integers, so shards add exactly; see
-        :func:`particles.estimators.kl_binned`).
-    precision : ``"float64"`` or ``"float32"``: the arithmetic and the noise of the
-        integrator (float32 puts twice as many particles in a SIMD instruction; its noise
-        uses 24-bit uniforms, so its bits differ from float64's).  Positions are returned
-        and stored as float64 arrays (holding float32 values), summaries are computed in
-        float64 either way.
-    client, shard_size, shard_threads : a ``dask.distributed.Client`` runs the ensemble in
-        shards of about ``shard_size`` particles (default four per worker), each with
-        ``shard_threads`` numba threads (default all cores), bit-identical to the
-        in-process run (:mod:`particles.distributed`).  ``x0`` may then also be
-        an initial law drawn on the workers (:class:`particles.distributed.GaussianInit`).
-    """
+def check_langevin_options(method, precision) -> None:
     if method not in LANGEVIN_SCHEMES:
         raise ValueError(f"method must be one of {sorted(LANGEVIN_SCHEMES)}, got {method!r}")
     if not isinstance(precision, str) or precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (1 << 63))
-    if client is not None:
-        from particles.distributed import run_sharded
 
-        return run_sharded("langevin", energy, x0, client=client, shard_size=shard_size, progress=progress,
-                           threads=shard_threads, dt=dt,
-                           n_steps=n_steps, method=method, temperature=temperature, save_every=save_every, seed=seed,
-                           box=box, store=store, log_partition=log_partition, index_offset=index_offset,
-                           summaries=summaries, histogram=histogram, summary_block=summary_block,
-                           precision=precision)
+
+def check_flow_options(method) -> None:
+    if method not in FLOW_SCHEMES:
+        raise ValueError(f"method must be one of {sorted(FLOW_SCHEMES)}, got {method!r}")
+
+
+def run_langevin(energy, x0, dt: float, n_steps: int, *, save: Save, method: str = "euler-maruyama",
+                 temperature: float = 1.0, seed: int, box=None, log_partition=None, index_offset: int = 0,
+                 progress: bool = False, precision: str = "float64") -> Ensemble:
+    """Langevin in this process (a whole ensemble, or one shard of it: ``index_offset`` is the
+    global index of its first particle).  The arguments as :func:`particles.langevin`'s, checked
+    there; ``save`` a :class:`particles.Save`."""
+    check_langevin_options(method, precision)
     if hasattr(x0, "sample_range"):
         x0 = x0.sample_range(0, x0.shape[0])
-    X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
+    X, dt, n_steps, lo, hi = check_particles(energy, x0, dt, n_steps, box)
     T = positive_float(temperature, "temperature")
     k0, k1 = seed_key(seed)
     if not energy.has_kernels:
@@ -368,51 +338,29 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     def advance(step0, k, status):
         kernel(X, step0, k, dt, T, p, k0, k1, lo, hi, status, accepted, offset)
 
-    meta = {"flow": "langevin", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
+    meta = {"flow": "langevin", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": _every(save, n_steps),
             "temperature": T, "seed": int(seed), "n_particles": X.shape[0], "index_offset": offset,
             "energy": E.spec_of(energy), "precision": precision}
-    res = _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T, logrho=None, log_z=None, meta=meta,
-               progress=progress, summaries=summaries, histogram=histogram, summary_block=summary_block)
+    if save.times is not None:
+        meta["save_times"] = list(save.times)
+    res = _run(energy, X, dt, n_steps, save, advance, T=T, logrho=None, log_z=None, meta=meta, progress=progress)
     if method == "mala":
         res.acceptance = accepted / max(n_steps, 1)
         meta["acceptance_mean"] = float(res.acceptance.mean())
     return res
 
 
-def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler", save_every: int | None = None,
-                  track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
-                  box=None, store="memory", progress: bool = False, client=None,
-                  shard_size: int | None = None, shard_threads: int | None = None, histogram=None,
-                  summary_block: int = sm.BLOCK) -> Ensemble:
-    """Deterministic flow ``dX/dt = -grad U(X)`` for the particles ``x0`` (N, d).
-
-    method : ``"euler"``, ``"heun"``, ``"rk4"``.
-    track_logdensity : carry ``log rho_t(X_t)``; ``logrho0`` (N,) gives ``log rho_0(x0)``
-        (default 0: then the tracked values are the log-density increments).
-        Euler uses the exact change ``-log|det(I - dt hess U)|`` of its map,
-        Heun and RK4 integrate ``lap U`` by their own rule.
-    temperature, log_partition : the reference ``rho* ~ exp(-U/T)`` of the tracked KL
-        summary (``log Z`` from the energy's closed form when not given; without
-        either, no KL summary).
-    histogram, summary_block : as for :func:`langevin`.
-    client, shard_size, shard_threads : run in shards on a Dask cluster (see :func:`langevin`);
-        ``logrho0`` may then be an array or an object with ``logpdf`` (evaluated
-        on each shard's particles).
-    """
-    if method not in FLOW_SCHEMES:
-        raise ValueError(f"method must be one of {sorted(FLOW_SCHEMES)}, got {method!r}")
-    if client is not None:
-        from particles.distributed import run_sharded
-
-        return run_sharded("gradient", energy, x0, client=client, shard_size=shard_size, logrho0=logrho0,
-                           progress=progress, threads=shard_threads, dt=dt, n_steps=n_steps, method=method, save_every=save_every,
-                           track_logdensity=track_logdensity, temperature=temperature, log_partition=log_partition,
-                           box=box, store=store, histogram=histogram, summary_block=summary_block)
+def run_gradient_flow(energy, x0, dt: float, n_steps: int, *, save: Save, method: str = "euler",
+                      track_logdensity: bool = False, logrho0=None, temperature: float = 1.0, log_partition=None,
+                      box=None, progress: bool = False) -> Ensemble:
+    """The deterministic flow in this process (a whole ensemble or one shard).  The arguments
+    as :func:`particles.gradient_flow`'s; ``logrho0`` an array or an object with ``logpdf``."""
+    check_flow_options(method)
     if hasattr(x0, "sample_range"):
         x0 = x0.sample_range(0, x0.shape[0])
     if hasattr(logrho0, "logpdf"):
         logrho0 = logrho0.logpdf(x0)
-    X, dt, n_steps, save_every, lo, hi = _check_common(energy, x0, dt, n_steps, save_every, box)
+    X, dt, n_steps, lo, hi = check_particles(energy, x0, dt, n_steps, box)
     T = positive_float(temperature, "temperature")
     if track_logdensity and method == "euler" and not getattr(energy, "has_hessian", True):
         raise ValueError("Euler log-density tracking needs the Hessian kernel, which this energy lacks")
@@ -438,9 +386,17 @@ def gradient_flow(energy, x0, dt: float, n_steps: int, *, method: str = "euler",
     def advance(step0, k, status):
         kernel(X, LOG, k, dt, p, lo, hi, status)
 
-    meta = {"flow": "gradient", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": save_every,
+    meta = {"flow": "gradient", "scheme": method, "dt": dt, "n_steps": n_steps, "save_every": _every(save, n_steps),
             "temperature": T, "n_particles": X.shape[0], "track_logdensity": bool(track_logdensity),
             "energy": E.spec_of(energy)}
-    return _run(energy, X, dt, n_steps, save_every, advance, store=store, T=T,
-                logrho=LOG if track_logdensity else None, log_z=log_z, meta=meta, progress=progress,
-                histogram=histogram, summary_block=summary_block)
+    if save.times is not None:
+        meta["save_times"] = list(save.times)
+    return _run(energy, X, dt, n_steps, save, advance, T=T, logrho=LOG if track_logdensity else None, log_z=log_z,
+                meta=meta, progress=progress)
+
+
+def _every(save: Save, n_steps: int):
+    """``meta["save_every"]`` as it always was: the steps between saves (None for save times)."""
+    if save.times is not None:
+        return None
+    return max(n_steps if save.every is None else save.every, 1)

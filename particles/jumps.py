@@ -24,10 +24,21 @@ import numpy as np
 from numba import prange
 
 from fokkerplanck._core.jit import jit, pjit
-from fokkerplanck._core.validate import check_memory, positive_float
+from fokkerplanck._core.validate import check_memory, check_times, positive_float
 from fokkerplanck.discrete.finite import MAX_STATES, PairEnergy
 
-from fokkerplanck._core.rng import _M32, STREAM_JUMP, _u53, draw_from_logits, philox4x32, seed_key
+from fokkerplanck._core.rng import STREAM_JUMP, draw_from_logits, philox4x32, seed_key
+
+from particles.options import Save
+
+_M32 = np.uint64(0xFFFFFFFF)
+
+
+@jit(cache=True, inline="always")
+def _u53(a, b):
+    """A uniform in (0, 1] from two 32-bit words (53 random bits; as the Philox uniforms of
+    :mod:`fokkerplanck._core.rng`)."""
+    return ((a >> np.uint64(5)) * 67108864.0 + (b >> np.uint64(6)) + 1.0) / 9007199254740992.0
 
 __all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
 
@@ -158,11 +169,13 @@ class JumpEnsemble:
         return val, (pos.sum() - 1) / (2.0 * self.index.shape[1])
 
 
-def simulate(energy: PairEnergy, c0, times, *, dynamics: str = "glauber", temperature: float = 1.0,
-             seed=None, index_offset: int = 0) -> JumpEnsemble:
+def simulate(energy: PairEnergy, c0, times=None, *, dynamics: str = "glauber", temperature: float = 1.0,
+             seed=None, index_offset: int = 0, save: Save | None = None) -> JumpEnsemble:
     """Run ``N`` independent jump processes from the configurations ``c0`` (N, n) of
     letters (or one configuration, repeated by passing ``np.tile``) and save their
-    observables at ``times`` (sorted, >= 0)."""
+    observables at ``times`` (sorted, >= 0), or at ``save=Save(times=...)`` (the same:
+    continuous time has no steps, so ``Save.every`` is refused, and the observables are
+    kept in memory)."""
     if not isinstance(energy, PairEnergy):
         raise TypeError("jump particles take a PairEnergy (ising(...), potts(...), or a PairEnergy)")
     if not isinstance(dynamics, str) or dynamics not in JUMP_DYNAMICS:
@@ -174,10 +187,7 @@ def simulate(energy: PairEnergy, c0, times, *, dynamics: str = "glauber", temper
     if not np.issubdtype(C.dtype, np.integer) or C.min() < 0 or C.max() >= energy.q:
         raise ValueError(f"c0 holds letters 0..{energy.q - 1} as integers")
     C = np.array(C, dtype=np.int64, order="C", copy=True)  # never the caller's array: it is advanced in place
-    times = np.asarray(times, dtype=float)
-    if times.ndim != 1 or times.size == 0 or not np.all(np.isfinite(times)) or np.any(times < 0) \
-            or np.any(np.diff(times) < 0):
-        raise ValueError("times must be a non-empty sorted sequence of finite values >= 0")
+    times = _save_times(times, save)
     T = positive_float(temperature, "temperature")
     if int(index_offset) != index_offset or index_offset < 0:
         raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
@@ -205,6 +215,24 @@ def simulate(energy: PairEnergy, c0, times, *, dynamics: str = "glauber", temper
     meta = {"dynamics": dynamics, "temperature": T, "seed": int(seed), "index_offset": offset,
             "n_particles": N, "n_sites": n, "q": energy.q, "energy": energy.name}
     return JumpEnsemble(times, En, Mg, Ix, C.astype(np.int8), nev, meta)
+
+
+def _save_times(times, save) -> np.ndarray:
+    """The save times of ``times=`` or ``save=Save(times=...)`` (one of them)."""
+    if save is None:
+        if times is None:
+            raise ValueError("jumps.simulate needs save times: times= or save=Save(times=...)")
+        save = Save(times=check_times(times, "times"))
+    elif not isinstance(save, Save):
+        raise ValueError(f"save must be a particles.Save, got {type(save).__name__}")
+    elif times is not None:
+        raise ValueError("jumps.simulate: times given together with save=; put them in Save(times=...)")
+    if save.every is not None:
+        raise ValueError("jumps.simulate runs in continuous time: Save.every (steps) has no meaning; give Save.times")
+    if save.times is None:
+        raise ValueError("jumps.simulate needs save times: Save(times=...) or times=")
+    save.positions_only("jumps.simulate")
+    return np.array(save.times)
 
 
 @pjit(cache=True)

@@ -24,7 +24,7 @@ import numpy as np
 from fokkerplanck._core.validate import finite_array, positive_float, positive_int
 from fokkerplanck.energies import Sum
 
-from particles.ensemble import langevin
+from particles.api import langevin
 
 __all__ = ["ThermoResult", "thermodynamic_integration", "gauss_legendre_01"]
 

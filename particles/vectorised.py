@@ -22,9 +22,18 @@ import numpy as np
 
 from fokkerplanck.energies.callables import NonFiniteEnergyError
 
-from fokkerplanck._core.rng import STREAM_ACCEPT, STREAM_NOISE, _normals_block, block_uniforms
+from fokkerplanck._core.jit import jit
+from fokkerplanck._core.rng import STREAM_ACCEPT, STREAM_NOISE, block_uniforms, fill_normals
 
 __all__ = ["langevin_stepper", "flow_stepper"]
+
+
+@jit(cache=True)
+def _normals_block(out, k0, k1, step, stream, start):
+    """The normals of particles ``start, start + 1, ...`` at ``step``: per particle the
+    same draws as the compiled kernels (:func:`fokkerplanck._core.rng.fill_normals`)."""
+    for i in range(out.shape[0]):
+        fill_normals(out[i], k0, k1, start + i, step, stream)
 
 
 def _eval(fn, X, status, live):

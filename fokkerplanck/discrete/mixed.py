@@ -31,14 +31,21 @@ import scipy.sparse as sp
 from numba import prange
 from scipy.special import logsumexp
 
-from fokkerplanck._core.rng import (STREAM_ACCEPT, STREAM_LABEL, STREAM_NOISE, draw_from_logits, fill_normals, seed_key, uniform)
-
 from fokkerplanck import energies as E
 from fokkerplanck._core.jit import pjit
+from fokkerplanck._core.rng import (
+    STREAM_ACCEPT,
+    STREAM_LABEL,
+    STREAM_NOISE,
+    draw_from_logits,
+    fill_normals,
+    seed_key,
+    uniform,
+)
 from fokkerplanck._core.validate import check_memory, finite_array, positive_float, positive_int, spd_matrix
 from fokkerplanck.discrete.finite import MasterEquation
-from fokkerplanck.operators.fluxes import sg_generator
 from fokkerplanck.grid import Grid
+from fokkerplanck.operators.fluxes import sg_generator
 
 __all__ = ["JointMixture", "MixedSpace", "simulate"]
 
@@ -187,12 +194,17 @@ def _advance(X, lab, step0, nsteps, dt, T, means, precs, offsets, p_jump, k0, k1
 
 
 def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, temperature: float = 1.0,
-             save_every: int | None = None, seed=None, index_offset: int = 0):
+             save_every: int | None = None, seed=None, index_offset: int = 0, save=None):
     """Particles of the joint dynamics: ``x += -dt grad U_k(x) + sqrt(2 T dt) xi`` and, with
     probability ``1 - e^{-dt}`` per step, the label redrawn from ``pi(. | x)`` (first order
     in ``dt``).  Compiled, with the counter-based Philox keyed by (particle, step): the same
     bits for any thread count, save schedule or split (``index_offset``).  Returns
-    ``(times, labels (n_saves, N), positions (n_saves, N, d))``."""
+    ``(times, labels (n_saves, N), positions (n_saves, N, d))``.
+
+    save : a :class:`particles.Save` (``every`` steps or ``times``; snapshots in memory), as
+        for every particle integrator; ``save_every=`` is ``Save(every=...)``.  (This module
+        is below :mod:`particles` and never imports it: ``save`` is used through its
+        ``steps`` and ``positions_only`` methods.)"""
     X = finite_array(x0, "x0")
     if X.ndim != 2 or X.shape[1] != model.dim:
         raise ValueError(f"x0 must have shape (N, {model.dim}), got {X.shape}")
@@ -202,23 +214,33 @@ def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, tempe
     dt = positive_float(dt, "dt")
     n_steps = positive_int(n_steps, "n_steps")
     T = positive_float(temperature, "temperature")
-    every = n_steps if save_every is None else positive_int(save_every, "save_every")
+    if save is not None:
+        if save_every is not None:
+            raise ValueError("mixed.simulate: save_every= given together with save=; put it in the Save")
+        if not (hasattr(save, "steps") and hasattr(save, "positions_only")):
+            raise ValueError(f"save must be a particles.Save, got {type(save).__name__}")
+        save.positions_only("mixed.simulate")
+        n_saves = save.n_saves(n_steps)
+    else:   # the schedule of Save(every=save_every), without importing particles
+        every = n_steps if save_every is None else positive_int(save_every, "save_every")
+        n_saves = -(-n_steps // every) + 1
     if int(index_offset) != index_offset or index_offset < 0:
         raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
     if seed is None:
         seed = int(np.random.SeedSequence().entropy % (1 << 63))
     k0, k1 = seed_key(seed)
-    n_saves = -(-n_steps // every) + 1
     check_memory(8.0 * X.size * (n_saves + 2) + 8.0 * k.size * n_saves, f"{n_saves} saves of {X.shape[0]} particles")
+    steps = save.steps(n_steps, dt).tolist() if save is not None else list(range(0, n_steps, every)) + [n_steps]
     X, lab = np.ascontiguousarray(X, dtype=float).copy(), k.astype(np.int64).copy()
     precs = np.ascontiguousarray(np.stack([np.linalg.inv(c) for c in model.covs]))
     p_jump = -math.expm1(-dt)
-    times, labs, pos = [0.0], [lab.copy()], [X.copy()]
+    times, labs, pos = [], [], []
     done = 0
-    while done < n_steps:
-        m = min(every, n_steps - done)
-        _advance(X, lab, done, m, dt, T, model.means, precs, model.offsets, p_jump, k0, k1, int(index_offset))
-        done += m
+    for stop in steps:
+        if stop > done:
+            _advance(X, lab, done, stop - done, dt, T, model.means, precs, model.offsets, p_jump, k0, k1,
+                     int(index_offset))
+            done = stop
         times.append(done * dt)
         labs.append(lab.copy())
         pos.append(X.copy())
