@@ -26,7 +26,7 @@ import numba
 import numpy as np
 from _results import write_table
 
-from fokkerplanck import discrete as Dz
+from fokkerplanck.discrete import finite as Dz
 from particles import jumps
 
 TC = 2 / math.log(1 + math.sqrt(2))

@@ -6,7 +6,16 @@ import math
 
 import numpy as np
 
-from fokkerplanck._core.validate import finite_array, points, sample_count, spd_matrix
+from fokkerplanck._core.validate import (
+    check_keys,
+    finite_array,
+    nearest,
+    points,
+    positive_float,
+    sample_count,
+    spd_matrix,
+)
+from fokkerplanck.energies import from_spec as energy_from_spec
 from fokkerplanck.grid import Grid
 
 __all__ = ["Density", "Gaussian", "GridDensity", "Gibbs", "from_spec"]
@@ -84,7 +93,6 @@ class Gibbs(Density):
     the energy's closed form (pass a grid quadrature value where there is none)."""
 
     def __init__(self, energy, temperature: float = 1.0, log_partition: float | None = None):
-        from fokkerplanck._core.validate import positive_float
 
         self.energy, self.temperature, self.dim = energy, positive_float(temperature, "temperature"), energy.dim
         self.log_z = energy.log_partition(temperature) if log_partition is None else float(log_partition)
@@ -134,7 +142,6 @@ DENSITY_KEYS = {"Gaussian": {"type", "mean", "cov"}, "GridDensity": {"type", "gr
 def from_spec(spec: dict, *, allow_modules=()) -> Density:
     """Rebuild a density from its ``to_spec()`` dict (as read from a file or a config):
     types from :data:`DENSITY_KEYS` only, unknown keys an error naming the nearest."""
-    from fokkerplanck._core.validate import check_keys, nearest
 
     kind = spec.get("type") if isinstance(spec, dict) else None
     if kind not in DENSITY_KEYS:
@@ -146,7 +153,6 @@ def from_spec(spec: dict, *, allow_modules=()) -> Density:
             return Gaussian(spec["mean"], spec.get("cov", 1.0))
         if kind == "GridDensity":
             return GridDensity(Grid.from_spec(spec["grid"]), np.asarray(spec["values"], dtype=float))
-        from fokkerplanck.energies import from_spec as energy_from_spec
         return Gibbs(energy_from_spec(spec["energy"], allow_modules=allow_modules), spec.get("temperature", 1.0),
                      spec.get("log_partition"))
     except KeyError as exc:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import expm
 
+from fokkerplanck.densities import Gaussian
+
 __all__ = [
     "kl_grid", "tv_grid", "expect_grid", "ratio_terms_grid",
     "gaussian_kl", "gaussian_fisher", "gaussian_ratio", "ou_moments", "ou_density",
@@ -104,6 +106,5 @@ def ou_moments(A, mean_U, m0, S0, T, t, *, flow: str = "fokker-planck"):
 
 def ou_density(grid, m, S) -> np.ndarray:
     """The Gaussian density ``N(m, S)`` at the cell centres (not renormalised)."""
-    from fokkerplanck.densities import Gaussian
 
     return np.exp(Gaussian(m, S).logpdf(grid.points)).reshape(grid.shape)

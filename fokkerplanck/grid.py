@@ -12,7 +12,8 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
-from fokkerplanck._core.validate import (check_memory, finite_array, points, positive_float, positive_int, sample_count)
+from fokkerplanck._core.validate import check_memory, finite_array, points, positive_float, positive_int, sample_count
+from fokkerplanck.energies import Energy
 
 __all__ = ["Grid"]
 
@@ -134,7 +135,6 @@ class Grid:
     def evaluate(self, fn) -> np.ndarray:
         """``fn(points)`` on all cell centres (``fn`` takes (N, d)), shaped like the grid.
         An :class:`~fokkerplanck.energies.Energy` is evaluated by its ``value``."""
-        from fokkerplanck.energies import Energy
 
         f = fn.value if isinstance(fn, Energy) else fn
         out = np.asarray(f(self.points), dtype=float)

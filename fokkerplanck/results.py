@@ -34,11 +34,13 @@ import h5py
 import numpy as np
 from scipy.special import logsumexp
 
-from fokkerplanck import diagnostics as D
-from fokkerplanck import energies as E
+from fokkerplanck import diagnostics as D, energies as E
 from fokkerplanck._core.files import atomic_h5, open_h5
-from fokkerplanck.operators.fluxes import faces, sg_fisher
+from fokkerplanck._core.validate import check_memory
+from fokkerplanck._core.version import __version__
 from fokkerplanck.grid import Grid
+from fokkerplanck.operators.fluxes import faces, sg_fisher
+from fokkerplanck.refine import Refinement
 
 __all__ = ["Trajectory", "atomic_h5", "SpecOnlyEnergy", "MASS_TOL"]
 
@@ -228,7 +230,6 @@ class Trajectory:
             self.write(f)
 
     def write(self, g: h5py.Group) -> None:
-        from fokkerplanck import __version__
 
         g.attrs.update({
             "format": FORMAT, "version": VERSION, "flow": self.flow, "temperature": self.temperature,
@@ -309,7 +310,6 @@ class Trajectory:
             if dset.shape != want or dset.dtype.kind != "f":
                 raise ValueError(f"{where} is damaged: densities of shape {dset.shape} ({dset.dtype}) do not "
                                  f"match {want} (times x grid)")
-            from fokkerplanck._core.validate import check_memory
 
             check_memory(8.0 * np.prod(dset.shape), f"{where}: the densities")
             times = g["times"][()]
@@ -319,7 +319,6 @@ class Trajectory:
             if "diagnostics" in g:
                 tr.stored = {k: v[()] for k, v in g["diagnostics"].items() if isinstance(v, h5py.Dataset)}
             if "refinement" in g:
-                from fokkerplanck.flows.refine import Refinement
 
                 tr.refinement = Refinement.read(g["refinement"])
             return tr

@@ -40,6 +40,9 @@ from __future__ import annotations
 import numpy as np
 
 from fokkerplanck._core.validate import finite_array, positive_int
+from fokkerplanck.grid import Grid
+from fokkerplanck.operators.fluxes import faces
+from fokkerplanck.operators.poisson import solve_pinned, weighted_laplacian
 
 __all__ = ["w2_grid", "w2_samples_grid", "w2_samples", "gaussian_w2", "clean_density", "gaussian_w2_nd", "w2_discrete", "w2_grids",
            "w2_samples_grid_nd", "w2_linearised", "pooled", "MAX_OT_ENTRIES"]
@@ -221,8 +224,6 @@ def w2_linearised(grid, rho_a, rho_b) -> float:
     ``sqrt(vol * phi . b)`` with ``A phi = b``, ``b = rho_b - rho_a`` in the cells, ``A`` the
     Laplacian weighted by the midpoint density at the faces (mean of the two cells).  Any
     dimension, no POT; for W2 small against the scale of the laws."""
-    from fokkerplanck.operators.fluxes import faces
-    from fokkerplanck.operators.poisson import solve_pinned, weighted_laplacian
 
     if any(grid.periodic):
         raise ValueError("w2_linearised has zero-flux walls: use a non-periodic grid")
@@ -241,7 +242,6 @@ def pooled(grid, rho, max_cells: int):
     ``f`` cells per axis, ``f`` the smallest divisor of the axis' cell count leaving at most
     ``max_cells`` (so that exact transport of cell masses fits; its error is then O(H^2) in the
     coarse spacing ``H`` for laws far apart against ``H``, module docstring)."""
-    from fokkerplanck.grid import Grid
 
     r = np.asarray(rho, dtype=float)
     max_cells = positive_int(max_cells, "max_cells", minimum=2)

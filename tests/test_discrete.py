@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from fokkerplanck import discrete as Dz
+from fokkerplanck.discrete import finite as Dz
 from particles import jumps
 
 

@@ -315,3 +315,38 @@ def test_matrix_free_stencils_equal_the_sparse_generators(bounds, cells, periodi
         got = st.combine(x, 0.3, 2.0, z, -1.0, acc_w=w, acc=acc)
         np.testing.assert_allclose(got, ref2, rtol=0, atol=1e-14 * np.abs(ref2).max())
         np.testing.assert_allclose(acc, acc_ref, rtol=0, atol=1e-14 * np.abs(acc_ref).max())
+
+
+@pytest.mark.parametrize("periodic", [False, (True, False)])
+def test_stencil_gershgorin_equals_the_assembled_bound(periodic):
+    """The exact solver's spectral bound comes from the stencil; it must equal the largest
+    absolute row sum of the assembled symmetric and generator matrices."""
+    from fokkerplanck.operators.expm import gershgorin_bound
+    from fokkerplanck.operators.fluxes import Stencil, sg_generator, sg_symmetric
+
+    g = Grid([(-3, 3), (-2, 4)], (9, 7), periodic=periodic)
+    U = g.evaluate(E.GaussianMixture.ring(4, radius=1.5, sigma=0.6))
+    for T in (0.4, 1.3):
+        assert Stencil.symmetric(g, U, T).gershgorin() == pytest.approx(gershgorin_bound(sg_symmetric(g, U, T)),
+                                                                       rel=1e-13)
+        assert Stencil.generator(g, U, T).gershgorin() == pytest.approx(gershgorin_bound(sg_generator(g, U, T)),
+                                                                       rel=1e-13)
+
+
+def test_constant_shifts_the_energy_and_not_its_law():
+    """``U + c`` is an energy: values move by c, derivatives and the Gibbs law do not,
+    and log Z moves by -c/T (closed form for a quadratic)."""
+    A = np.array([[2.0, 0.3], [0.3, 1.0]])
+    U = E.Quadratic(A)
+    for V, c in ((U + 0.7, 0.7), (0.7 + U, 0.7), (U - 1.5, -1.5), (2.0 - (-U), 2.0)):
+        X = np.random.default_rng(1).standard_normal((5, 2))
+        np.testing.assert_allclose(V.value(X), U.value(X) + c, rtol=1e-14)
+        np.testing.assert_allclose(V.grad(X), U.grad(X), rtol=1e-14)
+        k = V.eval_kernels(X)
+        np.testing.assert_allclose(k["value"], U.value(X) + c, rtol=1e-14)
+        np.testing.assert_allclose(k["lap"], U.laplacian(X), rtol=1e-14)
+        for T in (0.5, 2.0):
+            assert V.log_partition(T) == pytest.approx(U.log_partition(T) - c / T, rel=1e-14)
+        assert E.from_spec(V.to_spec()).value(X[:1]) == pytest.approx(V.value(X[:1]))
+    with pytest.raises(TypeError):
+        U + "0.7"

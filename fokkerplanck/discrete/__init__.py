@@ -1,0 +1,27 @@
+"""Finite and mixed state spaces: lattices and spin models (:mod:`.finite`), their exact
+master equations through the shared reversible propagator, and labels with Gaussian
+coordinates (:mod:`.mixed`)."""
+from fokkerplanck.discrete.finite import (
+                                          DYNAMICS,
+                                          MAX_STATES,
+                                          FiniteSpace,
+                                          Lattice,
+                                          MasterEquation,
+                                          PairEnergy,
+                                          TableEnergy,
+                                          TooManyStatesError,
+                                          dirichlet_form,
+                                          glauber,
+                                          ising,
+                                          ising_chain_log_partition,
+                                          ising_chain_mean_energy,
+                                          kl,
+                                          metropolis,
+                                          n_states,
+                                          potts,
+)
+from fokkerplanck.discrete.mixed import JointMixture, MixedSpace
+
+__all__ = ["MAX_STATES", "Lattice", "PairEnergy", "TableEnergy", "ising", "potts", "FiniteSpace", "glauber",
+           "metropolis", "DYNAMICS", "MasterEquation", "kl", "dirichlet_form", "ising_chain_log_partition",
+           "ising_chain_mean_energy", "TooManyStatesError", "n_states", "JointMixture", "MixedSpace"]

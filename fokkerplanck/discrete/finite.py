@@ -43,16 +43,15 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import logsumexp
 
-from fokkerplanck._core.validate import check_memory, finite_array, positive_float, positive_int
-from fokkerplanck.operators.expm import chebyshev_expm_multiply, gershgorin_bound, uniformization_multiply
+from fokkerplanck._core.validate import check_memory, check_times, finite_array, positive_float, positive_int
+from fokkerplanck.operators.expm import gershgorin_bound
+from fokkerplanck.operators.propagator import EIGH_MAX as EIGH_MAX_STATES, ReversiblePropagator
 
 __all__ = ["MAX_STATES", "Lattice", "PairEnergy", "TableEnergy", "ising", "potts", "FiniteSpace",
            "glauber", "metropolis", "DYNAMICS", "MasterEquation", "kl", "dirichlet_form",
-           "ising_chain_log_partition", "ising_chain_mean_energy", "TooManyStatesError"]
+           "ising_chain_log_partition", "ising_chain_mean_energy", "TooManyStatesError", "n_states"]
 
 MAX_STATES = 1 << 22      # exact enumeration limit (4.2e6 states; a 2^20-state generator has 2e7 entries)
-EIGH_MAX_STATES = 2000    # dense eigendecomposition up to this size
-CHI_MAX = 10.0            # as in the grid solver: uniformise while sqrt(1 + chi^2(p || pi)) is larger
 
 
 class TooManyStatesError(ValueError):
@@ -174,7 +173,7 @@ class TableEnergy:
         if self.q < 2:
             raise ValueError(f"an alphabet needs at least 2 letters, got q = {self.q}")
         self.n_sites_ = positive_int(n_sites, "n_sites")
-        size = _n_states(self.q, self.n_sites_)
+        size = n_states(self.q, self.n_sites_)
         if callable(energy):
             codes = _codes(self.q, self.n_sites_)
             vals = np.asarray(energy(codes), dtype=float)
@@ -198,7 +197,7 @@ class TableEnergy:
         return self.table[_index(np.asarray(codes), self.q)]
 
 
-def _n_states(q: int, n: int) -> int:
+def n_states(q: int, n: int) -> int:
     size = q ** n
     if size > MAX_STATES:
         raise TooManyStatesError(f"{q}^{n} = {size:.4g} states is more than the {MAX_STATES} this toolkit "
@@ -208,7 +207,7 @@ def _n_states(q: int, n: int) -> int:
 
 def _codes(q: int, n: int) -> np.ndarray:
     """All states as codes (q^n, n), int8, lexicographic order."""
-    size = _n_states(q, n)
+    size = n_states(q, n)
     check_memory(size * n, f"the codes of {size} states")
     idx = np.arange(size, dtype=np.int64)
     out = np.empty((size, n), dtype=np.int8)
@@ -232,7 +231,7 @@ class FiniteSpace:
         self.energy = energy
         self.q = energy.q
         self.n_sites = energy.n_sites
-        self.size = _n_states(self.q, self.n_sites)
+        self.size = n_states(self.q, self.n_sites)
         self.temperature = positive_float(temperature, "temperature")
         self.codes = _codes(self.q, self.n_sites)
         self.E = energy.energy(self.codes) if not isinstance(energy, TableEnergy) else energy.table.copy()
@@ -383,7 +382,7 @@ class MasterEquation:
             self.L = sp.csr_matrix(dynamics)
             self.check_generator()
         self._S = None
-        self._eig = None
+        self._prop = None
 
     def check_generator(self, rtol: float = 1e-10) -> None:
         """Refuse a matrix that is not a generator with detailed balance towards ``pi``."""
@@ -434,50 +433,21 @@ class MasterEquation:
         vals = eigsh(S + c * sp.identity(S.shape[0]), k=2, which="LA", return_eigenvectors=False, tol=1e-12)
         return float(c - np.sort(vals)[0])
 
+    @property
+    def propagator(self) -> ReversiblePropagator:
+        """The exact propagator of ``L`` (:mod:`fokkerplanck.operators.propagator`)."""
+        if self._prop is None:
+            lp = self.space.log_pi
+            self._prop = ReversiblePropagator(self.L, lambda: self.symmetric, np.exp(0.5 * lp), lp,
+                                              lam_max=gershgorin_bound(self.symmetric),
+                                              spectral_gap=self.spectral_gap, eigh_max=EIGH_MAX_STATES)
+        return self._prop
+
     def solve(self, p0, times, tol: float = 1e-14) -> np.ndarray:
         """``p_t`` at ``times`` (sorted, >= 0) as an array (len(times), size)."""
-        sp_ = self.space
-        p0 = sp_.check_law(p0, "p0")
-        times = np.asarray(times, dtype=float)
-        if times.ndim != 1 or times.size == 0 or np.any(~np.isfinite(times)) or np.any(times < 0) \
-                or np.any(np.diff(times) < 0):
-            raise ValueError("times must be a non-empty sorted sequence of finite values >= 0")
-        out = np.empty((times.size, sp_.size))
-        rate = self.rate
-        lp = sp_.log_pi
-
-        def log_chi(r):
-            pos = r > 0
-            return 0.5 * float(logsumexp(2 * np.log(r[pos]) - lp[pos]))
-
-        p, t, j, seg = p0.copy(), 0.0, 0, 4.0 / max(rate, 1e-300)
-        while j < times.size and times[j] <= 0:
-            out[j] = p
-            j += 1
-        # uniformisation (positive, L1-exact) while the chi-square to pi is large
-        while j < times.size and log_chi(p) > math.log(CHI_MAX):
-            t_next = min(t + seg, times[-1])
-            inside = np.flatnonzero((times > t) & (times <= t_next))
-            tt = np.concatenate([times[inside] - t, [t_next - t]])
-            res, _ = uniformization_multiply(self.L.dot, p, tt, rate, tol=tol)
-            out[inside] = res[:-1]
-            j = max(j, inside[-1] + 1) if inside.size else j
-            p, t, seg = res[-1], t_next, 2 * seg
-        rest = times[j:] - t
-        if rest.size:
-            h = np.exp(0.5 * lp)
-            w0 = p / h
-            S = self.symmetric
-            if sp_.size <= EIGH_MAX_STATES:
-                if self._eig is None:
-                    lam, V = np.linalg.eigh(S.toarray())
-                    lam = np.where(lam > -1e-10 * np.abs(lam).max(), 0.0, lam)
-                    self._eig = (lam, V)
-                lam, V = self._eig
-                W = (np.exp(np.outer(rest, lam)) * (V.T @ w0)) @ V.T
-            else:
-                W = chebyshev_expm_multiply(S.dot, w0, rest, gershgorin_bound(S), tol=tol)
-            out[j:] = W * h
+        p0 = self.space.check_law(p0, "p0")
+        times = check_times(times)
+        out, _ = self.propagator(p0, times, tol=tol)
         neg = out.min()
         if neg < -1e-12:
             warnings.warn(f"exact propagation produced a negative probability {neg:.3g} (round-off beyond "

@@ -27,10 +27,10 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from fokkerplanck.energies.base import Energy, Kernels
-from fokkerplanck.energies.families import GaussianMixture, Quadratic, _gm_ncomp
 from fokkerplanck._core.jit import closure_jit, jit
 from fokkerplanck._core.vmath import cast_like, vexp, vlog
+from fokkerplanck.energies.base import Energy, Kernels
+from fokkerplanck.energies.families import GaussianMixture, Quadratic, _gm_ncomp
 
 __all__ = ["BLOCK", "BlockKernels", "block_kernels", "block_params", "work_rows", "WRITTEN"]
 

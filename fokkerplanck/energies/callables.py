@@ -45,6 +45,7 @@ from typing import Callable
 
 import numpy as np
 
+from fokkerplanck._core.validate import points
 from fokkerplanck.energies.base import Energy, NoKernelsError, NonFiniteEnergyError
 
 __all__ = ["CallableEnergy", "NonFiniteEnergyError", "from_callable", "from_torch", "from_jax",
@@ -203,7 +204,6 @@ class CallableEnergy(Energy):
     def laplacian_se(self, x) -> np.ndarray:
         """Standard error of :meth:`laplacian` at the points (zero unless it is a
         stochastic estimate, e.g. Hutchinson's above :data:`EXACT_LAP_MAX_DIM`)."""
-        from fokkerplanck._core.validate import points
 
         X, _ = points(x, self.dim)
         if self._lap_se is None:

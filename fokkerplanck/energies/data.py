@@ -29,7 +29,7 @@ import numpy as np
 from numba import prange
 
 from fokkerplanck._core.jit import jit
-from fokkerplanck._core.validate import point_set, positive_float
+from fokkerplanck._core.validate import point_set, points, positive_float
 from fokkerplanck.energies.base import Energy, Kernels, _kernel_loop, _value_loop, register
 
 __all__ = ["KDE", "MAX_DATA", "DEFAULT_TOL"]
@@ -291,7 +291,6 @@ class KDE(Energy):
         return _kernel_loop(self.kernels, True)(np.ascontiguousarray(X), self.params)[3]
 
     def lap_and_grad2(self, x):
-        from fokkerplanck._core.validate import points
 
         X, _ = points(x, self.dim)
         _, g, lap = _kde_all(X, self.params)

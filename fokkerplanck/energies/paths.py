@@ -46,6 +46,7 @@ from scipy.special import logsumexp
 from fokkerplanck._core.jit import closure_jit, jit
 from fokkerplanck._core.validate import finite_array, point_set, points, positive_float
 from fokkerplanck.energies.base import _ZERO_KERNELS, Energy, NoKernelsError, Sum
+from fokkerplanck.energies.callables import from_callable
 from fokkerplanck.energies.custom import Custom
 from fokkerplanck.energies.families import GaussianMixture
 
@@ -490,7 +491,6 @@ class CallablePath(EnergyPath):
         self._f = (value, grad, lap)
 
     def at(self, t):
-        from fokkerplanck.energies.callables import from_callable
 
         s = check_time(t)
         v, g, lp = self._f

@@ -35,10 +35,10 @@ import numpy as np
 
 from fokkerplanck._core.validate import check_times, positive_float
 from fokkerplanck.densities import Gaussian, GridDensity
-from fokkerplanck.flows.lagrangian import integrate_characteristics
 from fokkerplanck.flows.common import check_finite, initial_density, progress_bar, warn_wall_mass
-from fokkerplanck.operators.muscl import (POSITIVE_CFL, face_points, face_velocity, fv_rhs, max_stable_dt,
-                                           ssp_rk3)
+from fokkerplanck.flows.lagrangian import integrate_characteristics
+from fokkerplanck.operators.muscl import POSITIVE_CFL, face_points, face_velocity, fv_rhs, max_stable_dt, ssp_rk3
+from fokkerplanck.refine import refine as richardson
 from fokkerplanck.results import MASS_TOL, Trajectory
 
 __all__ = ["Continuity", "forward_lagrangian", "LagrangianKL"]
@@ -137,7 +137,7 @@ class Continuity:
         centres (not renormalised: ``Trajectory.mass()`` shows the quadrature
         error, which grows as the flow concentrates mass below the cell size).
         refine : Richardson error estimates over 2 and 4 times the cell size, as
-            ``trajectory.refinement`` (:mod:`fokkerplanck.flows.refine`).
+            ``trajectory.refinement`` (:mod:`fokkerplanck.refine`).
         """
         times = check_times(times)
         t0 = time.perf_counter()
@@ -166,7 +166,6 @@ class Continuity:
         tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow, scheme=scheme,
                         info=info)
         if refine:
-            from fokkerplanck.flows.refine import refine as richardson
 
             tr.refinement = richardson(
                 lambda g, r0: Continuity(self.energy, g, method=self.method, temperature=self.temperature,

@@ -39,21 +39,20 @@ import warnings
 from functools import cached_property
 
 import numpy as np
-from scipy.special import logsumexp
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
+from scipy.special import logsumexp
 
 from fokkerplanck._core.jit import one_blas_thread
 from fokkerplanck._core.validate import check_times, positive_float
-from fokkerplanck.operators.expm import (chebyshev_expm_multiply, gershgorin_bound, n_terms, uniformization_multiply)
-from fokkerplanck.operators.fluxes import Stencil, faces, sg_generator, sg_symmetric
 from fokkerplanck.flows.common import WALL_MASS_TOL, check_finite, initial_density, progress_bar, warn_wall_mass
+from fokkerplanck.operators.fluxes import Stencil, faces, sg_generator, sg_symmetric
+from fokkerplanck.operators.propagator import EIGH_MAX as EIGH_MAX_CELLS, ReversiblePropagator
+from fokkerplanck.refine import refine as richardson
 from fokkerplanck.results import Trajectory
 
 __all__ = ["FokkerPlanck", "WALL_MASS_TOL", "check_finite"]
 
-EIGH_MAX_CELLS = 2000
-CHI_MAX = 10.0  # sqrt(1 + chi^2) above which the exact method uniformises first
 
 
 class FokkerPlanck:
@@ -105,7 +104,8 @@ class FokkerPlanck:
 
     @cached_property
     def lam_max(self) -> float:
-        return gershgorin_bound(self.symmetric)
+        """Gershgorin bound of ``-S`` from the stencil (no sparse assembly)."""
+        return self.stencil.gershgorin()
 
     def spectral_gap(self, k: int = 1) -> float | np.ndarray:
         """Smallest non-zero eigenvalue magnitude ``lambda_1`` of ``-L`` (or the ``k``
@@ -139,7 +139,7 @@ class FokkerPlanck:
         refine : also solve with 2 and 4 times the cell size (or ``refine`` levels
             in all) and attach Richardson error estimates and extrapolations of
             KL, R_t and the densities as ``trajectory.refinement``
-            (:mod:`fokkerplanck.flows.refine`).
+            (:mod:`fokkerplanck.refine`).
         """
         # the exact solver's parallel sweeps alternate with BLAS calls: BLAS on one thread
         # from the initial density on (see one_blas_thread); eigh (small grids) keeps all cores
@@ -172,7 +172,6 @@ class FokkerPlanck:
         tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow,
                         scheme=scheme, info=info)
         if refine:
-            from fokkerplanck.flows.refine import refine as richardson
 
             tr.refinement = richardson(
                 lambda g, r0: FokkerPlanck(self.energy, g, self.temperature).solve(
@@ -180,140 +179,31 @@ class FokkerPlanck:
                 tr, given if hasattr(given, "on_grid") else rho0, 3 if refine is True else refine)
         return tr
 
-    def _exact(self, rho0, times, tol, progress):
-        """Two phases.  The symmetric form works on ``w = rho / sqrt(pi)``, and its
-        errors, relative to ``||w||_2``, reach the density multiplied by
-        ``sqrt(1 + chi^2(rho || pi))``: astronomically large when ``rho0`` has
-        tails far heavier than the Gibbs law (a wide Gaussian against a
-        narrow mixture).  So while ``sqrt(1 + chi^2) > CHI_MAX`` the flow is
-        advanced by uniformisation (positive, L1-exact to ``tol``, on
-        doubling time segments) until the fast tails have drained; then the
-        symmetric form (eigh or Chebyshev) takes over."""
-        n = self.grid.size
-        vol = self.grid.cell_volume
-        out = np.empty((times.size, n))
+    @cached_property
+    def propagator(self) -> ReversiblePropagator:
+        """The exact propagator of the semi-discrete generator
+        (:class:`~fokkerplanck.operators.propagator.ReversiblePropagator`): uniformisation of
+        the stencil while the chi-square to the Gibbs law is large, then eigh (up to
+        2000 cells) or Chebyshev sweeps of the symmetric stencil."""
+        n, vol = self.grid.size, self.grid.cell_volume
         pi_n = self.gibbs.ravel()
-        G = self.generator_stencil
-        rate = float(np.abs(G.diag).max())
-        rho = rho0.ravel().copy()
-        seg = 4.0 / rate
-        bar = progress_bar(progress, int(times.size), "Fokker-Planck (exact)")
         log_pi = np.log(pi_n, out=np.full(n, -np.inf), where=pi_n > 0)
         if np.any(pi_n == 0):  # underflow at the walls: the exact log, not log(0)
             lp = -self.U.ravel() / self.temperature
             log_pi = lp - (logsumexp(lp) + math.log(vol))
+        return ReversiblePropagator(self.generator_stencil, lambda: self.symmetric, self._sqrt_pi, log_pi,
+                                    lam_max=self.lam_max, spectral_gap=self.spectral_gap,
+                                    sym_operator=self.stencil, weight=vol, eigh_max=EIGH_MAX_CELLS)
 
-        def log_chi(r):
-            """``log sqrt(1 + chi^2(r || pi))`` without overflow or 0/0 where pi underflows."""
-            pos = r > 0
-            return 0.5 * (logsumexp(2 * np.log(r[pos]) - log_pi[pos]) + math.log(vol))
-
-        rho, t, j, mv1 = self._uniformise(rho, times, out, G, rate, seg, tol, log_chi, bar)
-        while j < times.size and times[j] <= t:
-            out[j] = rho
-            j += 1
-        info = {"uniformisation_until": t, "uniformisation_matvecs": mv1}
-        rest = times[j:] - t
-        if rest.size:
-            sp_ = self._sqrt_pi
-            w0 = rho / sp_
-            if n <= EIGH_MAX_CELLS:
-                lam, V = np.linalg.eigh(self.symmetric.toarray())
-                # S is negative semi-definite with the Gibbs direction as its kernel: eigh gives
-                # that zero as a round-off of ~1e-13 lam_max either sign, and exp(t lam) then
-                # drifts the mass for large t (4e-6 at t = 1e7).  Round-off zeros are zeros.
-                lam = np.where(lam > -1e-10 * np.abs(lam).max(), 0.0, lam)
-                W = (np.exp(np.outer(rest, lam)) * (V.T @ w0)) @ V.T
-                info.update(exact="eigh", lam_max=float(-lam.min()))
-            else:
-                def progress_cb(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
-                    _bar.n = _j + int((times.size - _j) * k / K)
-                    _bar.refresh()
-                W, seg_info = self._chebyshev(w0, rest, tol, progress_cb if bar is not None else None)
-                info.update(exact="chebyshev", lam_max=self.lam_max, **seg_info)
-            out[j:] = W * sp_
-        if bar is not None:
-            bar.close()
-        return out.reshape(times.size, *self.grid.shape), info
-
-    def _uniformise(self, rho, times, out, G, rate, seg, tol, log_chi, bar):
-        """The positive phase of :meth:`_exact`: uniformisation on doubling segments while
-        ``sqrt(1 + chi^2) > CHI_MAX``; returns ``(rho, t, j, products)``."""
-        t, j, mv1 = 0.0, 0, 0
-        while j < times.size and log_chi(rho) > math.log(CHI_MAX):
-            t_next = min(t + seg, times[-1])
-            inside = np.flatnonzero((times > t) & (times <= t_next))
-            tt = np.concatenate([times[inside] - t, [t_next - t]])
-            res, k = uniformization_multiply(G.dot, rho, tt, rate, tol=tol, combine=G.combine_parallel)
-            mv1 += k
-            out[inside] = res[:-1]
-            j = max(j, inside[-1] + 1) if inside.size else j
-            while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
-                out[j] = rho
-                j += 1
-            rho, t, seg = res[-1], t_next, 2 * seg
+    def _exact(self, rho0, times, tol, progress):
+        """The exact solution by :attr:`propagator`."""
+        bar = progress_bar(progress, int(times.size), "Fokker-Planck (exact)")
+        try:
+            out, info = self.propagator(rho0, times, tol=tol, bar=bar)
+        finally:
             if bar is not None:
-                bar.n = j
-                bar.refresh()
-        return rho, t, j, mv1
-
-    def _chebyshev(self, w0, rest, tol, callback):
-        """``exp(t S) w0`` for ``t in rest``: one Chebyshev sweep for all times within
-        :func:`~fokkerplanck.operators.expm.max_segment`; beyond it the sweep restarts from the
-        last state (errors add: at most ``tol ||w0||`` per segment), and once the part
-        of the state orthogonal to the Gibbs direction has decayed below
-        ``tol ||w0||`` by the spectral gap (``||e^{tS} r|| <= e^{-lambda_1 t} ||r||``)
-        the answer is the Gibbs law itself.  Never a silently truncated expansion."""
-        from fokkerplanck.operators import expm
-
-        S, lam = self.stencil, self.lam_max
-        seg = expm.max_segment(lam, tol, expm.KMAX)
-        if rest[-1] <= seg:
-            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback,
-                                            combine=S.combine_parallel),
-                    {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
-        out = np.empty((rest.size, w0.size))
-        phi = self._sqrt_pi / np.linalg.norm(self._sqrt_pi)
-        norm0 = np.linalg.norm(w0)
-        gap = None
-        base, w, i, segments, matvecs, jumped = 0.0, w0, 0, 0, 0, 0
-        while i < rest.size:
-            c = float(phi @ w)
-            r = float(np.linalg.norm(w - c * phi))
-            if r <= tol * norm0:  # already at the Gibbs law to tolerance
-                out[i:] = c * phi
-                jumped += rest.size - i
-                break
-            if gap is None:
-                gap = self.spectral_gap()
-            settle = base + math.log(r / (tol * norm0)) / gap if gap > 0 else math.inf
-            done = rest[i:] >= settle
-            if done.all():
-                out[i:] = c * phi
-                jumped += rest.size - i
-                break
-            sel = np.flatnonzero((rest[i:] <= base + seg) & ~done) + i
-            if sel.size:
-                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol, combine=S.combine_parallel)
-                out[sel] = W
-                matvecs += n_terms(float(rest[sel[-1]] - base), lam, tol)
-                base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
-            else:  # no output in this segment: advance the state by one whole segment
-                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol, combine=S.combine_parallel)[0]
-                matvecs += n_terms(seg, lam, tol)
-                base += seg
-            segments += 1
-            if segments > 10_000:
-                raise RuntimeError(f"the exact solver would need more than 10000 Chebyshev segments of length "
-                                   f"{seg:.3g} to reach t = {rest[-1]:g} (spectral gap {gap:.3g}): use "
-                                   "method='implicit' or shorter times")
-            if callback is not None:
-                callback(i, rest.size)
-        info = {"chebyshev_matvecs": matvecs, "segments": segments, "gibbs_jump_outputs": jumped,
-                "segment_length": seg}
-        if gap is not None:
-            info["spectral_gap"] = gap
-        return out, info
+                bar.close()
+        return out.reshape(times.size, *self.grid.shape), info
 
     def _implicit(self, rho0, times, tol, dt, progress):
         L = self.generator.tocsc()

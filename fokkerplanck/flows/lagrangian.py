@@ -27,6 +27,7 @@ import numpy as np
 from numba import prange
 
 from fokkerplanck._core.jit import closure_jit
+from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
 __all__ = ["integrate_characteristics", "CharacteristicsError"]
 
@@ -178,7 +179,6 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
     ``energy`` may be an :class:`~fokkerplanck.energies.paths.EnergyPath` with kernels over the
     physical times ``[0, duration]`` (module docstring); ``times`` must then lie there.
     """
-    from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
     X0 = np.ascontiguousarray(np.asarray(X0, dtype=float))
     times = np.asarray(times, dtype=float)

@@ -20,12 +20,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fokkerplanck._core.files import atomic_h5, open_h5
 from fokkerplanck._core.validate import check_times, positive_float
 from fokkerplanck.flows.common import initial_density
 from fokkerplanck.flows.continuity import escape_ball, pushforward_density
 from fokkerplanck.flows.fokker_planck import FokkerPlanck
 from fokkerplanck.flows.lagrangian import integrate_characteristics
+from fokkerplanck.grid import Grid
 from fokkerplanck.operators.muscl import POSITIVE_CFL, face_points, face_velocity, max_stable_dt, ssp_rk3
+from fokkerplanck.wasserstein import clean_density, w2_grid, w2_grids, w2_linearised
 
 __all__ = ["solve_path", "solve_path_continuity", "PathSolution", "PATH_FORMAT"]
 
@@ -47,7 +50,6 @@ class PathSolution:
         functions in 1D, exact transport of the cell masses (POT) beyond; ``"linearised"``:
         :func:`~fokkerplanck.wasserstein.w2_linearised`, for nearby laws (module docstring of
         :mod:`fokkerplanck.wasserstein`).  Densities are renormalised to mass 1."""
-        from fokkerplanck.wasserstein import clean_density, w2_grid, w2_grids, w2_linearised
 
         g = self.grid
         if method == "linearised":
@@ -67,7 +69,6 @@ class PathSolution:
         """Write to HDF5 atomically (a crash leaves no partial file under ``path``)."""
         import json
 
-        from fokkerplanck._core.files import atomic_h5
 
         with atomic_h5(path) as f:
             f.attrs.update({"format": PATH_FORMAT, "grid": json.dumps(self.grid.to_spec()), "steps": int(self.steps),
@@ -83,8 +84,6 @@ class PathSolution:
         """Read a file written by :meth:`save`; a foreign or damaged file is a ValueError saying so."""
         import json
 
-        from fokkerplanck._core.files import open_h5
-        from fokkerplanck.grid import Grid
 
         with open_h5(path) as f:
             if f.attrs.get("format") != PATH_FORMAT:

@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from fokkerplanck._core.validate import finite_array, positive_float
+from fokkerplanck.energies.paths import check_time, schedule
 from fokkerplanck.operators.muscl import POSITIVE_CFL, fv_rhs
 from fokkerplanck.operators.poisson import FLOOR, solve_pinned, weighted_laplacian
-from fokkerplanck.energies.paths import check_time
 
 __all__ = ["PoissonSolution", "weighted_poisson", "potential_flow", "PotentialFlow", "potential_flow_particles",
            "homotopy_kl", "boltzmann_residual", "frozen_flow", "gaussian_velocity_error", "FLOOR"]
@@ -112,7 +112,6 @@ def potential_flow(homotopy, grid, times, *, cfl: float = 0.2, rho0=None):
     """``d_t rho = -div(rho grad Phi)`` from ``rho0`` (default: ``rho_bar(., 0)`` on the grid's
     cells) to each time of ``times`` (in [0, 1], increasing), by SSP-RK3 with a Poisson solve
     at every stage time.  Returns ``(densities (nt, *grid.shape), info)``."""
-    from fokkerplanck.energies.paths import schedule
 
     times = schedule(times, "times")
     cfl = positive_float(cfl, "cfl")
@@ -209,7 +208,6 @@ def potential_flow_particles(homotopy, grid, times, n: int, *, dt: float = 0.01,
     """Particles from exact samples of ``rho_bar(., times[0])`` moved by ``dx/dt = grad Phi`` (Heun,
     grid ``Phi`` from :func:`weighted_poisson`) with ``d/dt log rho = -div_h grad Phi``; the KL to
     ``rho_bar`` by Monte Carlo with its standard error."""
-    from fokkerplanck.energies.paths import schedule
 
     times = schedule(times, "times")
     dt = positive_float(dt, "dt")

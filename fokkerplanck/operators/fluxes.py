@@ -154,6 +154,16 @@ class Stencil:
             out.append(wa)
         return tuple(out)
 
+    def gershgorin(self) -> float:
+        """The largest absolute row sum (an upper bound of the spectral radius), from the
+        stencil itself: equal to :func:`~fokkerplanck.operators.expm.gershgorin_bound` of the
+        assembled matrix, without assembling it.  Row ``i`` holds ``M[i, i+e_a] = fwd_a[i]``
+        and ``M[i, i-e_a] = bwd_a[i-e_a]`` (zero at a wall; periodic axes wrap)."""
+        rows = np.abs(self.diag).copy()
+        for a3 in range(3):
+            rows += np.abs(self.fwd[a3]) + np.roll(np.abs(self.bwd[a3]), 1, axis=a3)
+        return float(rows.max())
+
     @classmethod
     def symmetric(cls, grid, U, temperature: float, fs: FaceSet | None = None) -> "Stencil":
         fs = fs or faces(grid)

@@ -23,6 +23,8 @@ import numpy as np
 
 from fokkerplanck._core.validate import finite_array, positive_float
 from fokkerplanck.energies import Sum
+from fokkerplanck.flows.continuity import Continuity
+from fokkerplanck.flows.fokker_planck import FokkerPlanck
 
 __all__ = ["cell_fractions", "unsafe_mass", "particle_unsafe_mass", "BarrierResult", "smallest_lambda", "FLOWS"]
 
@@ -65,13 +67,11 @@ def particle_unsafe_mass(ensemble, unsafe) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fokker_planck(U, grid, rho0, times, T):
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
 
     return FokkerPlanck(U, grid, T).solve(rho0, times)
 
 
 def _continuity(U, grid, rho0, times, T):
-    from fokkerplanck.flows.continuity import Continuity
 
     return Continuity(U, grid, temperature=T).solve(rho0, times)
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
+from fokkerplanck import energies as E
 from fokkerplanck.densities import GridDensity
+from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
 from fokkerplanck.flows.fokker_planck import FokkerPlanck
 
 __all__ = ["NonStationarity", "nonstationarity_check"]
@@ -112,7 +113,6 @@ def composed_energies(negation: float = 0.35, sigma: float = 0.5) -> dict:
     """The paper's experts and their compositions, by name: ``A``, ``B``,
     ``conjunction`` (``U_A + U_B``), ``disjunction`` (``-log(e^{-U_A} + e^{-U_B})``),
     ``negation`` (``U_B - negation * U_A``)."""
-    from fokkerplanck import energies as E
 
     A, B = E.GaussianMixture.paper_A(sigma), E.GaussianMixture.paper_B(sigma)
     return {"A": A, "B": B, "conjunction": A + B, "disjunction": E.softmin(A, B), "negation": B - negation * A}
@@ -123,7 +123,6 @@ def composition_check(grid, temperature: float = 1.0) -> dict:
     disjunction ``-log(e^{-U_A} + e^{-U_B})``, negation ``U_B - 0.35 U_A``): each is
     confining on ``grid`` and the stationary law of its Fokker-Planck generator is
     ``exp(-U/T) / Z``.  Returns ``{name: CompositionResult}``."""
-    from fokkerplanck import energies as E
 
     out = {}
     for name, U in composed_energies().items():

@@ -6,6 +6,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from fokkerplanck._core.validate import positive_float
+from particles.thermo import gauss_legendre_01
 
 __all__ = ["ti_integrand", "ti_log_z"]
 
@@ -26,7 +27,6 @@ def ti_log_z(U1, U0, grid, nodes: int, temperature: float = 1.0) -> float:
     """``log Z_0 - sum_i w_i E_{s_i}[(U1 - U0)/T]`` with the grid's ``log Z_0`` and the
     ``nodes``-point Gauss-Legendre rule: the same quadrature as the particles, exact
     expectations, so ``ti_log_z - grid.log_partition(U1)`` is the quadrature error alone."""
-    from particles.thermo import gauss_legendre_01
 
     s, w = gauss_legendre_01(nodes)
     return grid.log_partition(U0, temperature) - float(np.sum(w * ti_integrand(U1, U0, grid, s, temperature)))

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from fokkerplanck.grid import Grid
+
 __all__ = ["Refinement", "refine", "coarse_grid", "restrict", "ORDER_TOLERANCE"]
 
 ORDER_TOLERANCE = 0.6  # |observed - assumed order| above which the estimate is flagged
@@ -34,7 +36,6 @@ ORDER_TOLERANCE = 0.6  # |observed - assumed order| above which the estimate is 
 
 def coarse_grid(grid, factor: int):
     """The grid with ``factor`` times the cell size on the same box."""
-    from fokkerplanck.grid import Grid
 
     bad = [c for c in grid.cells if c % factor or c // factor < 4]
     if bad:

@@ -1,0 +1,177 @@
+"""The exact propagator ``p_t = exp(t L) p_0`` of a reversible generator.
+
+A generator ``L`` in detailed balance with a law ``pi`` is similar to the symmetric
+negative semi-definite ``S = Pi^{-1/2} L Pi^{1/2}``.  One algorithm serves the grid
+Fokker-Planck solver, the master equation of a finite space and the mixed space:
+
+1. While ``sqrt(1 + chi^2(p || pi))`` exceeds :data:`CHI_MAX`, uniformisation of ``L``
+   on doubling time segments (positive, L1-exact to ``tol``): the symmetric form's
+   error, relative to ``||p / sqrt(pi)||_2``, would reach the density multiplied by
+   that factor, so heavy tails drain first.
+2. Then ``exp(t S)`` on ``w = p / sqrt(pi)``: a dense ``eigh`` up to
+   :data:`EIGH_MAX` states (cached; any number of output times then costs one small
+   product each), above it one Chebyshev sweep shared by all output times within
+   :func:`~fokkerplanck.operators.expm.max_segment`, restarted from the last state
+   beyond it, and replaced by the Gibbs law itself once the part orthogonal to it has
+   decayed below ``tol ||w0||`` by the spectral gap.  Never a silently truncated
+   expansion.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import logsumexp
+
+from fokkerplanck.operators.expm import KMAX, chebyshev_expm_multiply, max_segment, n_terms, uniformization_multiply
+
+__all__ = ["ReversiblePropagator", "EIGH_MAX", "CHI_MAX", "MAX_SEGMENTS"]
+
+EIGH_MAX = 2000       # dense eigendecomposition up to this many states
+CHI_MAX = 10.0        # uniformise while sqrt(1 + chi^2(p || pi)) is larger
+MAX_SEGMENTS = 10_000
+
+
+class ReversiblePropagator:
+    """``exp(t L) p0`` at many output times for a generator in detailed balance.
+
+    generator : ``L`` (a sparse matrix or a matrix-free stencil with ``dot``; an optional
+        ``combine_parallel`` is used by the uniformisation sums), acting on ``p``.
+    symmetric : a function returning ``S`` as a sparse matrix (built only when needed).
+    sym_operator : ``S`` as an operator with ``dot`` (default: the sparse ``S``).
+    sqrt_pi : ``sqrt(pi)`` up to a constant factor, where ``p = sqrt(pi) w``.
+    log_pi : ``log pi`` normalised so that ``sum(pi) * weight = 1``.
+    weight : the measure of a state (the cell volume on a grid, 1 on a finite space).
+    lam_max : an upper bound of the spectrum of ``-S`` (Gershgorin).
+    spectral_gap : a function giving ``lambda_1`` of ``-S`` (only called on long runs).
+    """
+
+    def __init__(self, generator, symmetric, sqrt_pi, log_pi, *, lam_max: float, spectral_gap,
+                 sym_operator=None, weight: float = 1.0, eigh_max: int = EIGH_MAX):
+        self.generator, self._symmetric = generator, symmetric
+        self._sym_operator = sym_operator
+        self.sqrt_pi, self.log_pi = np.asarray(sqrt_pi, dtype=float), np.asarray(log_pi, dtype=float)
+        self.lam_max, self._gap, self.weight, self.eigh_max = float(lam_max), spectral_gap, float(weight), eigh_max
+        self.n = self.sqrt_pi.size
+        self._eig = None
+
+    @property
+    def rate(self) -> float:
+        """The uniformisation rate: the largest exit rate ``max |L_ii|``."""
+        diag = self.generator.diag if hasattr(self.generator, "diag") else self.generator.diagonal()
+        return float(np.abs(diag).max())
+
+    def log_chi(self, p) -> float:
+        """``log sqrt(1 + chi^2(p || pi))``, without overflow or 0/0 where ``pi`` underflows."""
+        pos = p > 0
+        return 0.5 * (float(logsumexp(2 * np.log(p[pos]) - self.log_pi[pos])) + math.log(self.weight))
+
+    def eigh(self):
+        """``(lam, V)`` of ``S``, computed once.  ``S`` is negative semi-definite with the
+        Gibbs direction as its kernel: eigh gives that zero as a round-off of ~1e-13
+        ``lam_max`` either sign, and ``exp(t lam)`` would then drift the mass for large
+        ``t`` (4e-6 at t = 1e7).  Round-off zeros are zeros."""
+        if self._eig is None:
+            lam, V = np.linalg.eigh(self._symmetric().toarray())
+            self._eig = (np.where(lam > -1e-10 * np.abs(lam).max(), 0.0, lam), V)
+        return self._eig
+
+    def __call__(self, p0, times, *, tol: float, bar=None):
+        """``p_t`` at ``times`` (checked, non-decreasing, >= 0) as an array
+        ``(len(times), n)`` and a dict of what was done."""
+        out = np.empty((times.size, self.n))
+        p = np.array(p0, dtype=float).ravel()
+        p, t, j, products = self._uniformise(p, times, out, tol, bar)
+        while j < times.size and times[j] <= t:
+            out[j] = p
+            j += 1
+        info = {"uniformisation_until": t, "uniformisation_matvecs": products}
+        rest = times[j:] - t
+        if rest.size:
+            w0 = p / self.sqrt_pi
+            if self.n <= self.eigh_max:
+                lam, V = self.eigh()
+                W = (np.exp(np.outer(rest, lam)) * (V.T @ w0)) @ V.T
+                info.update(exact="eigh", lam_max=float(-lam.min()))
+            else:
+                def progress(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
+                    _bar.n = _j + int((times.size - _j) * k / K)
+                    _bar.refresh()
+                W, seg_info = self._chebyshev(w0, rest, tol, progress if bar is not None else None)
+                info.update(exact="chebyshev", lam_max=self.lam_max, **seg_info)
+            out[j:] = W * self.sqrt_pi
+        return out, info
+
+    def _uniformise(self, p, times, out, tol, bar):
+        """Uniformisation on doubling segments while ``sqrt(1 + chi^2) > CHI_MAX``;
+        returns ``(p, t, j, products)``."""
+        G, rate = self.generator, self.rate
+        combine = getattr(G, "combine_parallel", None)
+        t, j, products, seg = 0.0, 0, 0, 4.0 / max(rate, 1e-300)
+        while j < times.size and self.log_chi(p) > math.log(CHI_MAX):
+            t_next = min(t + seg, times[-1])
+            inside = np.flatnonzero((times > t) & (times <= t_next))
+            tt = np.concatenate([times[inside] - t, [t_next - t]])
+            res, k = uniformization_multiply(G.dot, p, tt, rate, tol=tol, combine=combine)
+            products += k
+            out[inside] = res[:-1]
+            j = max(j, inside[-1] + 1) if inside.size else j
+            while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
+                out[j] = p
+                j += 1
+            p, t, seg = res[-1], t_next, 2 * seg
+            if bar is not None:
+                bar.n = j
+                bar.refresh()
+        return p, t, j, products
+
+    def _chebyshev(self, w0, rest, tol, callback):
+        S = self._sym_operator if self._sym_operator is not None else self._symmetric()
+        combine = getattr(S, "combine_parallel", None)
+        lam = self.lam_max
+        seg = max_segment(lam, tol, KMAX)
+        if rest[-1] <= seg:
+            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback, combine=combine),
+                    {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
+        out = np.empty((rest.size, w0.size))
+        phi = self.sqrt_pi / np.linalg.norm(self.sqrt_pi)
+        norm0 = np.linalg.norm(w0)
+        gap = None
+        base, w, i, segments, matvecs, jumped = 0.0, w0, 0, 0, 0, 0
+        while i < rest.size:
+            c = float(phi @ w)
+            r = float(np.linalg.norm(w - c * phi))
+            if r <= tol * norm0:  # already at the Gibbs law to tolerance
+                out[i:] = c * phi
+                jumped += rest.size - i
+                break
+            if gap is None:
+                gap = self._gap()
+            settle = base + math.log(r / (tol * norm0)) / gap if gap > 0 else math.inf
+            done = rest[i:] >= settle
+            if done.all():
+                out[i:] = c * phi
+                jumped += rest.size - i
+                break
+            sel = np.flatnonzero((rest[i:] <= base + seg) & ~done) + i
+            if sel.size:
+                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol, combine=combine)
+                out[sel] = W
+                matvecs += n_terms(float(rest[sel[-1]] - base), lam, tol)
+                base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
+            else:  # no output in this segment: advance the state by one whole segment
+                w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol, combine=combine)[0]
+                matvecs += n_terms(seg, lam, tol)
+                base += seg
+            segments += 1
+            if segments > MAX_SEGMENTS:
+                raise RuntimeError(f"the exact solver would need more than {MAX_SEGMENTS} Chebyshev segments of "
+                                   f"length {seg:.3g} to reach t = {rest[-1]:g} (spectral gap {gap:.3g}): use "
+                                   "method='implicit' or shorter times")
+            if callback is not None:
+                callback(i, rest.size)
+        info = {"chebyshev_matvecs": matvecs, "segments": segments, "gibbs_jump_outputs": jumped,
+                "segment_length": seg}
+        if gap is not None:
+            info["spectral_gap"] = gap
+        return out, info
