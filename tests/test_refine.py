@@ -6,7 +6,7 @@ import pytest
 
 from fokkerplanck import Continuity, FokkerPlanck, Grid, Trajectory, densities as Dn, energies as E
 from fokkerplanck import diagnostics as D
-from fokkerplanck.flows.refine import coarse_grid, restrict
+from fokkerplanck.refine import coarse_grid, restrict
 
 A = np.array([[1.5, 0.5], [0.5, 0.8]])
 M0, S0 = np.array([2.0, -1.0]), np.array([[0.3, 0.0], [0.0, 0.5]])
