@@ -39,8 +39,8 @@ def rss_peak():
 def timed_run(client, n, shard_size):
     init = GaussianInit([0.0, 0.0], 9.0, seed=1, n=n)
     t0 = time.perf_counter()
-    ens = particles.langevin(U, init, DT, STEPS, seed=2, store="summaries", client=client, shard_size=shard_size,
-                             shard_threads=1)
+    ens = particles.langevin(U, init, DT, STEPS, seed=2, save=particles.Save(store="summaries"),
+                             shards=particles.Shards(client, size=shard_size, threads=1))
     return time.perf_counter() - t0, ens
 
 

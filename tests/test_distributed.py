@@ -210,3 +210,42 @@ def test_summary_block_changes_only_rounding_and_stays_shard_exact(client):
         np.testing.assert_allclose(one.summaries[k], ref.summaries[k], rtol=1e-11, atol=1e-15, err_msg=k)
     with pytest.raises(ValueError, match="summary_block"):
         particles.langevin(U, x0, 1e-3, 1, summary_block=0)
+
+
+def test_shards_object_is_the_keywords_bit_for_bit(client):
+    """``shards=Shards(...)`` and ``save=Save(...)`` give the in-process run's bits, and those of
+    the ``client=``/``save_every=`` keywords."""
+    U = E.GaussianMixture.ring()
+    x0 = np.random.default_rng(2).normal(size=(3 * BLOCK + 50, 2)) * 2
+    save = particles.Save(every=15, summary_block=BLOCK // 4)
+    one = particles.langevin(U, x0, 2e-2, 45, seed=8, method="mala", save=save)
+    many = particles.langevin(U, x0, 2e-2, 45, seed=8, method="mala", save=save,
+                              shards=particles.Shards(client, size=BLOCK, threads=1))
+    old = particles.langevin(U, x0, 2e-2, 45, seed=8, method="mala", save_every=15, summary_block=BLOCK // 4,
+                             client=client, shard_size=BLOCK, shard_threads=1)
+    assert many.meta["shards"] == 4
+    for other in (many, old):
+        _same(one, other)
+        np.testing.assert_array_equal(one.acceptance, other.acceptance)
+    # save times on the workers: the same saves
+    at = particles.langevin(U, x0, 2e-2, 45, seed=8, method="mala", shards=particles.Shards(client, size=BLOCK),
+                            save=particles.Save(times=[0.3, 0.9], summary_block=BLOCK // 4))
+    np.testing.assert_array_equal(at.positions, one.positions[[1, 3]])
+    for k in at.summaries:
+        np.testing.assert_array_equal(at.summaries[k], one.summaries[k][[1, 3]], err_msg=k)
+
+
+def test_bad_shards_fields_name_the_field(client, tmp_path):
+    with pytest.raises(ValueError, match="Shards.size"):
+        particles.Shards(client, size=0)
+    with pytest.raises(ValueError, match="Shards.threads"):
+        particles.Shards(client, threads=1.5)
+    with pytest.raises(ValueError, match="Shards.client"):
+        particles.Shards("tcp://127.0.0.1:8786")
+    U = E.GaussianMixture.ring()
+    x0 = np.zeros((10, 2))
+    with pytest.raises(ValueError, match="client= given together with shards="):
+        particles.langevin(U, x0, 1e-2, 5, seed=1, shards=particles.Shards(client), client=client)
+    with pytest.raises(ValueError, match="Save.store must be 'memory' or 'summaries'"):
+        particles.gradient_flow(U, x0, 1e-2, 5, shards=particles.Shards(client),
+                                save=particles.Save(store=tmp_path / "x.h5"))

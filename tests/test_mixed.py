@@ -76,3 +76,27 @@ def test_particles_same_bits_for_any_split_and_save_schedule():
     np.testing.assert_array_equal(la[-1][150:300], lb[-1])
     # labels do move: ~45% drew again (1 - e^{-0.6}), about 19% landed on another label
     assert (la[-1] != k0).mean() > 0.1
+
+
+def test_particles_take_save_with_the_keywords_bits():
+    from particles import Save
+
+    model = _model()
+    rng = np.random.default_rng(1)
+    x0 = rng.normal(size=(300, 2))
+    k0 = rng.integers(0, 3, 300)
+    ta, la, pa = Mx.simulate(model, k0, x0, 1e-2, 30, seed=4, save_every=7)
+    tb, lb, pb = Mx.simulate(model, k0, x0, 1e-2, 30, seed=4, save=Save(every=7))
+    np.testing.assert_array_equal(ta, tb)
+    np.testing.assert_array_equal(la, lb)
+    np.testing.assert_array_equal(pa, pb)
+    tc, lc, pc = Mx.simulate(model, k0, x0, 1e-2, 30, seed=4, save=Save(times=[0.14, 0.3]))
+    np.testing.assert_array_equal(tc, ta[[2, 5]])
+    np.testing.assert_array_equal(lc, la[[2, 5]])
+    np.testing.assert_array_equal(pc, pa[[2, 5]])
+    with pytest.raises(ValueError, match="save_every= given together with save="):
+        Mx.simulate(model, k0, x0, 1e-2, 30, save_every=7, save=Save(every=7))
+    with pytest.raises(ValueError, match="Save.store='summaries' is not supported"):
+        Mx.simulate(model, k0, x0, 1e-2, 30, save=Save(store="summaries"))
+    with pytest.raises(ValueError, match="not a multiple of dt"):
+        Mx.simulate(model, k0, x0, 1e-2, 30, save=Save(times=[0.155, 0.3]))

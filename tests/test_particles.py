@@ -264,3 +264,146 @@ def test_bad_input(call, match):
 def test_unstable_step_warns():
     with pytest.warns(RuntimeWarning, match="stability limit"):
         particles.gradient_flow(E.Quadratic([[10.0]]), np.ones((4, 1)), 0.3, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Save: one object for what to save, the keywords a translation into it
+def _same_ensemble(a, b):
+    for name in ("times", "steps", "alive", "status"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    for name in ("positions", "logdensity", "histograms", "acceptance"):
+        x, y = getattr(a, name), getattr(b, name)
+        assert (x is None) == (y is None), name
+        if x is not None:
+            np.testing.assert_array_equal(x, y, err_msg=name)
+    assert a.summaries.keys() == b.summaries.keys()
+    for k in a.summaries:
+        np.testing.assert_array_equal(a.summaries[k], b.summaries[k], err_msg=k)
+
+
+@pytest.mark.parametrize("method", ["euler-maruyama", "mala"])
+def test_langevin_save_object_is_the_keywords_bit_for_bit(method):
+    U = E.GaussianMixture.ring()
+    x0 = np.random.default_rng(4).normal(size=(700, 2)) * 2
+    grid = Grid([(-6, 6), (-6, 6)], 12)
+    kw = dict(method=method, seed=11, box=[(-9.0, 9.0)] * 2)
+    old = particles.langevin(U, x0, 2e-2, 45, save_every=10, histogram=grid, summary_block=256, **kw)
+    new = particles.langevin(U, x0, 2e-2, 45, save=particles.Save(every=10, histogram=grid, summary_block=256),
+                             **kw)
+    _same_ensemble(old, new)
+    assert list(new.steps) == [0, 10, 20, 30, 40, 45] and new.meta["save_every"] == 10
+    # the same saves by their times: the same bits (the schedule never changes a particle's path)
+    at = particles.langevin(U, x0, 2e-2, 45, save=particles.Save(times=new.times.tolist(), histogram=grid,
+                                                                 summary_block=256), **kw)
+    _same_ensemble(new, at)
+    # a subset of the times: those saves of the full run, bit for bit
+    few = particles.langevin(U, x0, 2e-2, 45, save=particles.Save(times=[0.2, 0.9], summary_block=256), **kw)
+    np.testing.assert_array_equal(few.steps, [10, 45])
+    np.testing.assert_array_equal(few.positions, new.positions[[1, 5]])
+    for k in few.summaries:
+        np.testing.assert_array_equal(few.summaries[k], new.summaries[k][[1, 5]], err_msg=k)
+
+
+def test_save_store_modes_and_gradient_flow_through_save(tmp_path):
+    U = E.GaussianMixture.ring()
+    x0 = np.random.default_rng(1).normal(size=(300, 2)) * 3
+    S = particles.Save
+    mem = particles.langevin(U, x0, 1e-3, 30, seed=2, save=S(every=10))
+    summ = particles.langevin(U, x0, 1e-3, 30, seed=2, save=S(every=10, store="summaries"))
+    assert summ.positions is None
+    _same_ensemble(particles.langevin(U, x0, 1e-3, 30, seed=2, save_every=10, store="summaries"), summ)
+    f = particles.langevin(U, x0, 1e-3, 30, seed=2, save=S(every=10, store=tmp_path / "e.hdf5"))
+    with h5py.File(f.path) as h:
+        np.testing.assert_array_equal(h["positions"][()], mem.positions)
+    kw = dict(method="rk4", track_logdensity=True, logrho0=densities.Gaussian([0.0, 0.0], 9.0).logpdf(x0))
+    a = particles.gradient_flow(U, x0, 1e-3, 30, save_every=10, store="summaries", **kw)
+    b = particles.gradient_flow(U, x0, 1e-3, 30, save=S(every=10, store="summaries"), **kw)
+    _same_ensemble(a, b)
+    assert np.isfinite(b.summaries["kl"]).all()
+
+
+@pytest.mark.parametrize("fields, match", [
+    (dict(every=0), "Save.every"),
+    (dict(every=2.5), "Save.every"),
+    (dict(every=True), "Save.every"),
+    (dict(every=2, times=[0.0, 1.0]), "Save.every and Save.times"),
+    (dict(times=[1.0, 0.5]), "Save.times"),
+    (dict(times=[]), "Save.times"),
+    (dict(times=[-1.0]), "Save.times"),
+    (dict(times=[0.0, np.nan]), "Save.times"),
+    (dict(store="memroy"), "Save.store"),
+    (dict(store="run.npz"), "Save.store"),
+    (dict(store=5), "Save.store"),
+    (dict(store="summaries", summaries=False), "Save.store='summaries' with Save.summaries=False"),
+    (dict(summaries="yes"), "Save.summaries"),
+    (dict(histogram=[(0, 1)]), "Save.histogram"),
+    (dict(summary_block=0), "Save.summary_block"),
+])
+def test_bad_save_fields_name_the_field(fields, match):
+    with pytest.raises(ValueError, match=match.replace("(", r"\(").replace("[", r"\[")):
+        particles.Save(**fields)
+
+
+def test_save_times_off_the_step_grid_and_keyword_conflicts_raise():
+    U = E.Quadratic([[1.0, 0.0], [0.0, 1.0]])
+    X = np.zeros((10, 2))
+    S = particles.Save
+    with pytest.raises(ValueError, match=r"Save.times\[1\] = 0.015 is not a multiple of dt"):
+        particles.langevin(U, X, 0.01, 5, seed=0, save=S(times=[0.0, 0.015, 0.05]))
+    with pytest.raises(ValueError, match="must be the end of the run"):
+        particles.langevin(U, X, 0.01, 5, seed=0, save=S(times=[0.0, 0.03]))
+    with pytest.raises(ValueError, match="same step"):
+        particles.langevin(U, X, 0.01, 5, seed=0, save=S(times=[0.0, 1e-12, 0.05]))
+    with pytest.raises(ValueError, match="save_every= given together with save="):
+        particles.langevin(U, X, 0.01, 5, seed=0, save=S(every=1), save_every=1)
+    with pytest.raises(ValueError, match="store= given together with save="):
+        particles.gradient_flow(U, X, 0.01, 5, save=S(), store="memory")
+    with pytest.raises(ValueError, match="save must be a particles.Save"):
+        particles.langevin(U, X, 0.01, 5, seed=0, save={"every": 1})
+    with pytest.raises(ValueError, match="shard_size= without client="):
+        particles.langevin(U, X, 0.01, 5, seed=0, shard_size=4096)
+    with pytest.raises(ValueError, match="Shards.client"):
+        particles.Shards(None)
+
+
+def test_annealed_and_path_flow_take_save():
+    from fokkerplanck.energies.paths import ConstantPath
+    from particles.annealed import annealed_langevin, path_gradient_flow
+
+    path = ConstantPath(E.GaussianMixture.ring())
+    x0 = np.random.default_rng(2).normal(size=(300, 2))
+    a = annealed_langevin(path, x0, 1e-2, 20, seed=3, save_every=5)
+    b = annealed_langevin(path, x0, 1e-2, 20, seed=3, save=particles.Save(every=5))
+    c = annealed_langevin(path, x0, 1e-2, 20, seed=3, save=particles.Save(times=[0.1, 0.2]))
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.times, b.times)
+    np.testing.assert_array_equal(c.positions, a.positions[[2, 4]])
+    # the static path is the static energy: the same bits as particles.langevin
+    s = particles.langevin(E.GaussianMixture.ring(), x0, 1e-2, 20, seed=3, save=particles.Save(every=5))
+    np.testing.assert_array_equal(s.positions, b.positions)
+    f = path_gradient_flow(path, x0, 1e-2, 20, save_every=5)
+    g = path_gradient_flow(path, x0, 1e-2, 20, save=particles.Save(every=5))
+    np.testing.assert_array_equal(f.positions, g.positions)
+    np.testing.assert_array_equal(f.logdensity, g.logdensity)
+    with pytest.raises(ValueError, match="Save.store='summaries' is not supported"):
+        annealed_langevin(path, x0, 1e-2, 20, save=particles.Save(store="summaries"))
+    with pytest.raises(ValueError, match="save_every= given together with save="):
+        path_gradient_flow(path, x0, 1e-2, 20, save_every=5, save=particles.Save(every=5))
+
+
+def test_jumps_take_save_times():
+    from fokkerplanck.discrete import finite as Dz
+    from particles import jumps
+
+    energy = Dz.ising(6)
+    c0 = np.random.default_rng(0).integers(0, 2, size=(300, 6))
+    a = jumps.simulate(energy, c0, [0.5, 1.0], seed=3)
+    b = jumps.simulate(energy, c0, save=particles.Save(times=[0.5, 1.0]), seed=3)
+    for name in ("times", "energy", "magnetisation", "index", "codes", "events"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    with pytest.raises(ValueError, match="Save.every"):
+        jumps.simulate(energy, c0, save=particles.Save(every=3))
+    with pytest.raises(ValueError, match="times given together with save="):
+        jumps.simulate(energy, c0, [1.0], save=particles.Save(times=[1.0]))
+    with pytest.raises(ValueError, match="needs save times"):
+        jumps.simulate(energy, c0)
