@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
-import json
-
+import h5py
 import numpy as np
+
+from fokkerplanck.app.plots import plot_trajectory
+from fokkerplanck.app.runner import FORMAT, builtin_configs, info_lines, load_config, load_spec, plot_run, read_run, run
+from fokkerplanck.app.sweep import parse_params, sweep
+from fokkerplanck.app.verify import CHECKS, Report, run_checks, write_summary
+from fokkerplanck.results import Trajectory
 
 # Errors that a user's input can cause: printed as one line (exit status 2); --debug
 # shows the traceback.  Anything else is a bug and keeps its traceback.
@@ -14,17 +21,11 @@ USER_ERRORS = (ValueError, MemoryError, OSError, RuntimeError, FloatingPointErro
 
 
 def _verify(args) -> int:
-    from fokkerplanck.app.verify import CHECKS, run_checks
-
     names = args.only or list(CHECKS)
     unknown = set(names) - set(CHECKS)
     if unknown:
         print(f"unknown checks {sorted(unknown)}; known: {sorted(CHECKS)}", file=sys.stderr)
         return 2
-    import time
-
-    from fokkerplanck.app.verify import Report, write_summary
-
     report = None if args.no_report else Report(args.report)
     t0 = time.perf_counter()
     checks = run_checks(names, quick=args.quick, report=report,
@@ -44,18 +45,12 @@ def _load(args, cmd: str):
     """The trajectory named on the command line (errors reach :func:`main`, which says
     what is wrong).  Its energy is rebuilt from the registry only: a file never makes
     this command import code."""
-    from fokkerplanck.results import Trajectory
-
     return Trajectory.load(args.file, args.group)
 
 
 def _run_file(args):
     """The ``fpk run`` summary of ``args.file`` when it is a run file and no group was
     asked for; None otherwise."""
-    import h5py
-
-    from fokkerplanck.app.runner import FORMAT, read_run
-
     if args.group:
         return None
     try:
@@ -68,69 +63,7 @@ def _run_file(args):
 
 
 def _info_run(path, r) -> int:
-    print(f"{path}: fpk run, kind {r['kind']!r}, groups {r['groups']}")
-    for s in r.get("stopping", []):
-        extra = "".join(f", {k} {s[k]:.3g}" if isinstance(s[k], float) else f", {k} {s[k]}"
-                        for k in ("stderr", "step") if k in s)
-        print(f"  {s['name']:<22} {'t = ' + format(s['time'], '.6g') + extra:<40} [{s['source']}]")
-    for k, v in r.get("theorem", {}).items():
-        print(f"  {k:<28} {v:.6g}")
-    for name in ("A", "B", "conjunction", "disjunction", "negation"):
-        if name in r:
-            g = r[name]
-            print(f"  {name:<12} near A: {g['count_A']:>5} (Fokker-Planck {g['expected_A']:8.1f}, Gibbs "
-                  f"{g['expected_A_gibbs']:8.1f})   near B: {g['count_B']:>5} (Fokker-Planck {g['expected_B']:8.1f}, "
-                  f"Gibbs {g['expected_B_gibbs']:8.1f})")
-    if r["kind"] == "ising":
-        ex, pa = r["exact"], r["particles"]
-        print(f"  {r['lattice']['model']} {r['lattice']['shape']}: {ex['states']} states, {ex['dynamics']}, "
-              f"spectral gap {ex['spectral_gap']:.6g}, |dKL/dt + D| / D <= {ex['identity_residual']:.2g}")
-        print(f"  {'t':>8} {'KL exact':>12} {'Dirichlet':>12} {'E exact':>10} {'E particles':>20}")
-        for j in np.unique(np.linspace(0, ex["times"].size - 1, min(ex["times"].size, 11)).astype(int)):
-            print(f"  {ex['times'][j]:8.4g} {ex['kl'][j]:12.6g} {ex['dirichlet'][j]:12.6g} {ex['mean_energy'][j]:10.5g} "
-                  f"{pa['mean_energy'][j]:10.5g} +- {pa['mean_energy_se'][j]:.2g}")
-    if "wasserstein" in r:
-        w = r["wasserstein"]
-        cols = [k for k in w if k != "times" and not k.endswith("_se") and np.ndim(w[k]) == 1]
-        print("  W2 (exact in 1D; 2D/3D: linearised, and exact transport of pooled cells): " + ", ".join(cols))
-        for j in np.unique(np.linspace(0, w["times"].size - 1, min(w["times"].size, 6)).astype(int)):
-            vals = "  ".join(f"{w[k][j]:10.5g}" + (f" +- {w[k + '_se'][j]:.2g}" if k + "_se" in w else "") for k in cols)
-            print(f"  t = {w['times'][j]:<8.4g} {vals}")
-        if "exact_cells" in w:
-            print(f"  (exact transport of the cell masses pooled to <= {w['exact_cells']} cells per axis; linearised "
-                  "at the midpoint law on the full grid: each exact in its own regime, see fokkerplanck.wasserstein)")
-    if r["kind"] == "ood":
-        if "data" in r:
-            print(f"  data energy: KDE of {len(r['data']['points'])} points, h = {r['data']['bandwidth']:g}; "
-                  f"KL(model || truth) = {r['data']['kl_model_to_truth']:.4g}")
-        for name, row in json.loads(r["ood"]["table"]).items():
-            print(f"  AUROC {name:<10} " + "  ".join(f"{k} {v['auroc']:.4f} +- {v['se']:.4f}" for k, v in row.items()))
-    if r["kind"] == "barrier":
-        for key in (k for k in r if k.startswith("barrier_")):
-            g = r[key]
-            print(f"  {key[8:]:<14} lambda* = {g['lam']:.5g} (+- {g['tol']:.1g}): max_t rho_t(unsafe) = "
-                  f"{np.max(g['mass']):.4g} <= beta = {g['beta']:g}   (lambda = 0: {np.max(r['free']['mass']):.4g})")
-        if "particles" in r:
-            p = r["particles"]
-            j = int(np.argmax(p["mass"]))
-            print(f"  particles at lambda* = {p['lam']:.5g}: max_t fraction {p['mass'][j]:.4g} +- {p['mass_se'][j]:.2g}")
-    if r["kind"] == "vpfb":
-        g = r["grid"]
-        print(f"  homotopy matching, grid potential flow ({g['steps']} steps): KL(rho_Phi(t) || rho_bar(t)), "
-              "W2 (linearised)")
-        pk = r.get("particles")
-        for j in range(len(g["times"])):
-            extra = f"   particles KL {pk['kl'][j]:.3g} +- {pk['kl_se'][j]:.2g}" if pk is not None else ""
-            w2 = f" {g['w2'][j]:10.3g}" if "w2" in g else ""
-            print(f"    t = {g['times'][j]:<6.3g} {g['kl'][j]:10.3g}{w2}{extra}")
-        b, lr = r["boltzmann"], r["long_run"]
-        print(f"  Boltzmann claim at t = 1: relative residual of Phi = a log rho_bar + b: {b['relative_residual'][-1]:.3f}")
-        print(f"  past t = 1, after {lr['durations'][-1]:g}: ODE KL {lr['kl_ode'][-1]:.3g}, Langevin KL "
-              f"{lr['kl_langevin'][-1]:.1e}")
-        if "w2_ode" in lr:
-            print(f"    W2 (linearised): ODE {lr['w2_ode'][-1]:.3g}, Langevin {lr['w2_langevin'][-1]:.1e}")
-    if r["kind"] == "flows":
-        print("  (fpk info FILE --group fokker-planck|continuity for a trajectory's table)")
+    print("\n".join(info_lines(path, r)))
     return 0
 
 
@@ -158,8 +91,6 @@ def _info(args) -> int:
 
 
 def _plot(args) -> int:
-    from fokkerplanck.app.plots import plot_run, plot_trajectory
-
     out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
     if _run_file(args) is not None:
         plot_run(args.file, out, steps=args.steps)
@@ -172,14 +103,10 @@ def _plot(args) -> int:
 
 
 def _run(args) -> int:
-    import os
-
-    from fokkerplanck.app.runner import builtin_configs, load_config, run
-
-    cfg = load_config(args.config)
+    spec = load_spec(args.config)   # parsed and checked once; run() takes it as it is
     inputs = [args.config] if args.config not in builtin_configs() or os.path.exists(args.config) else []
     try:
-        run(cfg, args.output, progress=not args.quiet, log=(lambda *a: None) if args.quiet else
+        run(spec, args.output, progress=not args.quiet, log=(lambda *a: None) if args.quiet else
             (lambda *a: print(*a, file=sys.stderr)), overwrite=args.overwrite, protect=inputs)
     except KeyboardInterrupt:
         print(f"fpk run: interrupted; {args.output} was not written", file=sys.stderr)
@@ -189,16 +116,13 @@ def _run(args) -> int:
 
 
 def _sweep(args) -> int:
-    from fokkerplanck.app.runner import load_config
-    from fokkerplanck.app.sweep import parse_params, sweep
-
     cfg = load_config(args.config)
     params = parse_params(args.param or [])
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, file=sys.stderr))
     client = cluster = threads = None
     try:
         if args.scheduler or args.local:
-            try:
+            try:  # local: Dask is an optional dependency, and slow to import
                 from dask.distributed import Client, LocalCluster
             except ImportError:
                 print("fpk sweep: --scheduler/--local need Dask: pip install -e .[distributed]", file=sys.stderr)
@@ -206,8 +130,6 @@ def _sweep(args) -> int:
             if args.scheduler:
                 client = Client(args.scheduler)
             else:
-                import os
-
                 threads = max(1, (os.cpu_count() or 1) // args.local)
                 cluster = LocalCluster(n_workers=args.local, threads_per_worker=1, dashboard_address=None)
                 client = Client(cluster)
@@ -237,8 +159,6 @@ def _count(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from fokkerplanck.app.runner import builtin_configs
-
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     p = argparse.ArgumentParser(prog="fpk", description="Fokker-Planck / gradient-flow toolkit")
@@ -302,8 +222,6 @@ def main(argv=None) -> int:
         print(f"fpk {args.cmd}: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader went away (fpk info FILE | head): not an error
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except USER_ERRORS as exc:

@@ -27,9 +27,18 @@ import json
 import os
 import time
 
+import h5py
 import numpy as np
 
-__all__ = ["ALIASES", "parse_params", "points", "apply", "point_name", "sweep"]
+from fokkerplanck._core.files import PathLock, atomic_h5
+from fokkerplanck._core.validate import nearest
+from fokkerplanck.app.config import check_config, config_hash, table_keys
+from fokkerplanck.app.kinds import DEFAULT, REGISTRY
+from fokkerplanck.app.runner import FORMAT, read_run, run
+from fokkerplanck.results import Trajectory
+from particles.distributed import set_threads
+
+__all__ = ["ALIASES", "apply", "parse_params", "point_name", "points", "sweep"]
 
 ALIASES = {"dt": ["particles.dt", "deterministic_particles.dt", "composition.dt"],
            "cells": ["grid.cells"], "n": ["particles.n", "deterministic_particles.n", "composition.n"],
@@ -63,12 +72,9 @@ def points(params: dict[str, list]) -> list[dict]:
 
 def _check_path(name: str, path: str, cfg: dict) -> None:
     """A parameter path must name a key the config's kind knows (typos name the nearest)."""
-    from fokkerplanck._core.validate import nearest
-    from fokkerplanck.app.runner import TABLE_KEYS, TOP_KEYS
-
-    kind = cfg.get("kind", "flows")
+    kind = cfg.get("kind", DEFAULT)
     parts = path.split(".")
-    top = TOP_KEYS.get(kind, set())
+    top = set(REGISTRY[kind].top_keys) if kind in REGISTRY else set()
     if parts[0] not in top:
         raise ValueError(f"--param {name}: unknown config entry {parts[0]!r}{nearest(parts[0], top | set(ALIASES))}; "
                          f"valid: {sorted(top)} or the aliases {sorted(ALIASES)}")
@@ -78,7 +84,7 @@ def _check_path(name: str, path: str, cfg: dict) -> None:
         return
     if len(parts) > 2:
         raise ValueError(f"--param {name}: a path is TABLE.KEY, got {path!r}")
-    keys = TABLE_KEYS.get(parts[0])
+    keys = table_keys(kind).get(parts[0]) if kind in REGISTRY else None
     if keys is None:  # energy / initial: their keys depend on the type, checked when the point's config is
         keys = set(cfg.get(parts[0], {}))
     if parts[1] not in keys:
@@ -105,10 +111,6 @@ def apply(cfg: dict, point: dict) -> dict:
 
 def _up_to_date(path: str, cfg: dict) -> bool:
     """True when ``path`` is a complete run file of exactly this config."""
-    import h5py
-
-    from fokkerplanck.app.runner import FORMAT, config_hash
-
     if not os.path.exists(path):
         return False
     try:
@@ -122,24 +124,16 @@ def point_name(point: dict) -> str:
     return "_".join(f"{k}={v}" for k, v in point.items()).replace("/", "-") or "base"
 
 
-def run_point(cfg: dict, path: str, threads: int | None = None) -> str:
-    """Run one point into ``path`` (atomically); the unit of work sent to a worker
-    (``threads``: its numba threads, default all cores)."""
-    from particles.distributed import set_threads
-
-    from fokkerplanck.app.runner import run
-
+def run_point(cfg, path: str, threads: int | None = None) -> str:
+    """Run one point (a config dict, or its :class:`~fokkerplanck.app.config.RunSpec`)
+    into ``path`` (atomically); the unit of work sent to a worker (``threads``: its numba
+    threads, default all cores)."""
     set_threads(threads)
     run(cfg, path, progress=False, log=lambda *a: None)
     return path
 
 
 def _row(point: dict, path: str) -> dict:
-    import h5py
-
-    from fokkerplanck.app.runner import read_run
-    from fokkerplanck.results import Trajectory
-
     r = read_run(path)
     with h5py.File(path, "r") as f:
         wall = float(f.attrs.get("wall_time", np.nan))
@@ -186,23 +180,18 @@ def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=No
     """Run the missing points of the sweep (on ``client`` when given), then write the
     summary table; returns its rows.  ``log`` gets one line per point.  One sweep per
     folder at a time (a second one fails at once, naming the folder)."""
-    from fokkerplanck._core.files import PathLock
-
     os.makedirs(outdir, exist_ok=True)
     with PathLock(os.path.join(outdir, "sweep")):
         return _sweep(cfg, params, outdir, client=client, threads=threads, log=log)
 
 
 def _sweep(cfg, params, outdir, *, client, threads, log):
-    from fokkerplanck._core.files import atomic_h5
-
     pts = points(params)
-    from fokkerplanck.app.runner import check_config
-
     cfgs = [apply(cfg, p) for p in pts]
+    specs = []
     for p, c in zip(pts, cfgs):  # every point's config is checked before anything runs
         try:
-            check_config(c)
+            specs.append(check_config(c))
         except ValueError as exc:
             raise ValueError(f"point {point_name(p)}: {exc}") from None
     paths = [os.path.join(outdir, point_name(p) + ".h5") for p in pts]
@@ -217,10 +206,10 @@ def _sweep(cfg, params, outdir, *, client, threads, log):
     t0 = time.perf_counter()
     if client is None:
         for i in todo:
-            run_point(cfgs[i], paths[i])
+            run_point(specs[i], paths[i])   # in-process: the checked spec, not parsed again
             log(f"  {point_name(pts[i])}: done ({time.perf_counter() - t0:.1f} s)")
     elif todo:
-        from dask.distributed import as_completed
+        from dask.distributed import as_completed  # local: Dask is optional (a client was given: it is there)
 
         futures = {client.submit(run_point, cfgs[i], paths[i], threads, pure=False, key=f"fpk-sweep-{point_name(pts[i])}-"
                                  f"{os.getpid()}-{time.time_ns()}"): i for i in todo}

@@ -9,13 +9,48 @@ figures (PNG) in the report folder, and :func:`write_summary` writes
 """
 from __future__ import annotations
 
+import json
+import math
+import pathlib
+import platform
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["Check", "Report", "register", "run_checks", "write_summary", "CHECKS"]
+import particles
+import particles.annealed as PA
+from fokkerplanck import __version__, densities, diagnostics as D, discrete as Dz, energies as E
+from fokkerplanck.app.kinds.barrier import bump, disc, plot as plot_barrier
+from fokkerplanck.app.plots import _plt, plot_kl, plot_trajectory
+from fokkerplanck.app.runner import plot_run, read_run, run
+from fokkerplanck.discrete import mixed as Mx
+from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy
+from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
+from fokkerplanck.flows.fokker_planck import FokkerPlanck
+from fokkerplanck.flows.paths import solve_path, solve_path_continuity
+from fokkerplanck.flows.potential_flow import (
+    boltzmann_residual,
+    frozen_flow,
+    gaussian_velocity_error,
+    homotopy_kl,
+    potential_flow,
+    potential_flow_particles,
+)
+from fokkerplanck.grid import Grid
+from fokkerplanck.theory import score_matching as SM
+from fokkerplanck.theory.barrier import smallest_lambda, unsafe_mass
+from fokkerplanck.theory.composition import composition_experiment, counts_agree
+from fokkerplanck.theory.stopping import bakry_emery, kl_argmin, tau_det, tau_lang
+from fokkerplanck.theory.theorem import composed_energies, composition_check, nonstationarity_check
+from fokkerplanck.theory.thermo import ti_log_z
+from fokkerplanck.wasserstein import gaussian_w2, gaussian_w2_nd, w2_grid, w2_linearised
+from particles import estimators as est, jumps
+from particles.thermo import thermodynamic_integration
+
+__all__ = ["CHECKS", "Check", "Report", "register", "run_checks", "write_summary"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +69,7 @@ CHECKS: dict[str, Callable[..., list[Check]]] = {}
 class Report:
     """A report folder: checks save their artefacts here as they go, so a crash
     loses only the check that was running."""
-
     def __init__(self, path):
-        import pathlib
-
         self.path = pathlib.Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.files: dict[str, list[str]] = {}
@@ -51,7 +83,7 @@ class Report:
         tr.save(self._add(f"{name}.h5"))
 
     def figure(self, name: str, fig) -> None:
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # local: matplotlib costs ~0.5 s of every fpk start-up
 
         fig.savefig(self._add(f"{name}.png"), dpi=100)
         plt.close(fig)
@@ -70,9 +102,6 @@ def below(name, value, tol, detail=""):
 def check_energies(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Closed-form log-partition functions against grid quadrature; numba kernels
     against the vectorised methods far from every centre."""
-    from fokkerplanck import energies as E
-    from fokkerplanck.grid import Grid
-
     n = 256 if quick else 1024
     g = Grid([(-8, 8), (-8, 8)], n)
     ring = E.GaussianMixture.ring()
@@ -103,11 +132,6 @@ def run_checks(names=None, quick: bool = True, progress=None, report: Report | N
 
 def write_summary(report: Report, checks: list[Check], *, quick: bool, seconds: float) -> str:
     """``summary.md`` and ``checks.json`` in the report folder; returns the summary's path."""
-    import json
-    import platform
-
-    from fokkerplanck import __version__
-
     failed = [c for c in checks if not c.passed]
 
     def esc(text):  # a | inside a markdown table cell
@@ -136,14 +160,6 @@ def write_summary(report: Report, checks: list[Check], *, quick: bool, seconds: 
 def check_fokker_planck(quick: bool = True, report: Report | None = None) -> list[Check]:
     """OU closed forms (density, KL) and second-order convergence; Lyapunov decay
     of KL along Fokker-Planck and d/dt KL = -T I; Gibbs law stationary."""
-    import warnings
-
-    from fokkerplanck import densities
-    from fokkerplanck import diagnostics as D
-    from fokkerplanck import energies as E
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-
     A = np.array([[1.5, 0.5], [0.5, 0.8]])
     m0, S0, t = np.array([1.0, -0.5]), np.array([[0.5, 0.1], [0.1, 0.3]]), 1.0
     m, S = D.ou_moments(A, [0, 0], m0, S0, 1.0, t)
@@ -164,8 +180,6 @@ def check_fokker_planck(quick: bool = True, report: Report | None = None) -> lis
         tr = fp.solve(densities.Gaussian([0, 0], 9.0), times)
     kl = tr.kl()
     if report is not None:
-        from fokkerplanck.app.plots import plot_trajectory
-
         report.trajectory("ring_fokker_planck", tr)
         report.figure("ring_fokker_planck", plot_trajectory(tr))
     out.append(below("ring: max increase of KL between saves (Lyapunov)", max(np.diff(kl).max(), 0.0), 0.0))
@@ -184,12 +198,6 @@ def check_refine(quick: bool = True, report: Report | None = None) -> list[Check
     """Ground truth with error bars: the Richardson estimates of ``solve(refine=True)``
     against the OU closed form (KL at t = 0.3); the exact solver at t = 1e7 (restarted
     Chebyshev segments, then the Gibbs law by the spectral gap) conserves mass."""
-    from fokkerplanck import densities
-    from fokkerplanck import diagnostics as D
-    from fokkerplanck import energies as E
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-
     A = np.array([[1.5, 0.5], [0.5, 0.8]])
     m0, S0, times = np.array([2.0, -1.0]), np.array([[0.3, 0.0], [0.0, 0.5]]), np.array([0.0, 0.3])
     g = Grid([(-7, 7)] * 2, 64 if quick else 128)
@@ -215,16 +223,6 @@ def check_refine(quick: bool = True, report: Report | None = None) -> list[Check
 def check_deterministic(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Deterministic flow: OU closed forms (forward Lagrangian), tau_det = argmin KL
     (exact flow, grid Lagrangian, finite volumes), the non-stationarity theorem."""
-    import warnings
-
-    from fokkerplanck import densities
-    from fokkerplanck import diagnostics as D
-    from fokkerplanck import energies as E
-    from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.theory.stopping import kl_argmin, tau_det
-    from fokkerplanck.theory.theorem import nonstationarity_check
-
     A = np.array([[1.5, 0.5], [0.5, 0.8]])
     m0, S0 = np.array([1.0, -0.5]), np.array([[2.0, 0.3], [0.3, 1.5]])
     t = 0.7
@@ -243,7 +241,6 @@ def check_deterministic(quick: bool = True, report: Report | None = None) -> lis
             warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2
             tr = Continuity(U, g, method=method).solve(rho0, times)
         if report is not None:
-            from fokkerplanck.app.plots import plot_trajectory
 
             report.trajectory(f"ring_continuity_{method}", tr)
             report.figure(f"ring_continuity_{method}", plot_trajectory(tr))
@@ -265,15 +262,6 @@ def check_deterministic(quick: bool = True, report: Report | None = None) -> lis
 def check_particles(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Particles against the grid: k-NN KL of a Langevin ensemble vs the Fokker-Planck
     KL; tracked-log-density KL of a deterministic ensemble vs the exact flow."""
-    import particles
-    from particles import estimators as est
-
-    from fokkerplanck import densities
-    from fokkerplanck import energies as E
-    from fokkerplanck.flows.continuity import forward_lagrangian
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-
     U = E.GaussianMixture.ring()
     g = Grid([(-10, 10)] * 2, 160 if quick else 320)
     rho0 = densities.Gaussian([0, 0], 4.0).on_grid(g)
@@ -283,8 +271,6 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     kl_grid = tr.kl()[-1]
     e = est.kl_knn(r.positions[-1], U)
     if report is not None:
-        from fokkerplanck.app.plots import _plt, plot_kl
-
         knn = [est.kl_knn(x, U) for x in r.positions]
         fig, ax = _plt().subplots(figsize=(7, 4.5), layout="constrained")
         plot_kl(ax, tr.times, tr.kl(), label="grid Fokker-Planck", color="C1")
@@ -303,7 +289,6 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
                      4.0, abs(s["kl"][-1] - ref) < 4 * s["kl_se"][-1] + 2e-3))
     # tau_det = argmin KL for particles: along each path d/dt [log rho_t + U/T](X_t) = lap U - |grad U|^2 / T,
     # so the ensemble's tracked KL is stationary exactly where its own R_t crosses 1, whatever N.
-    from fokkerplanck.theory.stopping import kl_argmin, tau_det
 
     G9 = densities.Gaussian([0, 0], 9.0)
     x0 = G9.sample(n // 3, seed=4)  # the identity holds for any N; N sets only the error bar vs the exact time
@@ -325,12 +310,6 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
 @register
 def check_stopping(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Langevin stopping: grid KL at tau_Lang(eps) is below eps for a certified C_LS."""
-    from fokkerplanck import densities
-    from fokkerplanck import energies as E
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-    from fokkerplanck.theory.stopping import bakry_emery, tau_lang
-
     A = np.array([[1.5, 0.5], [0.5, 0.8]])
     U = E.Quadratic(A)
     g = Grid([(-8, 8)] * 2, 96 if quick else 192)
@@ -343,8 +322,6 @@ def check_stopping(quick: bool = True, report: Report | None = None) -> list[Che
         tau = tau_lang(eps, kl0, c).time
         out.append(below(f"OU: KL(tau_Lang(eps={eps:g})) / eps, {c.source}", fp.solve(rho0, [tau]).kl()[0] / eps, 1.0))
     if report is not None:
-        from fokkerplanck.app.plots import _plt, plot_kl
-
         tr = fp.solve(rho0, np.linspace(0, 1.1 * tau_lang(1e-4, kl0, c).time, 60))
         fig, ax = _plt().subplots(figsize=(7, 4.5), layout="constrained")
         plot_kl(ax, tr.times, tr.kl(), label="grid Fokker-Planck", flow="OU")
@@ -363,16 +340,9 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
     the paper's experts A and B are confining and exp(-U)/Z is the stationary law;
     5000 Langevin samples of each land near the A and B centres as often as the grid
     Fokker-Planck law at the same time predicts."""
-    from fokkerplanck import densities
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.theory.theorem import composition_check
-
     out = []
     grid = Grid([(-9, 9)] * 2, 96 if quick else 192)
     if report is not None:
-        from fokkerplanck.app.plots import _plt
-        from fokkerplanck.theory.theorem import composed_energies
-
         laws = composed_energies()
         fig, axes = _plt().subplots(1, len(laws), figsize=(3.2 * len(laws), 3.6), layout="constrained")
         for ax, (name, U) in zip(axes, laws.items()):
@@ -391,19 +361,13 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
            "initial": {"type": "Gaussian", "mean": [0.0, 0.0], "cov": 9.0},
            "composition": {"n": 5000, "dt": 2e-3, "time": 1.0 if quick else 2.0, "seed": 1}}
     if report is not None:
-        from fokkerplanck.app.plots import plot_run
-        from fokkerplanck.app.runner import read_run, run
-
         path = report._add("composition.h5")
         run(cfg, path, progress=False, log=lambda *a: None)
         report.figure("composition_samples", plot_run(path))
         res = read_run(path)
     else:
-        from fokkerplanck.app.runner import composition_experiment
-
         res = composition_experiment(Grid(*cfg["grid"].values()), densities.Gaussian([0, 0], 9.0),
                                      log=lambda *a: None, **cfg["composition"])
-    from fokkerplanck.app.runner import counts_agree
 
     for name in ("A", "B", "conjunction", "disjunction", "negation"):
         for key in ("A", "B"):
@@ -420,12 +384,6 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     Glauber's gap 1 - tanh(2J/T); the Lyapunov identity d/dt KL = -Dirichlet form along
     an exact Potts master equation; 4x4 Ising Glauber particles against the exact law
     (magnetisation histogram, in standard errors)."""
-    import math
-
-    from particles import jumps
-
-    from fokkerplanck import discrete as Dz
-
     out = []
     n, J, h, T = 12, 1.0, 0.25, 1.5
     space = Dz.FiniteSpace(Dz.ising(n, J, h), T)
@@ -463,9 +421,6 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
         out.append(below(f"4x4 Ising at T_c, Glauber, t={times[s]:g}: particles vs exact magnetisation law "
                          f"(max |z|, {N} particles, 9 bins)", z, 4.5))
     # a label coupled to coordinates: the joint Gaussian mixture on a grid x labels
-    from fokkerplanck import densities
-    from fokkerplanck.discrete import mixed as Mx
-    from fokkerplanck.grid import Grid
 
     model = Mx.JointMixture([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5]], [0.5, 0.8, 0.4], [0.5, 0.3, 0.2])
     mspace = Mx.MixedSpace(model, Grid([(-6, 6), (-5, 7)], 48))
@@ -484,8 +439,6 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     out.append(below("joint mixture: particles (jumps + Langevin, dt 2e-3) vs exact label law, max |z|", zm, 5.0,
                      "20000 particles; includes the O(dt) bias of the time stepping"))
     if report is not None:
-        from fokkerplanck.app.plots import _plt
-
         fig, (a1, a2) = _plt().subplots(1, 2, figsize=(11, 4), layout="constrained")
         for s, col in ((1, "C0"), (2, "C1")):
             sup, f, se = ens.histogram("magnetisation", s, support=np.arange(-16, 17, 2))
@@ -514,13 +467,6 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
     """Exact 1D W2 (quantile functions): two Gaussians against the closed form
     (second order in the cell size), and W2(rho_t, rho*) along the OU Fokker-Planck flow
     against the Gaussian closed form of its moments."""
-    from fokkerplanck import densities
-    from fokkerplanck import diagnostics as D
-    from fokkerplanck import energies as E
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-    from fokkerplanck.wasserstein import gaussian_w2, gaussian_w2_nd, w2_grid, w2_linearised
-
     out = []
     exact = gaussian_w2(0.3, 0.7, -1.1, 1.3)
     errs = []
@@ -560,21 +506,10 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
     the KDE cut-off meets its bound; the heat flow from the data is the wider KDE (second
     order); thermodynamic integration against grid quadrature; AUROC against its closed form;
     score matching recovers a Gaussian; the smallest safe barrier lambda is sharp."""
-    import warnings
-
-    import particles
+    # local: scipy.stats (also under fokkerplanck.theory.ood) costs ~0.4 s of every fpk start-up
     from scipy.stats import norm
 
-    from fokkerplanck import densities
-    from fokkerplanck import energies as E
-    from fokkerplanck.theory.theorem import score_matching as S
-    from fokkerplanck.theory.barrier import smallest_lambda, unsafe_mass
-    from fokkerplanck.app.experiments import bump, disc
-    from fokkerplanck.grid import Grid
     from fokkerplanck.theory.ood import auroc
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-    from fokkerplanck.theory.thermo import ti_log_z
-    from particles.thermo import thermodynamic_integration
 
     out = []
     ring = E.GaussianMixture.ring()
@@ -618,7 +553,7 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
 
     P = np.array([[2.0, 0.6], [0.6, 1.0]])
     g = Grid([(-7, 7)] * 2, 200)
-    th = S.fit_ism_grid(S.PolynomialBasis(2, 2), g, g.gibbs(E.Quadratic(P)))
+    th = SM.fit_ism_grid(SM.PolynomialBasis(2, 2), g, g.gibbs(E.Quadratic(P)))
     out.append(below("implicit score matching of a Gaussian (quadratic basis, grid): max |theta - exact|",
                      float(np.abs(th - [0, 0, 0.5 * P[0, 0], P[0, 1], 0.5 * P[1, 1]]).max()), 1e-6))
 
@@ -635,8 +570,6 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
                      float(below_tol), 0.05, bool(res.mass.max() <= 0.05 < below_tol),
                      f"lambda* = {res.lam:.4g}, max mass {res.mass.max():.4g}"))
     if report is not None:
-        from fokkerplanck.app.experiments import plot_barrier
-
         fig = plot_barrier(None, {"barrier_fokker_planck": {"times": times, "mass": res.mass, "lam": res.lam,
                                                              "beta": 0.05},
                                   "free": {"times": times, "mass": unsafe_mass(FokkerPlanck(ring, g).solve(rho0, times),
@@ -651,16 +584,7 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     density-weighted Poisson solve at second order against the Gaussian potential; homotopy
     matching by the grid potential flow and by particles; the moving-OU law by the
     time-dependent Fokker-Planck solver; the stationary-Boltzmann claim; ODE vs Langevin."""
-    from scipy.integrate import solve_ivp
-
-    from fokkerplanck import densities
-    from fokkerplanck import energies as E
-    from fokkerplanck.grid import Grid
-    from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy
-    from fokkerplanck.flows.potential_flow import (boltzmann_residual, frozen_flow, gaussian_velocity_error, homotopy_kl, potential_flow, potential_flow_particles)
-    from fokkerplanck.flows.fokker_planck import FokkerPlanck
-    from fokkerplanck.flows.paths import solve_path, solve_path_continuity
-    from fokkerplanck.wasserstein import gaussian_w2_nd, w2_linearised
+    from scipy.integrate import solve_ivp  # local: ~0.1 s of every fpk start-up, for this check only
 
     out = []
     data = np.array([[1.0, 2.0], [-2.0, 0.5], [0.0, -1.5]])
@@ -716,8 +640,6 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     w = sol.densities[-1].ravel() * g.cell_volume
     out.append(below("time-dependent Fokker-Planck (moving OU), 96^2: max |mean - moment ODE|",
                      float(np.abs(w @ g.points - ref[:2]).max()), 6e-3, f"{sol.steps} steps, {sol.rejected} rejected"))
-
-    import particles.annealed as PA
 
     Xs = np.random.default_rng(2).normal(size=(300, 2)) * 2
     kerr = max(float(np.abs(H.eval_path_kernels(Xs, t)[k] - f(Xs)).max())
