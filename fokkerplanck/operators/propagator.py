@@ -129,7 +129,7 @@ class ReversiblePropagator:
         S = self._sym_operator if self._sym_operator is not None else self._symmetric()
         combine = getattr(S, "combine_parallel", None)
         lam = self.lam_max
-        seg = max_segment(lam, tol, KMAX)
+        seg = expm.max_segment(lam, tol, expm.KMAX)  # read at call time: KMAX is a setting
         if rest[-1] <= seg:
             return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback, combine=combine),
                     {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
