@@ -23,7 +23,8 @@ import math
 import numpy as np
 from scipy.special import logsumexp
 
-from fokkerplanck.operators.expm import KMAX, chebyshev_expm_multiply, max_segment, n_terms, uniformization_multiply
+from fokkerplanck.operators import expm
+from fokkerplanck.operators.expm import chebyshev_expm_multiply, n_terms, uniformization_multiply
 
 __all__ = ["ReversiblePropagator", "EIGH_MAX", "CHI_MAX", "MAX_SEGMENTS"]
 
