@@ -223,7 +223,7 @@ def _check_run_figure(out, tmp_path, texts):
     """``fpk plot`` of a run file draws its figure with ``texts`` in it; ``fpk info`` summarises it."""
     import matplotlib.image as mpimg
 
-    from fokkerplanck.app.plots import plot_run
+    from fokkerplanck.app.runner import plot_run
 
     png = tmp_path / "fig.png"
     assert cli.main(["plot", str(out), "-o", str(png)]) == 0

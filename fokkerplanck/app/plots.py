@@ -9,7 +9,7 @@ import numpy as np
 from fokkerplanck.results import Trajectory
 from fokkerplanck.theory.stopping import kl_argmin, tau_det
 
-__all__ = ["load_trajectories", "plot_kl", "plot_run", "plot_snapshots", "plot_trajectory"]
+__all__ = ["load_trajectories", "plot_kl", "plot_snapshots", "plot_trajectory"]
 
 
 def _plt():
@@ -115,13 +115,3 @@ def load_trajectories(path) -> dict:
         except ValueError:
             pass
     return out
-
-
-def plot_run(path, out=None, *, steps=None):
-    """The figure of an ``fpk run`` file, drawn by its kind: see
-    :func:`fokkerplanck.app.runner.plot_run`."""
-    # local: the runner's registry holds the kinds, whose figures import this module's
-    # helpers (a module-level import would be a cycle); kept here for older callers
-    from fokkerplanck.app.runner import plot_run as _plot_run
-
-    return _plot_run(path, out, steps=steps)
