@@ -110,7 +110,7 @@ def test_score_matching_closed_forms():
     target's energy up to a constant (to the grid's quadrature, 1e-6), with V = KL = 0,
     Fisher divergence 0 and J* = -E|grad U*|^2 / 2 = -tr(P) / 2; samples converge to it at
     the Monte Carlo rate; DSM recovers the smoothed law's precision 1/(s^2 + sigma^2)."""
-    from fokkerplanck.theory.theorem import score_matching as S
+    from fokkerplanck.theory import score_matching as S
 
     P, mu = np.array([[2.0, 0.6], [0.6, 1.0]]), np.array([0.5, -0.3])
     target = E.Quadratic(P, mean=mu)
@@ -137,7 +137,7 @@ def test_training_lyapunov_along_gradient_descent():
     """Gradient descent on the population ISM objective J (a convex quadratic) from theta = 0 +
     a confining start: J decreases at every step, and the Fisher divergence and V(theta) =
     KL(rho_theta || rho*) fall to ~0 (the target is in the model class)."""
-    from fokkerplanck.theory.theorem import score_matching as S
+    from fokkerplanck.theory import score_matching as S
 
     P = np.array([[1.5, 0.3], [0.3, 0.8]])
     target = E.Quadratic(P)
