@@ -93,7 +93,6 @@ class Gibbs(Density):
     the energy's closed form (pass a grid quadrature value where there is none)."""
 
     def __init__(self, energy, temperature: float = 1.0, log_partition: float | None = None):
-
         self.energy, self.temperature, self.dim = energy, positive_float(temperature, "temperature"), energy.dim
         self.log_z = energy.log_partition(temperature) if log_partition is None else float(log_partition)
 

@@ -42,7 +42,7 @@ from fokkerplanck.grid import Grid
 from fokkerplanck.operators.fluxes import faces, sg_fisher
 from fokkerplanck.refine import Refinement
 
-__all__ = ["Trajectory", "atomic_h5", "SpecOnlyEnergy", "MASS_TOL"]
+__all__ = ["PathSolution", "Trajectory", "atomic_h5", "SpecOnlyEnergy", "MASS_TOL"]
 
 MASS_TOL = 1e-3  # |mass - 1| above which a diagnostic of probability laws warns
 
@@ -84,7 +84,7 @@ class Trajectory:
     """
 
     def __init__(self, grid: Grid, times, densities, energy, temperature: float, *, flow: str,
-                 scheme: dict, info: dict | None = None):
+                 scheme: dict, info: dict | None = None, duration: float | None = None):
         self.grid = grid
         self.times = np.asarray(times, dtype=float)
         self.densities = np.asarray(densities, dtype=float)
@@ -97,6 +97,9 @@ class Trajectory:
         self.info = dict(info or {})
         self.stored: dict = {}  # diagnostics read from a file (used when the energy is not loaded)
         self.refinement = None  # Richardson error estimates (solve(..., refine=True))
+        # along an energy path U(x, t / duration) the reference law moves with time
+        self.duration = None if duration is None else float(duration)
+        self.escaped = None     # Lagrangian solutions: characteristics that left the support of rho0
 
     def __len__(self):
         return self.times.size
@@ -106,20 +109,54 @@ class Trajectory:
                 f"[{self.times[0]:g}, {self.times[-1]:g}], grid={self.grid.cells})")
 
     # -- the reference law --------------------------------------------------------
+    @property
+    def is_path(self) -> bool:
+        """True for a solution along an energy path ``U(x, t / duration)``: then every
+        diagnostic is taken against the Gibbs law of ``U(., t)`` at its own time."""
+        return self.duration is not None
+
+    def reference_energy(self, j: int):
+        """The energy whose Gibbs law is the reference at saved time ``j``."""
+        if not self.is_path:
+            return self.energy
+        return self.energy.at(min(self.times[j] / self.duration, 1.0))
+
     @cached_property
     def energy_values(self) -> np.ndarray:
+        """``U`` at the cell centres (grid shape); along a path one per saved time."""
+        if self.is_path:
+            return np.stack([self.grid.evaluate(self.reference_energy(j)) for j in range(len(self))])
         return self.grid.evaluate(self.energy)
 
     @cached_property
     def log_gibbs(self) -> np.ndarray:
         """Log of the normalised discrete Gibbs density (finite where it underflows)."""
         L = -self.energy_values / self.temperature
+        if self.is_path:
+            flat = L.reshape(len(self), -1)
+            norm = logsumexp(flat, axis=1) + np.log(self.grid.cell_volume)
+            return (flat - norm[:, None]).reshape(L.shape)
         return L - (logsumexp(L) + np.log(self.grid.cell_volume))
 
     @cached_property
     def gibbs(self) -> np.ndarray:
-        """Normalised discrete Gibbs density on the grid."""
+        """Normalised discrete Gibbs density on the grid (one per saved time along a path)."""
         return np.exp(self.log_gibbs)
+
+    # -- run statistics ----------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Accepted time steps (0 where a method has no global steps)."""
+        return int(self.info.get("steps", 0))
+
+    @property
+    def rejected(self) -> int:
+        return int(self.info.get("rejected", 0))
+
+    @property
+    def error_estimate(self) -> float:
+        """Sum of the accepted local error estimates (L1); NaN without step control."""
+        return float(self.info.get("error_estimate", float("nan")))
 
     # -- diagnostics -------------------------------------------------------------------
     def mass(self) -> np.ndarray:
@@ -155,26 +192,44 @@ class Trajectory:
         if (v := self._stored("kl")) is not None:
             return v
         self._warn_mass("KL")
+        if self.is_path:
+            return np.array([D.kl_grid(self.grid, r, lg) for r, lg in zip(self.densities, self.log_gibbs)])
         return D.kl_grid(self.grid, self.densities, self.log_gibbs)
 
-    def w2(self, reference=None) -> np.ndarray:
-        """``W2(rho_t, reference)`` at every time (:mod:`fokkerplanck.wasserstein`):
-        exactly through quantile functions on 1D grids; on 2D/3D grids the exact transport
-        between cell masses at the cell centres (POT, the extra ``ot``; a few thousand
-        cells at most).  ``reference`` defaults to the discrete Gibbs law.  Densities are
-        renormalised to mass 1 (with the mass warning)."""
-        from fokkerplanck.wasserstein import clean_density, w2_grid, w2_grids
+    def w2(self, reference=None, *, method: str = "exact") -> np.ndarray:
+        """``W2(rho_t, reference_t)`` at every time (:mod:`fokkerplanck.wasserstein`).
+        ``reference``: one density on the grid, one per time (``densities``' shape), or by
+        default the discrete Gibbs law (of ``U(., t)`` along a path).  ``method="exact"``:
+        quantile functions on 1D grids, exact transport of the cell masses on 2D/3D (POT, the
+        extra ``ot``; a few thousand cells at most); ``"linearised"``: the weighted-Poisson
+        linearisation, for nearby laws.  Densities are renormalised to mass 1 (with the mass
+        warning)."""
+        # local: the transport machinery (sparse solvers, POT) loads only when W2 is asked for
+        from fokkerplanck.wasserstein import clean_density, w2_grid, w2_grids, w2_linearised
 
-        w2 = w2_grid if self.grid.ndim == 1 else w2_grids
+        g = self.grid
+        if method == "linearised":
+            fn = w2_linearised
+        elif method == "exact":
+            fn = w2_grid if g.ndim == 1 else w2_grids
+        else:
+            raise ValueError(f"method must be 'exact' or 'linearised', got {method!r}")
         self._warn_mass("W2")
-        ref = self.gibbs if reference is None else reference
-        return np.array([w2(self.grid, clean_density(self.grid, r), ref) for r in self.densities])
+        ref = np.asarray(self.gibbs if reference is None else reference, dtype=float)
+        if ref.shape not in (self.densities.shape, tuple(g.shape)):
+            raise ValueError(f"reference must be one density on the grid {tuple(g.shape)} or one per time "
+                             f"{self.densities.shape}, got shape {ref.shape}")
+        refs = ref if ref.shape == self.densities.shape else np.broadcast_to(ref, self.densities.shape)
+        return np.array([fn(g, clean_density(g, r), clean_density(g, q)) for r, q in zip(self.densities, refs)])
 
     def fisher(self) -> np.ndarray:
         """Discrete relative Fisher information consistent with the Scharfetter-Gummel
         scheme: ``d/dt KL = -T I`` holds exactly for the semi-discrete Fokker-Planck flow."""
         if (v := self._stored("fisher")) is not None:
             return v
+        if self.is_path:
+            return np.array([float(np.ravel(sg_fisher(self.grid, u, self.temperature, r, self._faces))[0])
+                             for u, r in zip(self.energy_values, self.densities)])
         return sg_fisher(self.grid, self.energy_values, self.temperature, self.densities, self._faces)
 
     @cached_property
@@ -184,6 +239,8 @@ class Trajectory:
     def tv(self) -> np.ndarray:
         if (v := self._stored("tv")) is not None:
             return v
+        if self.is_path:
+            return np.array([D.tv_grid(self.grid, r, q) for r, q in zip(self.densities, self.gibbs)])
         return D.tv_grid(self.grid, self.densities, self.gibbs)
 
     def expect(self, f) -> np.ndarray:
@@ -208,6 +265,9 @@ class Trajectory:
     def _ratio_terms(self):
         if (v := self._stored("e_lap")) is not None:
             return v, self._stored("e_grad2")
+        if self.is_path:
+            terms = [D.ratio_terms_grid(self.grid, self.densities[j], self.reference_energy(j)) for j in range(len(self))]
+            return np.array([float(a) for a, _ in terms]), np.array([float(b) for _, b in terms])
         return D.ratio_terms_grid(self.grid, self.densities, self.energy)
 
     def e_lap(self) -> np.ndarray:
@@ -230,13 +290,16 @@ class Trajectory:
             self.write(f)
 
     def write(self, g: h5py.Group) -> None:
-
         g.attrs.update({
             "format": FORMAT, "version": VERSION, "flow": self.flow, "temperature": self.temperature,
             "energy": json.dumps(E.spec_of(self.energy)), "grid": json.dumps(self.grid.to_spec()),
             "scheme": json.dumps(self.scheme), "info": json.dumps(self.info, default=float),
             "package_version": __version__,
         })
+        if self.is_path:
+            g.attrs["duration"] = self.duration
+        if self.escaped is not None:
+            g.create_dataset("escaped", data=self.escaped)
         g.create_dataset("times", data=self.times)
         chunks = (1, *self.grid.shape)
         g.create_dataset("densities", data=self.densities, chunks=chunks, compression="gzip", compression_opts=4,
@@ -313,13 +376,18 @@ class Trajectory:
 
             check_memory(8.0 * np.prod(dset.shape), f"{where}: the densities")
             times = g["times"][()]
+            duration = float(g.attrs["duration"]) if "duration" in g.attrs else None
             tr = cls(grid, times, dset[()], energy, temperature,
                      flow=str(g.attrs["flow"]), scheme=json.loads(g.attrs["scheme"]),
-                     info=json.loads(g.attrs.get("info", "{}")))
+                     info=json.loads(g.attrs.get("info", "{}")), duration=duration)
+            if "escaped" in g and isinstance(g["escaped"], h5py.Dataset):
+                esc = g["escaped"]
+                if esc.shape != dset.shape:
+                    raise ValueError(f"{where} is damaged: escaped of shape {esc.shape} does not match {dset.shape}")
+                tr.escaped = esc[()].astype(bool)
             if "diagnostics" in g:
                 tr.stored = {k: v[()] for k, v in g["diagnostics"].items() if isinstance(v, h5py.Dataset)}
             if "refinement" in g:
-
                 tr.refinement = Refinement.read(g["refinement"])
             return tr
         except (KeyError, json.JSONDecodeError, OSError, TypeError) as exc:
@@ -346,3 +414,19 @@ def _json_attr(g, key):
     if not isinstance(out, dict):
         raise ValueError(f"attribute {key!r} is not a JSON object")
     return out
+
+
+class PathSolution(Trajectory):
+    """A :class:`Trajectory` along an energy path ``U(x, t / duration)``
+    (``FokkerPlanck(path, grid).solve`` or ``Continuity(path, grid).solve``): the same
+    diagnostics, each against the Gibbs law of ``U(., t)`` at its own time, plus the step
+    statistics ``steps``, ``rejected``, ``error_estimate`` and, for the Lagrangian method,
+    ``escaped``."""
+
+    @classmethod
+    def load(cls, path, group: str | None = None, *, energy=None, allow_modules=()) -> "PathSolution":
+        """Read a path solution written by :meth:`save`; any other file is a ValueError."""
+        with open_h5(path) as f:
+            if f.attrs.get("format") != FORMAT or "duration" not in f.attrs:
+                raise ValueError(f"{path} is not a path solution (format {_plain(f.attrs.get('format'))!r})")
+            return cls.read(f, str(path), energy=energy, allow_modules=allow_modules)

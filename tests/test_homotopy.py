@@ -318,7 +318,8 @@ def test_potential_flow_warns_when_the_marginal_leaves_the_box():
 
 
 def test_path_solutions_round_trip_through_hdf5(tmp_path):
-    from fokkerplanck.flows.paths import PathSolution, solve_path_continuity
+    from fokkerplanck.flows.paths import solve_path_continuity
+    from fokkerplanck.results import PathSolution
 
     path = LinearHomotopy(E.Quadratic([[1.0]]), E.Quadratic([[3.0]], mean=[1.5]))
     g = Grid([(-5, 5)], 40)

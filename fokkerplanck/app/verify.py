@@ -241,7 +241,6 @@ def check_deterministic(quick: bool = True, report: Report | None = None) -> lis
             warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2
             tr = Continuity(U, g, method=method).solve(rho0, times)
         if report is not None:
-
             report.trajectory(f"ring_continuity_{method}", tr)
             report.figure(f"ring_continuity_{method}", plot_trajectory(tr))
         out.append(below(f"ring: |tau_det - argmin KL|, {method} {g.cells[0]}^2",

@@ -291,7 +291,6 @@ class KDE(Energy):
         return _kernel_loop(self.kernels, True)(np.ascontiguousarray(X), self.params)[3]
 
     def lap_and_grad2(self, x):
-
         X, _ = points(x, self.dim)
         _, g, lap = _kde_all(X, self.params)
         return lap, np.sum(g * g, axis=1)

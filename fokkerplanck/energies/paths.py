@@ -491,7 +491,6 @@ class CallablePath(EnergyPath):
         self._f = (value, grad, lap)
 
     def at(self, t):
-
         s = check_time(t)
         v, g, lp = self._f
 

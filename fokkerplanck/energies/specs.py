@@ -13,8 +13,12 @@ def spec_of(energy) -> dict:
     """``energy.to_spec()``, or for an energy that has none (Python callables, kernels in
     ``__main__``) a stand-in ``{"type": "unsaved", "repr", "dim", "reason"}``: files of
     such runs are still written, and reading them back asks for the energy itself."""
+    to_spec = getattr(energy, "to_spec", None)
+    if to_spec is None:
+        return {"type": "unsaved", "repr": repr(energy), "dim": int(energy.dim),
+                "reason": f"{type(energy).__name__} has no spec"}
     try:
-        return energy.to_spec()
+        return to_spec()
     except ValueError as exc:
         return {"type": "unsaved", "repr": repr(energy), "dim": int(energy.dim), "reason": str(exc)}
 

@@ -39,7 +39,8 @@ from fokkerplanck.flows.common import check_finite, initial_density, progress_ba
 from fokkerplanck.flows.lagrangian import integrate_characteristics
 from fokkerplanck.operators.muscl import POSITIVE_CFL, face_points, face_velocity, fv_rhs, max_stable_dt, ssp_rk3
 from fokkerplanck.refine import refine as richardson
-from fokkerplanck.results import MASS_TOL, Trajectory
+from fokkerplanck.energies.paths import EnergyPath
+from fokkerplanck.results import MASS_TOL, PathSolution, Trajectory
 
 __all__ = ["Continuity", "forward_lagrangian", "LagrangianKL"]
 
@@ -53,7 +54,7 @@ class Continuity:
     flow = "continuity"
 
     def __init__(self, energy, grid, *, method: str = "finite-volume", temperature: float = 1.0,
-                 reconstruction: str = "muscl"):
+                 reconstruction: str = "muscl", duration: float = 1.0):
         if energy.dim != grid.ndim:
             raise ValueError(f"energy has dimension {energy.dim} but grid has {grid.ndim}")
         if method not in ("finite-volume", "lagrangian"):
@@ -63,6 +64,10 @@ class Continuity:
                              f"got {reconstruction!r}")
         self.energy, self.grid, self.method, self.reconstruction = energy, grid, method, reconstruction
         self.temperature = positive_float(temperature, "temperature")
+        # an energy path U(x, t / duration): the face velocities (finite volumes) or the
+        # characteristics (Lagrangian) follow U(., t); a static energy is a constant path
+        self.path = energy if isinstance(energy, EnergyPath) else None
+        self.duration = positive_float(duration, "duration")
 
     # -- finite volumes ----------------------------------------------------------------
     @cached_property
@@ -139,6 +144,10 @@ class Continuity:
         refine : Richardson error estimates over 2 and 4 times the cell size, as
             ``trajectory.refinement`` (:mod:`fokkerplanck.refine`).
         """
+        if self.path is not None:
+            if dt is not None or refine:
+                raise ValueError("along an energy path the step follows the CFL bound of each stage: no dt, no refine")
+            return self._solve_path(rho0, times, cfl, rtol, atol, normalise)
         times = check_times(times)
         t0 = time.perf_counter()
         if self.method == "finite-volume":
@@ -166,13 +175,57 @@ class Continuity:
         tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow, scheme=scheme,
                         info=info)
         if refine:
-
             tr.refinement = richardson(
                 lambda g, r0: Continuity(self.energy, g, method=self.method, temperature=self.temperature,
                                          reconstruction=self.reconstruction).solve(
                     r0, times, dt=dt, cfl=cfl, rtol=rtol, atol=atol, normalise="silent"),
                 tr, rho0, 3 if refine is True else refine)
         return tr
+
+    def _solve_path(self, rho0, times, cfl, rtol, atol, normalise) -> PathSolution:
+        """The deterministic flow ``d_t rho = div(rho grad U(., t))`` along the path.
+
+        finite-volume: the positive MUSCL finite volumes with the face velocities of ``U``
+        at each SSP-RK3 stage time (``cfl`` from the stage's largest speed); the face
+        centres are built once.  lagrangian: the exact density at the cell centres from
+        backward characteristics through the path's kernels with ``t`` (point values, not
+        renormalised); a characteristic that leaves the ball where ``rho0`` is negligible
+        gives 0 (``escaped`` on the result)."""
+        grid, D = self.grid, self.duration
+        cfl = positive_float(cfl, "cfl")
+        if cfl > POSITIVE_CFL:
+            raise ValueError(f"cfl = {cfl:g} > {POSITIVE_CFL}: positivity is no longer guaranteed")
+        times = check_times(times, stop=D)
+        t0 = time.perf_counter()
+        escaped = None
+        if self.method == "lagrangian":
+            if not hasattr(rho0, "logpdf"):
+                raise ValueError("method='lagrangian' needs rho0 as a density with logpdf (densities.Gaussian, "
+                                 "densities.GridDensity, ...)")
+            centre, r_esc = escape_ball(grid, rho0)
+            Z, L, esc = integrate_characteristics(self.path, grid.points, times, direction="backward", rtol=rtol,
+                                                  atol=atol, centre=centre, r_escape=r_esc, duration=D)
+            dens = pushforward_density(rho0, Z, L, esc).reshape(times.size, *grid.shape)
+            escaped = esc.reshape(times.size, *grid.shape)
+            info, scheme = {"steps": 0}, {"method": "lagrangian", "rtol": rtol, "atol": atol}
+        else:
+            rho = initial_density(grid, rho0, normalise)
+            faces = face_points(grid)   # built once; each stage evaluates only the path's gradient there
+
+            def velocity(t):
+                v = face_velocity(self.path.at(min(t / D, 1.0)).grad, faces)
+                return v, max_stable_dt(grid, v)
+
+            dens, steps, _ = ssp_rk3(grid, rho, times, velocity, cfl=cfl, reconstruction=self.reconstruction,
+                                     what="flow")
+            info = {"steps": steps}
+            scheme = {"method": "finite-volume", "time": "SSP-RK3", "cfl": cfl}
+        info["wall_time"] = time.perf_counter() - t0
+        check_finite(dens, times, f"continuity along a path ({self.method})")
+        sol = PathSolution(grid, times, dens, self.path, self.temperature, flow=self.flow, scheme=scheme, info=info,
+                           duration=D)
+        sol.escaped = escaped
+        return sol
 
 
 # ---------------------------------------------------------------------------------------

@@ -49,7 +49,8 @@ from fokkerplanck.flows.common import WALL_MASS_TOL, check_finite, initial_densi
 from fokkerplanck.operators.fluxes import Stencil, faces, sg_generator, sg_symmetric
 from fokkerplanck.operators.propagator import EIGH_MAX as EIGH_MAX_CELLS, ReversiblePropagator
 from fokkerplanck.refine import refine as richardson
-from fokkerplanck.results import Trajectory
+from fokkerplanck.energies.paths import EnergyPath
+from fokkerplanck.results import PathSolution, Trajectory
 
 __all__ = ["FokkerPlanck", "WALL_MASS_TOL", "check_finite"]
 
@@ -65,19 +66,38 @@ class FokkerPlanck:
 
     flow = "fokker-planck"
 
-    def __init__(self, energy, grid, temperature: float = 1.0):
+    def __init__(self, energy, grid, temperature: float = 1.0, *, duration: float = 1.0):
         if energy.dim != grid.ndim:
             raise ValueError(f"energy has dimension {energy.dim} but grid has {grid.ndim}")
         self.energy, self.grid = energy, grid
         self.temperature = positive_float(temperature, "temperature")
-        self.U = grid.evaluate(energy)
         self._faces = faces(grid)
+        # an energy path U(x, t / duration): solved by exponential midpoint steps, each the
+        # exact solver of the frozen energy (:meth:`frozen`); a static energy is solved here
+        self.path = energy if isinstance(energy, EnergyPath) else None
+        self.duration = positive_float(duration, "duration")
+        if self.path is None:
+            self._set_values(grid.evaluate(energy))
+
+    def _set_values(self, U):
+        self.U = U
         # sqrt of the unnormalised Gibbs weights, scaled to max 1: the similarity transform
         spread = (self.U.max() - self.U.min()) / self.temperature
         if spread > 1400:
             raise ValueError(f"U varies by {spread:.0f} T over the box: exp(-U/2T) under/overflows. "
                              "Shrink the box or raise the temperature")
         self._sqrt_pi = np.exp(-(self.U - self.U.min()).ravel() / (2 * self.temperature))
+
+    def frozen(self, s: float) -> "FokkerPlanck":
+        """The solver of the path's energy frozen at path parameter ``s`` in ``[0, 1]``,
+        sharing this solver's grid faces (no geometry rebuilt per step)."""
+        if self.path is None:
+            raise ValueError("frozen() is for a solver of an energy path; this one has a static energy")
+        fp = FokkerPlanck.__new__(FokkerPlanck)
+        fp.energy, fp.grid, fp.temperature, fp._faces = self.path.at(s), self.grid, self.temperature, self._faces
+        fp.path, fp.duration = None, 1.0
+        fp._set_values(self.grid.evaluate(fp.energy))
+        return fp
 
     @cached_property
     def generator(self) -> sp.csr_matrix:
@@ -124,7 +144,8 @@ class FokkerPlanck:
 
     # ------------------------------------------------------------------------------------------
     def solve(self, rho0, times, *, method: str = "exact", tol: float | None = None, dt: float | None = None,
-              normalise: str = "warn", progress: bool = False, refine: bool | int = False) -> Trajectory:
+              normalise: str = "warn", progress: bool = False, refine: bool | int = False,
+              h0: float | None = None, max_steps: int = 100_000) -> Trajectory:
         """Densities at ``times`` from ``rho0`` at time 0.
 
         rho0 : grid density (shape ``grid.shape``) or a density object with
@@ -134,18 +155,78 @@ class FokkerPlanck:
             (``normalise="raise"`` refuses it instead).
         method : ``"exact"`` or ``"implicit"`` (see the module docstring).
         tol : truncation tolerance (exact, default 1e-14) or local L1 error per
-            step (implicit, default 1e-9).
+            step (implicit, default 1e-9; along a path, default 1e-6).
         dt : implicit only: fixed step, no error control.
         refine : also solve with 2 and 4 times the cell size (or ``refine`` levels
             in all) and attach Richardson error estimates and extrapolations of
             KL, R_t and the densities as ``trajectory.refinement``
             (:mod:`fokkerplanck.refine`).
+        h0, max_steps : along an energy path only: the first step and the most steps.
+
+        Along an energy path (``FokkerPlanck(path, grid, T, duration=D)``) the times are
+        physical, within ``[0, D]``, and the result is a
+        :class:`~fokkerplanck.results.PathSolution` (exponential midpoint steps with
+        step-doubling control; :mod:`fokkerplanck.flows.paths`).
         """
+        if self.path is not None:
+            if method != "exact" or dt is not None or refine:
+                raise ValueError("along an energy path the solver is the exponential midpoint rule with "
+                                 "step control: method='exact', no dt, no refine")
+            return self._solve_path(rho0, times, 1e-6 if tol is None else tol, h0, max_steps, normalise)
+        if h0 is not None:
+            raise ValueError("h0 is for energy paths; a static energy has no time steps to start")
         # the exact solver's parallel sweeps alternate with BLAS calls: BLAS on one thread
         # from the initial density on (see one_blas_thread); eigh (small grids) keeps all cores
         sweeps = method == "exact" and self.grid.size > EIGH_MAX_CELLS
         with one_blas_thread() if sweeps else contextlib.nullcontext():
             return self._solve(rho0, times, method, tol, dt, normalise, progress, refine)
+
+    def _solve_path(self, rho0, times, tol, h0, max_steps, normalise) -> PathSolution:
+        """Exponential midpoint ``rho(t + h) = exp(h L(t + h/2)) rho(t)`` with step doubling:
+        one step ``h`` against two of ``h/2``; their L1 difference over 3 estimates the
+        local error of the half steps (order 2), kept below ``tol``; the half-step result
+        is kept (positive; the extrapolation would not be)."""
+        tol = positive_float(tol, "tol")
+        D = self.duration
+        times = check_times(times, stop=D)
+        rho = initial_density(self.grid, rho0, normalise)
+        vol = self.grid.cell_volume
+
+        def step(r, t, h):
+            if 0 > r.min() > -1e-12 * r.max():  # the exact solver's round-off in empty cells (1D, 800 cells: -1e-21)
+                r = np.maximum(r, 0.0)
+            out, _ = self.frozen(min((t + 0.5 * h) / D, 1.0)).propagator(r, np.array([h]), tol=1e-14)
+            return out[-1].reshape(self.grid.shape)
+
+        out = np.empty((times.size, *self.grid.shape))
+        t, h = 0.0, (h0 if h0 is not None else max(times[-1], D) / 64)
+        steps = rejected = 0
+        err_sum = 0.0
+        t0 = time.perf_counter()
+        with one_blas_thread() if self.grid.size > EIGH_MAX_CELLS else contextlib.nullcontext():
+            for j, tout in enumerate(times):
+                while tout - t > 1e-12 * max(1.0, tout):
+                    hs = min(h, tout - t)
+                    coarse = step(rho, t, hs)
+                    half = step(rho, t, 0.5 * hs)
+                    fine = step(half, t + 0.5 * hs, 0.5 * hs)
+                    err = float(np.abs(fine - coarse).sum() * vol) / 3.0
+                    if err <= tol:
+                        rho, t = fine, t + hs
+                        steps += 1
+                        err_sum += err
+                    else:
+                        rejected += 1
+                    h = hs * min(2.0, max(0.2, 0.9 * (tol / max(err, 1e-300)) ** (1 / 3)))
+                    if steps + rejected > max_steps:
+                        raise RuntimeError(f"more than {max_steps} steps before t = {tout:g}: tol = {tol:g} too small?")
+                out[j] = rho
+        info = {"steps": steps, "rejected": rejected, "error_estimate": err_sum, "wall_time": time.perf_counter() - t0}
+        check_finite(out, times, "Fokker-Planck along a path")
+        info["max_wall_mass"] = warn_wall_mass(self.grid, times, out)
+        return PathSolution(self.grid, times, out, self.path, self.temperature, flow=self.flow,
+                            scheme={"method": "exponential-midpoint", "tol": tol,
+                                    "space": "finite-volume Scharfetter-Gummel"}, info=info, duration=D)
 
     def _solve(self, rho0, times, method, tol, dt, normalise, progress, refine):
         given = rho0
@@ -172,7 +253,6 @@ class FokkerPlanck:
         tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow,
                         scheme=scheme, info=info)
         if refine:
-
             tr.refinement = richardson(
                 lambda g, r0: FokkerPlanck(self.energy, g, self.temperature).solve(
                     r0, times, method=method, tol=tol, dt=dt, normalise="silent"),

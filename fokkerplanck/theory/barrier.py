@@ -67,12 +67,10 @@ def particle_unsafe_mass(ensemble, unsafe) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _fokker_planck(U, grid, rho0, times, T):
-
     return FokkerPlanck(U, grid, T).solve(rho0, times)
 
 
 def _continuity(U, grid, rho0, times, T):
-
     return Continuity(U, grid, temperature=T).solve(rho0, times)
 
 
