@@ -336,3 +336,36 @@ def test_path_solutions_round_trip_through_hdf5(tmp_path):
         f.attrs["format"] = "fokkerplanck.run"
     with pytest.raises(ValueError, match="not a path solution"):
         PathSolution.load(tmp_path / "other.h5")
+
+
+def test_a_path_solution_is_a_trajectory_against_the_moving_gibbs_law():
+    """``FokkerPlanck(path, ...)`` gives a Trajectory: along a constant path it is the static
+    solution (densities, KL, R_t, Fisher); along a moving path each diagnostic is taken
+    against the discrete Gibbs law of ``U(., t)`` at its own time, computed independently
+    here from the frozen energy."""
+    from fokkerplanck import FokkerPlanck
+    from fokkerplanck import diagnostics as Dg
+    from fokkerplanck.energies.paths import ConstantPath
+
+    U0, U1 = E.Quadratic([[1.0]]), E.Quadratic([[3.0]], mean=[1.5])
+    g, T, D = Grid([(-5, 5)], 80), 0.7, 2.0
+    rho0, times = densities.Gaussian([1.0], 0.3), [0.0, 0.5, 2.0]
+    const = FokkerPlanck(ConstantPath(U0), g, T, duration=D).solve(rho0, times, tol=1e-10)
+    static = FokkerPlanck(U0, g, T).solve(rho0, times)
+    assert const.is_path and not static.is_path
+    # the midpoint rule is exact for a frozen generator: only the propagator's round-off differs
+    np.testing.assert_allclose(const.densities, static.densities, atol=1e-10 * static.densities.max())
+    for name in ("kl", "ratio", "fisher", "tv"):
+        np.testing.assert_allclose(getattr(const, name)(), getattr(static, name)(), rtol=1e-8, atol=1e-12)
+    path = LinearHomotopy(U0, U1)
+    sol = FokkerPlanck(path, g, T, duration=D).solve(rho0, times, tol=1e-8)
+    kl, R = sol.kl(), sol.ratio()
+    for j, t in enumerate(sol.times):
+        Ut = path.at(t / D)
+        frozen = FokkerPlanck(Ut, g, T)
+        assert kl[j] == pytest.approx(Dg.kl_grid(g, sol.densities[j], np.log(frozen.gibbs)), rel=1e-10, abs=1e-13)
+        el, eg = Dg.ratio_terms_grid(g, sol.densities[j], Ut)
+        assert R[j] == pytest.approx(T * el / eg, rel=1e-12)
+    # not vacuous: at t = D the reference is U1's Gibbs law, far from U0's
+    static_ref = Dg.kl_grid(g, sol.densities[-1], np.log(FokkerPlanck(U0, g, T).gibbs))
+    assert static_ref - kl[-1] > 0.5
