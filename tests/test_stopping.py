@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 
 from fokkerplanck import FokkerPlanck, Grid, densities, energies as E
-from fokkerplanck.theory.stopping import (bakry_emery, holley_stroock, kl_argmin, observed_rate, spectral_gap_estimate, tau_det, tau_lang)
+from fokkerplanck.theory.stopping import (
+    LSConstant,
+    bakry_emery,
+    holley_stroock,
+    kl_argmin,
+    kl_reaches,
+    observed_rate,
+    spectral_gap_estimate,
+    tau_det,
+    tau_lang,
+)
 
 
 def test_tau_det_interpolation_and_argmin_refinement():
@@ -16,8 +26,13 @@ def test_tau_det_interpolation_and_argmin_refinement():
     kl = (t - 0.737) ** 2 + 1     # parabola: the vertex is recovered exactly
     assert kl_argmin(t, kl).time == pytest.approx(0.737, abs=1e-12)
     late = np.where(t > 1.5, kl - 2.0, kl)   # a later, lower dip (an unresolved grid)
-    assert kl_argmin(t, late).time > 1.5
-    assert kl_argmin(t, late, first_local=True).time == pytest.approx(0.737, abs=1e-12)
+    # one meaning for the API and the CLI: the first local minimum by default
+    assert kl_argmin(t, late, first_local=False).time > 1.5
+    assert kl_argmin(t, late).time == pytest.approx(0.737, abs=1e-12)
+    # invalid saves end the search: the global minimum is then the one before them
+    valid = t <= 1.5
+    assert kl_argmin(t, late, first_local=False, valid=valid).time == pytest.approx(0.737, abs=1e-12)
+    assert kl_argmin(t, kl, valid=t <= 0.5).note.startswith("KL is still falling at the last valid save t = 0.5")
     with pytest.raises(ValueError, match="equal length"):
         tau_det(t, R[:-1])
 
@@ -71,3 +86,25 @@ def test_holley_stroock_bounded_perturbation():
     assert spectral_gap_estimate(fp).value >= c.value
     with pytest.raises(ValueError, match="not strongly convex"):
         bakry_emery(E.DoubleWell(2), g)
+
+
+def test_stopping_times_say_how_well_they_are_known():
+    """Exact data: no statistical error, a bracket of saved times that contains the event,
+    and the cases a reader must be told in words."""
+    t = np.linspace(0, 2, 21)
+    st = tau_det(t, 0.32 + 0.5 * t)   # crosses 1 at t = 1.36
+    assert st.stderr == 0.0 and st.bracket == (pytest.approx(1.3), pytest.approx(1.4)) and st.note == ""
+    assert st.bracket[0] <= st.time <= st.bracket[1]
+    assert "first save interval [0, 0.1]" in tau_det(t, 0.95 + t).note
+    assert tau_det(t, 1.2 + t).note.startswith("R_0 >= 1")
+    assert "stays below 1" in tau_det(t, 0.1 * t).note
+    d = tau_det(t, 0.95 + t).as_dict()
+    assert d["bracket"] == [0.0, pytest.approx(0.1)] and "stderr" not in d and "note" in d
+    kl = 2.0 * np.exp(-3.0 * t)        # reaches eps = 0.01 at log(200) / 3 = 1.766
+    obs = kl_reaches(t, kl, 0.01)
+    assert obs.time == pytest.approx(np.log(200) / 3, rel=1e-12) and obs.bracket == (pytest.approx(1.7), pytest.approx(1.8))
+    assert kl_reaches(t, kl, 1e-9).time == np.inf
+    cert = tau_lang(0.01, 2.0, LSConstant(1.5, "test", True))
+    est_ = tau_lang(0.01, 2.0, LSConstant(1.5, "test", False))
+    assert cert.time == est_.time == pytest.approx(np.log(200) / 3)
+    assert cert.note.startswith("certified") and est_.note.startswith("estimated")

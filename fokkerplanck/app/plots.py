@@ -9,7 +9,7 @@ import numpy as np
 from fokkerplanck.results import Trajectory
 from fokkerplanck.theory.stopping import kl_argmin, tau_det
 
-__all__ = ["load_trajectories", "plot_kl", "plot_snapshots", "plot_trajectory"]
+__all__ = ["drawn_values", "load_trajectories", "plot_kl", "plot_snapshots", "plot_trajectory"]
 
 
 def _plt():
@@ -30,25 +30,59 @@ def _has_display() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "", color=None, logscale=True):
-    """KL(rho_t || rho*) against t on ``ax`` (log scale), with a +-2 stderr band and,
-    for the deterministic flow, ``tau_det`` (R_t = 1) and the argmin of KL marked."""
-    times, kl = np.asarray(times), np.asarray(kl)
-    (line,) = ax.plot(times, kl, label=label, color=color)
+def drawn_values(kl, *, valid=None, stderr=None):
+    """What a KL curve may draw: ``(line, upper)``.  ``line`` holds the values that are KL
+    values (NaN elsewhere, so the line breaks instead of joining across them): finite, valid
+    (``valid`` mask, e.g. ``Trajectory.valid()``) and, for an estimate with ``stderr``, above
+    its resolution (``KL - 2 s.e. > 0``).  ``upper`` holds ``KL + 2 s.e.`` where an estimate is
+    below its resolution (an upper bound, NaN elsewhere)."""
+    kl = np.asarray(kl, dtype=float)
+    ok = np.isfinite(kl)
+    if valid is not None:
+        ok &= np.asarray(valid, dtype=bool)
+    upper = np.full(kl.shape, np.nan)
     if stderr is not None:
-        se = np.asarray(stderr)
-        ax.fill_between(times, kl - 2 * se, kl + 2 * se, color=line.get_color(), alpha=0.25,
-                        lw=0, label=f"{label} +- 2 s.e.")
+        se = np.asarray(stderr, dtype=float)
+        below = ok & (kl - 2 * se <= 0)
+        upper[below] = (kl + 2 * se)[below]
+        ok &= ~below
+    return np.where(ok, kl, np.nan), upper
+
+
+def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "", color=None, logscale=True,
+            valid=None):
+    """KL(rho_t || rho*) against t on ``ax`` (log scale), with a +-2 stderr band and,
+    for the deterministic flow, ``tau_det`` (R_t = 1) and the argmin of KL marked.
+
+    Only KL values are drawn as a line (:func:`drawn_values`): saves that are not valid
+    (``valid``) are left out and counted in the legend; a particle estimate below its
+    resolution is drawn as an upper-bound marker, never as a plunge."""
+    times, kl = np.asarray(times, dtype=float), np.asarray(kl, dtype=float)
+    line_y, upper = drawn_values(kl, valid=valid, stderr=stderr)
+    dropped = int(np.sum(~np.isfinite(line_y) & ~np.isfinite(upper)))
+    text = label + (f" ({dropped} of {kl.size} saves not valid: omitted)" if dropped else "")
+    (line,) = ax.plot(times, line_y, label=text, color=color)
+    if stderr is not None:
+        se = np.asarray(stderr, dtype=float)
+        band = np.isfinite(line_y)
+        ax.fill_between(times, np.where(band, kl - 2 * se, np.nan), np.where(band, kl + 2 * se, np.nan),
+                        color=line.get_color(), alpha=0.25, lw=0, label=f"{label} +- 2 s.e.")
+    if np.isfinite(upper).any():
+        ax.plot(times, upper, "v", color=line.get_color(), ms=4, ls="none",
+                label=f"{label}: below resolution, upper bound KL + 2 s.e.")
     if ratio is not None:
-        td = tau_det(times, ratio)
+        ok = np.isfinite(line_y)
+        td = tau_det(times[ok], np.asarray(ratio, dtype=float)[ok])
         if np.isfinite(td.time):
             ax.axvline(td.time, color=line.get_color(), ls="--", lw=1, label=f"tau_det = {td.time:.4g} (R_t = 1)")
-        am = kl_argmin(times, kl, first_local=True)
-        ax.plot([am.time], [np.interp(am.time, times, kl)], "o", color=line.get_color(), ms=5,
-                label=f"argmin KL = {am.time:.4g}")
+        am = kl_argmin(times, kl, valid=ok)
+        if np.isfinite(am.time):
+            ax.plot([am.time], [np.interp(am.time, times[ok], kl[ok])], "o", color=line.get_color(), ms=5,
+                    label=f"argmin KL = {am.time:.4g}")
     ax.set_xlabel("time t")
     ax.set_ylabel("KL(rho_t || rho*)")
-    if logscale and np.all(kl > 0):
+    shown = np.concatenate([line_y[np.isfinite(line_y)], upper[np.isfinite(upper)]])
+    if logscale and shown.size and np.all(shown > 0):
         ax.set_yscale("log")
     ax.set_title(f"KL to the Gibbs law{': ' + flow if flow else ''}")
     ax.legend(fontsize="small")
@@ -93,12 +127,15 @@ def plot_trajectory(trajectory, path=None):
     ax_kl, ax_r = bottom.subplots(1, 2)
     det = trajectory.flow == "continuity"
     R = trajectory.ratio()
-    plot_kl(ax_kl, trajectory.times, trajectory.kl(), label="grid", ratio=R if det else None, flow=trajectory.flow)
-    ax_r.plot(trajectory.times, R)
+    valid = trajectory.valid()
+    plot_kl(ax_kl, trajectory.times, trajectory.kl(), label="grid", ratio=R if det else None, flow=trajectory.flow,
+            valid=valid)
+    ax_r.plot(trajectory.times, np.where(valid, R, np.nan))
     ax_r.axhline(1.0, color="k", lw=0.8, ls=":")
     ax_r.set_xlabel("time t")
     ax_r.set_ylabel("R_t = T E[lap U] / E[|grad U|^2]")
-    ax_r.set_title("R_t (deterministic flow: KL falls while R_t < 1)")
+    ax_r.set_title("R_t (deterministic flow: KL falls while R_t < 1)" if det else
+                   "R_t = T E[lap U] / E[|grad U|^2] along the Langevin flow")
     if path is not None:
         fig.savefig(path, dpi=110)
     return fig

@@ -70,6 +70,7 @@ from __future__ import annotations
 import json
 import time
 
+import h5py
 import numpy as np
 
 from fokkerplanck import __version__
@@ -166,7 +167,14 @@ def _read_run(f) -> dict:
             out[key] = f.attrs[key].item()
     for name in f:
         g = f[name]
+        if not isinstance(g, h5py.Group):  # a member the toolkit did not write: named, not read
+            out.setdefault("unknown", []).append(name)
+            continue
         if g.attrs.get("format") == "fokkerplanck.results":
+            # a trajectory (read whole by Trajectory.load); here only where its values are valid
+            dg = g.get("diagnostics")
+            if isinstance(dg, h5py.Group) and isinstance(dg.get("valid"), h5py.Dataset) and "times" in g:
+                out.setdefault("validity", {})[name] = {"times": g["times"][()], "valid": dg["valid"][()].astype(bool)}
             continue
         d = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in g.attrs.items()}
 
@@ -191,4 +199,13 @@ def plot_run(path, out=None, *, steps=None):
 
 def info_lines(path, r) -> list[str]:
     """The ``fpk info`` summary of a run file (``r``: its :func:`read_run`)."""
-    return [f"{path}: fpk run, kind {r['kind']!r}, groups {r['groups']}", *REGISTRY[r["kind"]].info(r)]
+    lines = [f"{path}: fpk run, kind {r['kind']!r}, groups {r['groups']}"]
+    if r.get("unknown"):
+        lines.append(f"  (members this toolkit did not write, not read: {r['unknown']})")
+    for name, v in r.get("validity", {}).items():
+        bad = ~v["valid"]
+        if bad.any():
+            lines.append(f"  {name}: {int(bad.sum())} of {bad.size} saved times NOT VALID (unresolved on the grid or "
+                         f"mass off), from t = {v['times'][np.argmax(bad)]:.4g}: their KL and R_t are not those of "
+                         "probability laws")
+    return lines + REGISTRY[r["kind"]].info(r)

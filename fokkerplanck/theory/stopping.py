@@ -12,23 +12,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["tau_det", "kl_argmin", "StoppingTime", "LSConstant", "bakry_emery", "holley_stroock",
+__all__ = ["tau_det", "kl_argmin", "kl_reaches", "StoppingTime", "LSConstant", "bakry_emery", "holley_stroock",
            "spectral_gap_estimate", "observed_rate", "tau_lang"]
 
 
 @dataclass(frozen=True)
 class StoppingTime:
-    """A stopping time, the step index ``k*`` of the first save at or after it, how it
-    was found, and its standard error when it was estimated from noisy data."""
+    """A stopping time, the index of the first save at or after it, how it was found, and
+    how well it is known.
+
+    ``stderr``: the standard error of a time estimated from noisy (particle) data; 0 for
+    exact data, where the error is not statistical.  ``bracket``: the saved times that
+    surely contain the event on exact data (the save interval in which ``R_t`` crossed 1,
+    or the neighbours of the smallest saved KL): the interpolated ``time`` within it is
+    second-order accurate, the bracket is the guarantee.  ``note``: what a reader must know
+    in words (the event inside the first save interval, at ``t = 0``, or never reached).
+    """
 
     time: float
     index: int
     source: str
     stderr: float = 0.0
+    bracket: tuple = (float("nan"), float("nan"))
+    note: str = ""
 
     def step(self, dt: float) -> int:
         """``k*`` for a scheme of step ``dt``: the first step index with ``k dt >= time``."""
         return int(np.ceil(self.time / dt - 1e-9))
+
+    def as_dict(self) -> dict:
+        """The fields a run file and ``fpk info`` carry (``bracket`` as a two-element list)."""
+        out = {"time": self.time, "source": self.source, "bracket": [float(b) for b in self.bracket]}
+        if self.stderr:
+            out["stderr"] = self.stderr
+        if self.note:
+            out["note"] = self.note
+        return out
 
 
 def tau_det(times, ratio, *, stderr=None, source: str = "R_t") -> StoppingTime:
@@ -46,40 +65,83 @@ def tau_det(times, ratio, *, stderr=None, source: str = "R_t") -> StoppingTime:
         raise ValueError(f"stderr must have the shape of ratio {R.shape}, got {np.shape(stderr)}")
     above = np.flatnonzero(R >= 1.0)
     if above.size == 0:
-        return StoppingTime(np.inf, t.size, source)
+        return StoppingTime(np.inf, t.size, source, bracket=(float(t[-1]), np.inf),
+                            note=f"R_t stays below 1 up to the last save t = {t[-1]:g}: tau_det is later")
     k = int(above[0])
     if k == 0:
-        return StoppingTime(float(t[0]), 0, source)
+        return StoppingTime(float(t[0]), 0, source, bracket=(float(t[0]), float(t[0])),
+                            note="R_0 >= 1: the flow starts at or past its KL minimum (tau_det = 0)")
     s = (1.0 - R[k - 1]) / (R[k] - R[k - 1])
     se = 0.0
     if stderr is not None:
         se_r = np.asarray(stderr, dtype=float)
         slope = (R[k] - R[k - 1]) / (t[k] - t[k - 1])
         se = float(((1 - s) * se_r[k - 1] + s * se_r[k]) / abs(slope))
-    return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source, se)
+    note = (f"tau_det lies in the first save interval [{t[0]:g}, {t[1]:g}]: save more often to resolve it"
+            if k == 1 else "")
+    return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source, se, (float(t[k - 1]), float(t[k])), note)
 
 
-def kl_argmin(times, kl, *, first_local: bool = False, source: str = "argmin KL") -> StoppingTime:
-    """Time of the minimum of a KL trajectory: the smallest saved value refined by
-    the vertex of the parabola through it and its neighbours (error O(dt^2) on
-    uniform saves).  ``first_local``: the first local minimum instead of the global
-    one (the deterministic flow's KL falls until tau_det; a later, lower dip on a
-    grid is the grid failing to resolve the collapsing density)."""
+def kl_argmin(times, kl, *, first_local: bool = True, valid=None, source: str = "argmin KL") -> StoppingTime:
+    """Time of the minimum of a KL trajectory: the smallest saved value refined by the
+    vertex of the parabola through it and its neighbours (error O(dt^2) on uniform saves).
+
+    ``first_local`` (default): the first local minimum, which is what the deterministic
+    flow's KL has at tau_det; ``False``: the global minimum.  ``valid``: a boolean mask of
+    the saves whose KL is a KL value (``Trajectory.valid()``); the search stops at the
+    first invalid save, so a grid that lost the collapsing density cannot move the answer.
+    NaN values end the search too."""
     t = np.asarray(times, dtype=float)
     K = np.asarray(kl, dtype=float)
-    k = int(np.argmin(K))
+    if t.shape != K.shape or t.ndim != 1 or t.size == 0:
+        raise ValueError(f"times and kl must be non-empty 1-D arrays of equal length, got {t.shape} and {K.shape}")
+    ok = np.isfinite(K) if valid is None else np.isfinite(K) & np.asarray(valid, dtype=bool)
+    n = int(np.argmin(ok)) if not ok.all() else K.size   # the usable prefix
+    if n == 0:
+        return StoppingTime(np.nan, 0, source, note="no valid KL value at the first save: no minimum to report")
+    Kp = K[:n]
+    k = int(np.argmin(Kp))
     if first_local:
-        rises = np.flatnonzero(np.diff(K) > 0)
-        k = int(rises[0]) if rises.size else K.size - 1
-    if 0 < k < t.size - 1:
+        rises = np.flatnonzero(np.diff(Kp) > 0)
+        k = int(rises[0]) if rises.size else n - 1
+    note = ""
+    if n < K.size and k == n - 1:
+        note = (f"KL is still falling at the last valid save t = {t[n - 1]:g} (later saves are not valid): "
+                "the minimum is at or after it")
+    elif k == n - 1:
+        note = f"KL is still falling at the last save t = {t[-1]:g}: the minimum is at or after it"
+    elif k == 0:
+        note = "KL rises from the first save: the minimum is at t = 0 or inside the first save interval"
+    bracket = (float(t[max(k - 1, 0)]), float(t[min(k + 1, n - 1)]))
+    if 0 < k < n - 1:
         t0, t1, t2 = t[k - 1:k + 2]
-        k0, k1, k2 = K[k - 1:k + 2]
+        k0, k1, k2 = Kp[k - 1:k + 2]
         den = (t0 - t1) * (t0 - t2) * (t1 - t2)
         a = (t2 * (k1 - k0) + t1 * (k0 - k2) + t0 * (k2 - k1)) / den
         b = (t2**2 * (k0 - k1) + t1**2 * (k2 - k0) + t0**2 * (k1 - k2)) / den
         if a > 0:
-            return StoppingTime(float(-b / (2 * a)), k, source)
-    return StoppingTime(float(t[k]), k, source)
+            return StoppingTime(float(-b / (2 * a)), k, source, bracket=bracket, note=note)
+    return StoppingTime(float(t[k]), k, source, bracket=bracket, note=note)
+
+
+def kl_reaches(times, kl, eps: float, *, valid=None, source: str = "observed") -> StoppingTime:
+    """The first saved time at which a (Langevin) KL trajectory is at or below ``eps``,
+    linearly interpolated in log KL between the saves around it: what a run observed, to
+    set beside ``tau_Lang(eps)`` (a bound when its ``C_LS`` is certified)."""
+    t = np.asarray(times, dtype=float)
+    K = np.asarray(kl, dtype=float)
+    ok = np.isfinite(K) if valid is None else np.isfinite(K) & np.asarray(valid, dtype=bool)
+    hit = np.flatnonzero(ok & (K <= eps))
+    if hit.size == 0:
+        return StoppingTime(np.inf, t.size, source, bracket=(float(t[-1]), np.inf),
+                            note=f"KL stays above {eps:g} up to the last save t = {t[-1]:g}")
+    k = int(hit[0])
+    if k == 0:
+        return StoppingTime(float(t[0]), 0, source, bracket=(float(t[0]), float(t[0])),
+                            note=f"KL_0 <= {eps:g} already")
+    a, b = K[k - 1], K[k]
+    s = (np.log(a) - np.log(eps)) / (np.log(a) - np.log(b)) if a > 0 and b > 0 else 1.0
+    return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source, bracket=(float(t[k - 1]), float(t[k])))
 
 
 # ---------------------------------------------------------------------------------------
@@ -146,4 +208,6 @@ def tau_lang(eps: float, kl0: float, c_ls: LSConstant) -> StoppingTime:
     if not (eps > 0 and kl0 >= 0 and c_ls.value > 0):  # also rejects NaN
         raise ValueError(f"need eps > 0, KL_0 >= 0 and C_LS > 0; got {eps}, {kl0}, {c_ls.value}")
     t = max(0.0, float(np.log(kl0 / eps)) / (2 * c_ls.value)) if kl0 > 0 else 0.0
-    return StoppingTime(t, -1, f"tau_Lang(eps={eps:g}) with {c_ls!r}")
+    note = ("certified: KL_t <= eps from this time on" if c_ls.certified else
+            "estimated: C_LS is not certified, so KL may still exceed eps at this time")
+    return StoppingTime(t, -1, f"tau_Lang(eps={eps:g}) with {c_ls!r}", bracket=(t, t), note=note)
