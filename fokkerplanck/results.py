@@ -259,19 +259,23 @@ class Trajectory:
         return self.validity()["valid"]
 
     def _coarse_kl(self) -> np.ndarray:
-        """KL of the cell masses pooled in pairs along every axis (an odd last cell alone)."""
+        """KL of the cell masses pooled in pairs along every axis (an odd last cell alone);
+        the Gibbs law pooled in logs, so cells where it underflows still count."""
         vol = self.grid.cell_volume
 
-        def pool(a, lead):
+        def pool(a, lead, op):
             for ax in range(lead, a.ndim):
-                a = np.add.reduceat(a, np.arange(0, a.shape[ax], 2), axis=ax)
+                a = op.reduceat(a, np.arange(0, a.shape[ax], 2), axis=ax)
             return a
 
-        P = pool(self.densities * vol, 1).reshape(len(self), -1)
-        G = self.gibbs * vol
-        Q = pool(G, 1).reshape(len(self), -1) if self.is_path else np.broadcast_to(pool(G, 0).ravel(), P.shape)
+        P = pool(self.densities * vol, 1, np.add).reshape(len(self), -1)
+        LG = self.log_gibbs + np.log(vol)
+        if self.is_path:
+            LQ = pool(LG, 1, np.logaddexp).reshape(len(self), -1)
+        else:
+            LQ = np.broadcast_to(pool(LG, 0, np.logaddexp).ravel(), P.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
-            term = np.where(P > 0, P * (np.log(P) - np.log(Q)), 0.0)
+            term = np.where(P > 0, P * (np.log(P) - LQ), 0.0)
         out = term.sum(axis=1)
         out[np.isnan(P).any(axis=1)] = np.nan
         return out
