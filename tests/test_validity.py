@@ -139,3 +139,10 @@ def test_validity_pools_every_axis():
         assert not tr.validity()["resolved"][0], cov
     wide = Continuity(V, g).solve(Dn.Gaussian([0.5, -0.5], [[1.0, 0.2], [0.2, 0.8]]), [0.0])
     assert wide.valid()[0]
+
+
+def test_a_gibbs_law_that_underflows_at_the_walls_is_still_resolved():
+    """On [-6, 6] the double well's exp(-U) underflows to 0 near the walls while the
+    Fokker-Planck density there is tiny but positive: pooling must work in logs."""
+    tr = FokkerPlanck(E.DoubleWell(1, barrier=1.0), Grid([(-6, 6)], 600)).solve(Dn.Gaussian([0.0], 1.0), [0.0, 0.1])
+    assert (tr.gibbs == 0).any() and tr.valid().all()
