@@ -36,6 +36,97 @@ def test_checks_registered():
     assert "energies" in CHECKS
 
 
+def _holds(c):
+    """The comparison a checks.json entry names, evaluated here, independently of verify.py."""
+    import math
+
+    x, tol, target = c["value"], c["tolerance"], c["target"]
+    if not math.isfinite(x):
+        return False
+    return {"<=": lambda: x <= tol, "<": lambda: x < tol, ">=": lambda: x >= tol, ">": lambda: x > tol,
+            "|x - target| <=": lambda: abs(x - target) <= tol, "|x - target| <": lambda: abs(x - target) < tol,
+            }[c["comparison"]]()
+
+
+def test_verify_comparisons():
+    """at_most / at_least / near state the comparison that decides the check, strict when asked."""
+    import pytest
+
+    from fokkerplanck.app.verify import Check, at_least, at_most, near
+
+    assert at_most("a", 0.5, 0.9).passed and not at_most("a", 1.0, 0.9).passed
+    assert at_most("a", 0.9, 0.9).passed and not at_most("a", 0.9, 0.9, strict=True).passed
+    assert at_least("b", 0.95, 0.9).passed and not at_least("b", 0.5, 0.9).passed
+    assert at_least("b", 0.0, 0.0).passed and not at_least("b", 0.0, 0.0, strict=True).passed
+    assert near("c", 0.4995, 0.5, 1e-3).passed and near("c", 0.5008, 0.5, 1e-3).passed
+    assert not near("c", 0.502, 0.5, 1e-3).passed and not near("c", 0.498, 0.5, 1e-3).passed
+    assert not at_most("nan", float("nan"), 1.0).passed and not at_least("inf", float("inf"), 1.0).passed
+    assert [at_most("a", 0, 1).comparison, at_most("a", 0, 1, strict=True).comparison, at_least("b", 1, 0).comparison,
+            at_least("b", 1, 0, strict=True).comparison, near("c", 0, 0, 1).comparison,
+            near("c", 0, 0, 1, strict=True).comparison] == ["<=", "<", ">=", ">", "|x - target| <=", "|x - target| <"]
+    assert (at_most("a", 0, 1e-10).criterion, at_least("b", 1, 0.9).criterion, near("c", 0.5, 0.5, 1e-3).criterion,
+            near("c", 2, 2, 0.2, strict=True).criterion) == ("<= 1e-10", ">= 0.9", "= 0.5 +- 0.001", "|x - 2| < 0.2")
+    with pytest.raises(ValueError, match="comparison"):
+        Check("d", 1.0, "==", 1.0)
+    with pytest.raises(ValueError, match="target"):
+        Check("d", 1.0, "|x - target| <=", 1.0)
+
+
+def test_verify_report_states_comparisons_and_warnings(tmp_path, capsys, monkeypatch):
+    """checks.json states each check's comparison (and target), and a warning raised while a
+    group runs is attached to its checks, marked PASS* in the tables and counted; the
+    terminal table fits in 100 columns."""
+    import json
+    import math
+    import warnings
+
+    from fokkerplanck.app.verify import at_least, at_most, near
+
+    def check_synthetic(quick=True, report=None):
+        """A set-up that warns."""
+        warnings.warn("synthetic: the box is too small", RuntimeWarning)
+        return [at_most("synthetic upper bound", 0.5, 1.0), at_least("synthetic lower bound", 0.95, 0.9),
+                near("synthetic two-sided", 0.5004, 0.5, 1e-3)]
+
+    monkeypatch.setitem(CHECKS, "synthetic", check_synthetic)
+    rep = tmp_path / "report"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a user's filter does not hide a check's warning from the report
+        assert cli.main(["verify", "--quick", "--only", "energies", "wasserstein", "synthetic",
+                         "--report", str(rep)]) == 0
+    out = capsys.readouterr().out
+    checks = json.loads((rep / "checks.json").read_text())
+    assert {c["group"] for c in checks} == {"energies", "wasserstein", "synthetic"}
+    for c in checks:
+        assert c["comparison"] in ("<=", "<", ">=", ">", "|x - target| <=", "|x - target| <"), c
+        assert isinstance(c["value"], float) and isinstance(c["tolerance"], float) and math.isfinite(c["tolerance"])
+        if c["comparison"].startswith("|x - target|"):
+            assert isinstance(c["target"], float) and math.isfinite(c["target"]), c
+        else:
+            assert c["target"] is None, c
+        assert c["passed"] is _holds(c) is True, c
+        assert isinstance(c["warnings"], list)
+    syn = {c["name"]: c for c in checks if c["group"] == "synthetic"}
+    assert [(c["comparison"], c["tolerance"], c["target"]) for c in syn.values()] == [
+        ("<=", 1.0, None), (">=", 0.9, None), ("|x - target| <=", 1e-3, 0.5)]
+    for c in syn.values():
+        assert len(c["warnings"]) == 1
+        assert c["warnings"][0].startswith("RuntimeWarning: synthetic: the box is too small")
+    assert all(c["warnings"] == [] for c in checks if c["group"] != "synthetic")
+    w2 = next(c for c in checks if c["name"].startswith("W2 of two Gaussians"))
+    assert (w2["comparison"], w2["target"], w2["tolerance"]) == ("|x - target| <", 2.0, 0.2)
+
+    md = (rep / "summary.md").read_text()
+    assert md.startswith(f"# fpk verify --quick: {len(checks)} passed, 0 failed, 3 with warnings")
+    assert md.count("| PASS\\* |") == 3 and "synthetic: the box is too small" in md
+    assert "| <= 0.001 | PASS |" in md and "| >= 0.9 | PASS\\* |" in md and "| = 0.5 +- 0.001 | PASS\\* |" in md
+    assert "| \\|x - 2\\| < 0.2 | PASS |" in md
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert sum(line.endswith("PASS*") for line in lines) == 3 and "synthetic: the box is too small" in out
+    assert f"{len(checks)} passed, 0 failed, 3 with warnings" in out
+
+
 def _trajectory(tmp_path, flow):
     import numpy as np
 

@@ -12,7 +12,7 @@ import numpy as np
 from fokkerplanck.app.plots import plot_trajectory
 from fokkerplanck.app.runner import FORMAT, builtin_configs, info_lines, load_config, load_spec, plot_run, read_run, run
 from fokkerplanck.app.sweep import parse_params, sweep
-from fokkerplanck.app.verify import CHECKS, Report, run_checks, write_summary
+from fokkerplanck.app.verify import CHECKS, Report, format_table, run_checks, tally, write_summary
 from fokkerplanck.results import Trajectory
 
 # Errors that a user's input can cause: printed as one line (exit status 2); --debug
@@ -30,12 +30,9 @@ def _verify(args) -> int:
     t0 = time.perf_counter()
     checks = run_checks(names, quick=args.quick, report=report,
                         progress=lambda n, s: print(f"  [{n}] done in {s:.1f} s", file=sys.stderr))
-    w = max(len(c.name) for c in checks)
-    print(f"{'check':<{w}}  {'measured':>12}  {'tolerance':>10}  result")
-    for c in checks:
-        print(f"{c.name:<{w}}  {c.value:12.4g}  {c.tolerance:10.3g}  {'PASS' if c.passed else 'FAIL'}")
+    print("\n".join(format_table(checks, width=100)))
     failed = [c for c in checks if not c.passed]
-    print(f"{len(checks) - len(failed)} passed, {len(failed)} failed")
+    print(tally(checks))
     if report is not None:
         print(f"report: {write_summary(report, checks, quick=args.quick, seconds=time.perf_counter() - t0)}")
     return 0 if not failed else 1

@@ -1,20 +1,27 @@
 """The battery of theory checks behind ``fpk verify``.
 
 Each check is a function ``check(quick: bool, report: Report | None) -> list[Check]``
-registered with :func:`register`; every :class:`Check` carries the measured
-value, the tolerance and whether it passed.  Tests call the same functions.
+registered with :func:`register`; every :class:`Check` states one comparison of its
+measured value, built with :func:`at_most` (``x <= tol``), :func:`at_least`
+(``x >= tol``) or :func:`near` (``|x - target| <= tol``), strict when asked, and
+passes exactly when that comparison holds.  :func:`run_checks` records every warning
+raised while a group of checks runs and attaches it to the group's checks (shown as
+``PASS*``): a check's set-up should raise none.  Tests call the same functions.
 With a :class:`Report`, checks also leave their trajectories (HDF5) and
 figures (PNG) in the report folder, and :func:`write_summary` writes
 ``summary.md`` (the table, the figures, the files) and ``checks.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pathlib
 import platform
+import textwrap
 import time
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -50,17 +57,81 @@ from fokkerplanck.wasserstein import gaussian_w2, gaussian_w2_nd, w2_grid, w2_li
 from particles import estimators as est, jumps
 from particles.thermo import thermodynamic_integration
 
-__all__ = ["CHECKS", "Check", "Report", "register", "run_checks", "write_summary"]
+__all__ = ["CHECKS", "COMPARISONS", "Check", "Report", "at_least", "at_most", "format_table", "near", "register",
+           "run_checks", "run_group", "tally", "write_summary"]
+
+# How a check compares its measured value x with its tolerance (and target): the only
+# ways a check can pass.  ``checks.json`` stores the key; the tables show ``Check.criterion``.
+COMPARISONS: dict[str, Callable[[float, float, float | None], bool]] = {
+    "<=": lambda x, tol, target: x <= tol,
+    "<": lambda x, tol, target: x < tol,
+    ">=": lambda x, tol, target: x >= tol,
+    ">": lambda x, tol, target: x > tol,
+    "|x - target| <=": lambda x, tol, target: abs(x - target) <= tol,
+    "|x - target| <": lambda x, tol, target: abs(x - target) < tol,
+}
 
 
 @dataclass(frozen=True)
 class Check:
+    """One comparison of a measured ``value`` with a ``tolerance`` (and, two-sided, a
+    ``target``); ``passed`` follows from them, never from a separate test.  Build one with
+    :func:`at_most`, :func:`at_least` or :func:`near`.  ``warnings`` are those raised
+    while the check's group ran (:func:`run_checks`)."""
     name: str
     value: float
+    comparison: str
     tolerance: float
-    passed: bool
+    target: float | None = None
     detail: str = ""
     group: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.comparison not in COMPARISONS:
+            raise ValueError(f"check {self.name!r}: comparison {self.comparison!r} is not one of {list(COMPARISONS)}")
+        if (self.target is not None) != self.comparison.startswith("|x - target|"):
+            raise ValueError(f"check {self.name!r}: a target goes with a two-sided comparison, and only with it")
+        object.__setattr__(self, "value", float(self.value))
+        object.__setattr__(self, "tolerance", float(self.tolerance))
+        if self.target is not None:
+            object.__setattr__(self, "target", float(self.target))
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+
+    @property
+    def passed(self) -> bool:
+        """The comparison holds (a NaN or infinite value never passes)."""
+        return bool(np.isfinite(self.value) and COMPARISONS[self.comparison](self.value, self.tolerance, self.target))
+
+    @property
+    def criterion(self) -> str:
+        """The comparison as the tables show it: ``<= 1e-10``, ``> 0``, ``= 2 +- 0.2``
+        (``|x - 2| <= 0.2``), ``|x - 2| < 0.2`` (strict two-sided)."""
+        if self.target is None:
+            return f"{self.comparison} {self.tolerance:.3g}"
+        if self.comparison == "|x - target| <=":
+            return f"= {self.target:.4g} +- {self.tolerance:.3g}"
+        return f"|x - {self.target:.4g}| < {self.tolerance:.3g}"
+
+    @property
+    def result(self) -> str:
+        """PASS or FAIL, with a * when a warning was raised while its group ran."""
+        return ("PASS" if self.passed else "FAIL") + ("*" if self.warnings else "")
+
+
+def at_most(name, value, tol, detail="", *, strict=False) -> Check:
+    """Passes when ``value <= tol`` (``value < tol`` when strict)."""
+    return Check(name, value, "<" if strict else "<=", tol, None, detail)
+
+
+def at_least(name, value, tol, detail="", *, strict=False) -> Check:
+    """Passes when ``value >= tol`` (``value > tol`` when strict)."""
+    return Check(name, value, ">" if strict else ">=", tol, None, detail)
+
+
+def near(name, value, target, tol, detail="", *, strict=False) -> Check:
+    """Passes when ``|value - target| <= tol`` (``< tol`` when strict)."""
+    return Check(name, value, "|x - target| <" if strict else "|x - target| <=", tol, target, detail)
 
 
 CHECKS: dict[str, Callable[..., list[Check]]] = {}
@@ -94,10 +165,6 @@ def register(fn):
     return fn
 
 
-def below(name, value, tol, detail=""):
-    return Check(name, float(value), float(tol), bool(np.isfinite(value) and value <= tol), detail)
-
-
 @register
 def check_energies(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Closed-form log-partition functions against grid quadrature; numba kernels
@@ -110,47 +177,123 @@ def check_energies(quick: bool = True, report: Report | None = None) -> list[Che
     x = np.array([[50.0, 0.0], [0.0, -50.0], [1.0, 2.0]])
     k = ring.eval_kernels(x)
     return [
-        below("ring log Z: quadrature vs closed form", abs(g.log_partition(ring) - ring.log_partition()), 1e-3),
-        below("quadratic log Z: quadrature vs closed form", abs(gq.log_partition(Q) - Q.log_partition()), 1e-3),
-        below("ring kernels vs numpy at |x|=50 (rel lap)",
-              np.max(np.abs(k["lap"] - ring.laplacian(x)) / np.abs(ring.laplacian(x))), 1e-10),
+        at_most("ring log Z: quadrature vs closed form", abs(g.log_partition(ring) - ring.log_partition()), 1e-3),
+        at_most("quadratic log Z: quadrature vs closed form", abs(gq.log_partition(Q) - Q.log_partition()), 1e-3),
+        at_most("ring kernels vs numpy at |x|=50 (rel lap)",
+                np.max(np.abs(k["lap"] - ring.laplacian(x)) / np.abs(ring.laplacian(x))), 1e-10),
     ]
+
+
+_ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _warning_text(w: warnings.WarningMessage) -> str:
+    """``Category: message (file:line)``, the file relative to the package's checkout."""
+    where = pathlib.Path(w.filename)
+    try:
+        where = where.resolve().relative_to(_ROOT)
+    except (OSError, ValueError):
+        pass
+    return f"{w.category.__name__}: {w.message} ({where}:{w.lineno})"
+
+
+def run_group(name: str, quick: bool = True, report: Report | None = None) -> list[Check]:
+    """The checks of one group, each carrying its group's name and every warning raised
+    while the group ran (all of them, repeats counted: no warning filter applies here).
+    A warning cannot be traced to one check of a group, so each check of the group gets
+    them all."""
+    if report is not None:
+        report._check = name
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        res = CHECKS[name](quick, report)
+    bad = [type(c).__name__ for c in res if not isinstance(c, Check)]
+    if bad:
+        raise TypeError(f"check group {name!r} returned {bad}, not Check objects (at_most, at_least, near)")
+    counts = Counter(_warning_text(w) for w in caught)
+    found = tuple(t if n == 1 else f"{t} [{n} times]" for t, n in counts.items())
+    return [dataclasses.replace(c, group=name, warnings=c.warnings + found) for c in res]
 
 
 def run_checks(names=None, quick: bool = True, progress=None, report: Report | None = None) -> list[Check]:
     out = []
     for name in names or list(CHECKS):
         t0 = time.perf_counter()
-        if report is not None:
-            report._check = name
-        res = CHECKS[name](quick, report)
+        out += run_group(name, quick, report)
         if progress:
             progress(name, time.perf_counter() - t0)
-        out += [Check(c.name, float(c.value), float(c.tolerance), bool(c.passed), c.detail, name) for c in res]
     return out
+
+
+def _warned(checks: list[Check]) -> dict[str, list[str]]:
+    """The warnings of each group, in order, each once."""
+    out: dict[str, list[str]] = {}
+    for c in checks:
+        ws = out.setdefault(c.group, [])
+        ws += [w for w in c.warnings if w not in ws]
+    return out
+
+
+def tally(checks: list[Check]) -> str:
+    """``84 passed, 0 failed, 3 with warnings``."""
+    failed = sum(not c.passed for c in checks)
+    return f"{len(checks) - failed} passed, {failed} failed, {sum(bool(c.warnings) for c in checks)} with warnings"
+
+
+def format_table(checks: list[Check], width: int = 100) -> list[str]:
+    """The terminal table, no line wider than ``width``: the checks under their group,
+    long names wrapped, the comparison in the tolerance column, PASS*/FAIL* and the
+    warnings of each group below the table."""
+    mw, rw = 10, len("result")
+    cw = max([len("tolerance")] + [len(c.criterion) for c in checks])
+    nw = max(width - (mw + cw + rw + 6), 20)
+    lines = [f"{'check':<{nw}}  {'measured':>{mw}}  {'tolerance':<{cw}}  result"[:width]]
+    for group in dict.fromkeys(c.group for c in checks):
+        lines.append(f"[{group}]")
+        for c in checks:
+            if c.group != group:
+                continue
+            name = textwrap.wrap(c.name, nw - 2, subsequent_indent="  ") or [""]
+            lines += [f"  {n}" for n in name[:-1]]
+            lines.append(f"  {name[-1]:<{nw - 2}}  {c.value:>{mw}.4g}  {c.criterion:<{cw}}  {c.result}")
+    for group, ws in _warned(checks).items():
+        if ws:
+            lines.append(f"* warnings raised while [{group}] ran (attached to each of its checks):")
+            for w in ws:
+                lines += textwrap.wrap(w, width, initial_indent="  - ", subsequent_indent="    ")
+    return lines
 
 
 def write_summary(report: Report, checks: list[Check], *, quick: bool, seconds: float) -> str:
     """``summary.md`` and ``checks.json`` in the report folder; returns the summary's path."""
-    failed = [c for c in checks if not c.passed]
+    def esc(text):  # a | or * inside a markdown table cell
+        return text.replace("|", "\\|").replace("*", "\\*")
 
-    def esc(text):  # a | inside a markdown table cell
-        return text.replace("|", "\\|")
-
-    lines = [f"# fpk verify{' --quick' if quick else ''}: {len(checks) - len(failed)} passed, {len(failed)} failed",
+    warned = _warned(checks)
+    lines = [f"# fpk verify{' --quick' if quick else ''}: {tally(checks)}",
              "", f"fokkerplanck {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s.", ""]
+             f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s.", "",
+             ("The tolerance column is the comparison that decides each check: `<= b` (x <= b), `< b`, `>= b`, "
+              "`> b`, `= a +- b` (|x - a| <= b), `|x - a| < b`. A result marked * ran with a warning, listed below "
+              "its table."),
+             ""]
     for group in dict.fromkeys(c.group for c in checks):
-        doc = (CHECKS[group].__doc__ or "").strip().replace("\n    ", " ")
-        lines += [f"## {group}", "", doc, "", "| check | measured | tolerance | result | note |", "|---|---|---|---|---|"]
-        lines += [f"| {esc(c.name)} | {c.value:.4g} | {c.tolerance:.3g} | {'PASS' if c.passed else '**FAIL**'} | "
-                  f"{esc(c.detail)} |" for c in checks if c.group == group]
+        doc = (CHECKS[group].__doc__ or "").strip().replace("\n    ", " ") if group in CHECKS else ""
+        lines += [f"## {group}", "", doc, "", "| check | measured | tolerance | result | note |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {esc(c.name)} | {c.value:.4g} | {esc(c.criterion)} | "
+                  f"{esc(c.result) if c.passed else '**' + esc(c.result) + '**'} | {esc(c.detail)} |"
+                  for c in checks if c.group == group]
+        if warned.get(group):
+            lines += ["", f"\\* Warnings raised while `{group}` ran (attached to each of its checks):", ""]
+            lines += [f"- `` {w} ``" for w in warned[group]]
         for f in report.files.get(group, []):
             lines += ["", f"![{f}]({f})" if f.endswith(".png") else f"Data: [`{f}`]({f}) (`fpk info {f}`)"]
         lines.append("")
     (report.path / "checks.json").write_text(json.dumps(
-        [{"group": c.group, "name": c.name, "value": c.value, "tolerance": c.tolerance, "passed": bool(c.passed),
-          "detail": c.detail} for c in checks], indent=1))
+        [{"group": c.group, "name": c.name, "value": c.value, "comparison": c.comparison, "target": c.target,
+          "tolerance": c.tolerance, "passed": c.passed, "detail": c.detail, "warnings": list(c.warnings)}
+         for c in checks], indent=1))
     out = report.path / "summary.md"
     out.write_text("\n".join(lines))
     return str(out)
@@ -170,26 +313,25 @@ def check_fokker_planck(quick: bool = True, report: Report | None = None) -> lis
         tr = FokkerPlanck(E.Quadratic(A), g).solve(densities.Gaussian(m0, S0), [t])
         errs.append(np.abs(tr.densities[-1] - D.ou_density(g, m, S)).sum() * g.cell_volume)
     p = np.log2(errs[-2] / errs[-1])
-    out = [below("OU 2D: L1 density error vs closed form", errs[-1], 5e-3 if quick else 5e-4),
-           Check("OU 2D: observed order in h", p, 0.2, bool(abs(p - 2) <= 0.2), "tolerance: |p - 2|")]
-    g = Grid([(-8, 8)] * 2, 96 if quick else 256)
+    out = [at_most("OU 2D: L1 density error vs closed form", errs[-1], 5e-3 if quick else 5e-4),
+           near("OU 2D: observed order in h", p, 2.0, 0.2)]
+    # [-16, 16]^2: N(0, 9 I) puts < 1e-6 of its mass within two cells of the walls (5 sd)
+    g = Grid([(-16, 16)] * 2, 192 if quick else 512)
     fp = FokkerPlanck(E.GaussianMixture.ring(), g)
     times = np.linspace(0, 5, 51)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2 at t = 0
-        tr = fp.solve(densities.Gaussian([0, 0], 9.0), times)
+    tr = fp.solve(densities.Gaussian([0, 0], 9.0), times)
     kl = tr.kl()
     if report is not None:
         report.trajectory("ring_fokker_planck", tr)
         report.figure("ring_fokker_planck", plot_trajectory(tr))
-    out.append(below("ring: max increase of KL between saves (Lyapunov)", max(np.diff(kl).max(), 0.0), 0.0))
-    out.append(below("ring: mass error", np.abs(tr.mass() - 1).max(), 1e-12))
+    out.append(at_most("ring: max increase of KL between saves (Lyapunov)", max(np.diff(kl).max(), 0.0), 0.0))
+    out.append(at_most("ring: mass error", np.abs(tr.mass() - 1).max(), 1e-12))
     I = fp.solve(densities.Gaussian([0, 0], 9.0), [1.0]).fisher()[0]
     k = fp.solve(densities.Gaussian([0, 0], 9.0), [1 - 2e-3, 1 - 1e-3, 1 + 1e-3, 1 + 2e-3]).kl()
     dkl = (4 * (k[2] - k[1]) / 2e-3 - (k[3] - k[0]) / 4e-3) / 3  # Richardson: O(dt^4)
-    out.append(below("ring: |dKL/dt + T I| / T I at t = 1", abs(dkl + I) / I, 1e-7))
+    out.append(at_most("ring: |dKL/dt + T I| / T I at t = 1", abs(dkl + I) / I, 1e-7))
     st = fp.solve(fp.gibbs, [10.0]).densities[-1]
-    out.append(below("ring: Gibbs law drift in L1 over t = 10", np.abs(st - fp.gibbs).sum() * g.cell_volume, 1e-12))
+    out.append(at_most("ring: Gibbs law drift in L1 over t = 10", np.abs(st - fp.gibbs).sum() * g.cell_volume, 1e-12))
     return out
 
 
@@ -209,13 +351,13 @@ def check_refine(quick: bool = True, report: Report | None = None) -> list[Check
     U = E.DoubleWell(1, barrier=2.0)
     long = FokkerPlanck(U, Grid([(-3, 3)], 4000)).solve(densities.Gaussian([0.3], 0.2), [0.0, 1.0, 1e7])
     return [
-        below(f"OU {g.cells[0]}^2: |KL error estimate / true error - 1| at t = 0.3", abs(r.kl_error[-1] / true - 1), 0.1),
-        below(f"OU {g.cells[0]}^2: |R_t error estimate / true error - 1| at t = 0.3", abs(r.ratio_error[-1] / true_R - 1),
-              0.1),
-        Check("OU: observed order of KL over 3 grids", r.observed_order["kl"], 0.3,
-              bool(abs(r.observed_order["kl"] - 2) <= 0.3), "tolerance: |p - 2|"),
+        at_most(f"OU {g.cells[0]}^2: |KL error estimate / true error - 1| at t = 0.3",
+                abs(r.kl_error[-1] / true - 1), 0.1),
+        at_most(f"OU {g.cells[0]}^2: |R_t error estimate / true error - 1| at t = 0.3",
+                abs(r.ratio_error[-1] / true_R - 1), 0.1),
+        near("OU: observed order of KL over 3 grids", r.observed_order["kl"], 2.0, 0.3),
         # round-off of the Chebyshev segments before the jump: measured 7e-13
-        below("double well 4000 cells: mass error at t = 1e7 (exact solver)", abs(long.mass()[-1] - 1), 1e-11),
+        at_most("double well 4000 cells: mass error at t = 1e7 (exact solver)", abs(long.mass()[-1] - 1), 1e-11),
     ]
 
 
@@ -228,32 +370,32 @@ def check_deterministic(quick: bool = True, report: Report | None = None) -> lis
     t = 0.7
     m, S = D.ou_moments(A, [0, 0], m0, S0, 1.0, t, flow="continuity")
     fl = forward_lagrangian(E.Quadratic(A), densities.Gaussian(m0, S0), [t], nodes=4)
-    out = [below("OU continuity: Lagrangian KL rel. error",
-                 abs(fl.kl[0] / D.gaussian_kl(m, S, [0, 0], np.linalg.inv(A)) - 1), 1e-8)]
+    out = [at_most("OU continuity: Lagrangian KL rel. error",
+                   abs(fl.kl[0] / D.gaussian_kl(m, S, [0, 0], np.linalg.inv(A)) - 1), 1e-8)]
     U, rho0 = E.GaussianMixture.ring(), densities.Gaussian([0, 0], 9.0)
-    times = np.linspace(0, 0.6, 61)
+    # tau_det = 0.28; past t = 0.36 the flow concentrates mass below the cell size of the grids
+    # below (the Lagrangian grid mass drifts from 1 by more than 1e-3): the saves stop before
+    times = np.linspace(0, 0.35, 36)
     fl = forward_lagrangian(U, rho0, times, nodes=40)
     tau = tau_det(times, fl.ratio).time
-    out.append(below("ring: |tau_det - argmin KL|, exact flow", abs(tau - kl_argmin(times, fl.kl).time), 1e-3))
-    g = Grid([(-8, 8)] * 2, 128 if quick else 256)
+    out.append(at_most("ring: |tau_det - argmin KL|, exact flow", abs(tau - kl_argmin(times, fl.kl).time), 1e-3))
+    g = Grid([(-16, 16)] * 2, 256 if quick else 512)  # N(0, 9 I) inside, as in check_fokker_planck
     for method in ("lagrangian", "finite-volume"):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # N(0, 9 I) touches the walls of [-8, 8]^2
-            tr = Continuity(U, g, method=method).solve(rho0, times)
+        tr = Continuity(U, g, method=method).solve(rho0, times)
         if report is not None:
             report.trajectory(f"ring_continuity_{method}", tr)
             report.figure(f"ring_continuity_{method}", plot_trajectory(tr))
-        out.append(below(f"ring: |tau_det - argmin KL|, {method} {g.cells[0]}^2",
-                         abs(tau_det(times, tr.ratio()).time - kl_argmin(times, tr.kl()).time), times[1],
-                         "tolerance: the save spacing"))
+        out.append(at_most(f"ring: |tau_det - argmin KL|, {method} {g.cells[0]}^2",
+                           abs(tau_det(times, tr.ratio()).time - kl_argmin(times, tr.kl()).time), times[1],
+                           "tolerance: the save spacing"))
     for name, energy, grid in (("ring", U, Grid([(-8, 8)] * 2, 96 if quick else 192)),
                                ("double well", E.DoubleWell(1), Grid([(-3, 3)], 600))):
         r = nonstationarity_check(energy, grid)
-        out += [below(f"theorem {name}: |R_0 - 1| at rho*", abs(r.ratio_at_target - 1), 1e-10),
-                Check(f"theorem {name}: h(min) > 0 > h(far)", min(r.h_at_minimum, -r.h_min), 0.0,
-                      r.h_at_minimum > 0 > r.h_min),
-                below(f"theorem {name}: KL/t^2 vs E[(h/T)^2]/2 (rel)", r.coefficient_rel_error, 0.01),
-                below(f"theorem {name}: Fokker-Planck drift from rho*", r.fokker_planck_drift, 1e-12)]
+        out += [at_most(f"theorem {name}: |R_0 - 1| at rho*", abs(r.ratio_at_target - 1), 1e-10),
+                at_least(f"theorem {name}: h(min) > 0 > h(far): min(h(min), -h(far))", min(r.h_at_minimum, -r.h_min),
+                         0.0, strict=True),
+                at_most(f"theorem {name}: KL/t^2 vs E[(h/T)^2]/2 (rel)", r.coefficient_rel_error, 0.01),
+                at_most(f"theorem {name}: Fokker-Planck drift from rho*", r.fokker_planck_drift, 1e-12)]
     return out
 
 
@@ -262,7 +404,7 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     """Particles against the grid: k-NN KL of a Langevin ensemble vs the Fokker-Planck
     KL; tracked-log-density KL of a deterministic ensemble vs the exact flow."""
     U = E.GaussianMixture.ring()
-    g = Grid([(-10, 10)] * 2, 160 if quick else 320)
+    g = Grid([(-11, 11)] * 2, 176 if quick else 352)  # N(0, 4 I): < 1e-6 of its mass within two cells of the walls
     rho0 = densities.Gaussian([0, 0], 4.0).on_grid(g)
     n = 30_000 if quick else 200_000
     r = particles.langevin(U, g.sample(rho0, n, seed=1), 2e-3, 500, seed=2, save_every=50 if report else None)
@@ -276,16 +418,16 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
         plot_kl(ax, r.times, [k.value for k in knn], stderr=[k.stderr for k in knn], color="C3",
                 label=f"{n} Langevin particles (EM, dt = 2e-3), kNN", flow="eight Gaussians from N(0, 4 I)")
         report.figure("ring_particles_kl", fig)
-    out = [Check("ring: |kNN KL - grid KL| / stderr at t = 1", abs(e.value - kl_grid) / e.stderr, 4.0,
-                 abs(e.value - kl_grid) < 4 * e.stderr + 1e-2, "plus 1e-2 for the O(dt) and grid bias")]
+    out = [near("ring: kNN KL vs grid KL at t = 1", e.value, kl_grid, 4 * e.stderr + 1e-2,
+                f"tolerance 4 stderr + 1e-2 (O(dt) and grid bias), stderr {e.stderr:.2g}", strict=True)]
     G = densities.Gaussian([0, 0], 4.0)
     x0 = G.sample(n, seed=3)
     f = particles.gradient_flow(U, x0, 1e-3, 300, method="rk4", track_logdensity=True, logrho0=G.logpdf(x0))
     gg = Grid([(-12, 12)] * 2, 128 if quick else 256)
     ref = forward_lagrangian(U, densities.GridDensity(gg, G.on_grid(gg)), [0.3]).kl[0]
     s = f.summaries
-    out.append(Check("ring: |tracked KL - Lagrangian KL| / stderr at t = 0.3", abs(s["kl"][-1] - ref) / s["kl_se"][-1],
-                     4.0, abs(s["kl"][-1] - ref) < 4 * s["kl_se"][-1] + 2e-3))
+    out.append(near("ring: tracked KL vs Lagrangian KL at t = 0.3", s["kl"][-1], ref, 4 * s["kl_se"][-1] + 2e-3,
+                    f"tolerance 4 stderr + 2e-3, stderr {s['kl_se'][-1]:.2g}", strict=True))
     # tau_det = argmin KL for particles: along each path d/dt [log rho_t + U/T](X_t) = lap U - |grad U|^2 / T,
     # so the ensemble's tracked KL is stationary exactly where its own R_t crosses 1, whatever N.
 
@@ -296,13 +438,13 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     s = f.summaries
     td = tau_det(f.times, s["ratio"], stderr=s["ratio_se"])
     am = kl_argmin(f.times, s["kl"])
-    out.append(below("ring: |tau_det - argmin KL|, particles (RK4, dt = 1e-3)", abs(td.time - am.time), 5e-4,
-                     "tolerance: 1/10 of the save spacing"))
+    out.append(at_most("ring: |tau_det - argmin KL|, particles (RK4, dt = 1e-3)", abs(td.time - am.time), 5e-4,
+                       "tolerance: 1/10 of the save spacing"))
     times = np.linspace(0, 0.4, 81)
     exact = tau_det(times, forward_lagrangian(U, G9, times, nodes=40).ratio).time
-    out.append(Check("ring: |tau_det particles - tau_det exact| / stderr", abs(td.time - exact) / td.stderr, 4.0,
-                     abs(td.time - exact) < 4 * td.stderr + 1e-4,
-                     f"particles {td.time:.5f} +- {td.stderr:.1g} (k* = {td.step(1e-3)}), exact {exact:.5f}"))
+    out.append(near("ring: tau_det particles vs tau_det exact", td.time, exact, 4 * td.stderr + 1e-4,
+                    f"tolerance 4 stderr + 1e-4; particles {td.time:.5f} +- {td.stderr:.1g} (k* = {td.step(1e-3)}), "
+                    f"exact {exact:.5f}", strict=True))
     return out
 
 
@@ -319,7 +461,8 @@ def check_stopping(quick: bool = True, report: Report | None = None) -> list[Che
     out = []
     for eps in (1e-2, 1e-4):
         tau = tau_lang(eps, kl0, c).time
-        out.append(below(f"OU: KL(tau_Lang(eps={eps:g})) / eps, {c.source}", fp.solve(rho0, [tau]).kl()[0] / eps, 1.0))
+        out.append(at_most(f"OU: KL(tau_Lang(eps={eps:g})) / eps, {c.source}", fp.solve(rho0, [tau]).kl()[0] / eps,
+                           1.0))
     if report is not None:
         tr = fp.solve(rho0, np.linspace(0, 1.1 * tau_lang(1e-4, kl0, c).time, 60))
         fig, ax = _plt().subplots(figsize=(7, 4.5), layout="constrained")
@@ -351,10 +494,10 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
             ax.set_ylabel("x_2")
         report.figure("composition_gibbs_laws", fig)
     for name, r in composition_check(grid).items():
-        out += [Check(f"{name}: confining on [-9, 9]^2", float(r.confining), 1.0, r.confining),
-                below(f"{name}: ||L rho*|| / (||L|| ||rho*||)", r.residual, 1e-14),
-                below(f"{name}: stationary law vs exp(-U)/Z (L1)", r.forward_error, r.forward_tolerance,
-                      f"tolerance 1e-12 + 1e-14 / gap, gap = {r.spectral_gap:.3g}")]
+        out += [at_least(f"{name}: confining on [-9, 9]^2 (1 = yes)", float(r.confining), 1.0),
+                at_most(f"{name}: ||L rho*|| / (||L|| ||rho*||)", r.residual, 1e-14),
+                at_most(f"{name}: stationary law vs exp(-U)/Z (L1)", r.forward_error, r.forward_tolerance,
+                        f"tolerance 1e-12 + 1e-14 / gap, gap = {r.spectral_gap:.3g}")]
     # Langevin samples near the A and B centres against the grid law at the same time
     cfg = {"kind": "composition", "grid": {"bounds": [[-9, 9], [-9, 9]], "cells": 64 if quick else 128},
            "initial": {"type": "Gaussian", "mean": [0.0, 0.0], "cov": 9.0},
@@ -371,9 +514,9 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
     for name in ("A", "B", "conjunction", "disjunction", "negation"):
         for key in ("A", "B"):
             z, allowed = counts_agree(res[name], key, 5000)
-            out.append(Check(f"{name}: Langevin count near {key} centres vs Fokker-Planck, in sd", z, allowed,
-                             z <= allowed, f"{res[name][f'count_{key}']} vs {res[name][f'expected_{key}']:.1f}"
-                             f" (Gibbs {res[name][f'expected_{key}_gibbs']:.1f}); 4 sd + 1% + 2"))
+            out.append(at_most(f"{name}: Langevin count near {key} centres vs Fokker-Planck, in sd", z, allowed,
+                               f"{res[name][f'count_{key}']} vs {res[name][f'expected_{key}']:.1f}"
+                               f" (Gibbs {res[name][f'expected_{key}_gibbs']:.1f}); 4 sd + 1% + 2"))
     return out
 
 
@@ -386,22 +529,22 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     out = []
     n, J, h, T = 12, 1.0, 0.25, 1.5
     space = Dz.FiniteSpace(Dz.ising(n, J, h), T)
-    out.append(below("Ising chain n=12: |log Z - transfer matrix| / log Z",
-                     abs(space.log_z - Dz.ising_chain_log_partition(n, J, h, T)) / abs(space.log_z), 1e-13))
+    out.append(at_most("Ising chain n=12: |log Z - transfer matrix| / log Z",
+                       abs(space.log_z - Dz.ising_chain_log_partition(n, J, h, T)) / abs(space.log_z), 1e-13))
     sp0 = Dz.FiniteSpace(Dz.ising(n, J, 0.0), T)
-    out.append(below("Ising chain n=12, h=0: |<E> - closed form| / n",
-                     abs(sp0.mean(sp0.E) - Dz.ising_chain_mean_energy(n, J, T)) / n, 1e-13))
+    out.append(at_most("Ising chain n=12, h=0: |<E> - closed form| / n",
+                       abs(sp0.mean(sp0.E) - Dz.ising_chain_mean_energy(n, J, T)) / n, 1e-13))
     gap = Dz.MasterEquation(Dz.FiniteSpace(Dz.ising(8, J, 0.0), T), "glauber").spectral_gap()
-    out.append(below("Glauber ring n=8: |gap - (1 - tanh(2J/T))|", abs(gap - (1 - math.tanh(2 * J / T))), 1e-10))
+    out.append(at_most("Glauber ring n=8: |gap - (1 - tanh(2J/T))|", abs(gap - (1 - math.tanh(2 * J / T))), 1e-10))
     # the Lyapunov identity along an exact flow
     pspace = Dz.FiniteSpace(Dz.potts((2, 3), 3, 1.0), 0.9)
     for dyn in ("glauber", "metropolis"):
         me = Dz.MasterEquation(pspace, dyn)
         P = me.solve(pspace.point_mass([0, 1, 2, 0, 1, 2]), [0.05, 0.3, 1.0, 3.0])
         D = me.dirichlet(P)   # finite: t > 0, every state has mass
-        out.append(below(f"Potts 2x3 q=3 {dyn}: max |dKL/dt + D| / D", np.max(np.abs(me.kl_rate(P) + D) / D), 1e-10))
-        out.append(Check(f"Potts 2x3 q=3 {dyn}: KL decreasing along the exact flow",
-                         float(np.max(np.diff(me.kl(P)))), 0.0, bool(np.all(np.diff(me.kl(P)) < 0))))
+        out.append(at_most(f"Potts 2x3 q=3 {dyn}: max |dKL/dt + D| / D", np.max(np.abs(me.kl_rate(P) + D) / D), 1e-10))
+        out.append(at_most(f"Potts 2x3 q=3 {dyn}: KL decreasing along the exact flow (max increase)",
+                           float(np.max(np.diff(me.kl(P)))), 0.0, strict=True))
     # 4x4 Ising: exact master equation against jump particles
     energy = Dz.ising((4, 4), 1.0, 0.0)
     Tc = 2 / math.log(1 + math.sqrt(2))
@@ -417,8 +560,8 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
         sup, f, se = ens.histogram("magnetisation", s, support=np.arange(-16, 17, 2))
         _, exact = space4.distribution(M, P[s])
         z = float(np.max(np.abs(f - exact) / np.maximum(se, 1.0 / N)))
-        out.append(below(f"4x4 Ising at T_c, Glauber, t={times[s]:g}: particles vs exact magnetisation law "
-                         f"(max |z|, {N} particles, 9 bins)", z, 4.5))
+        out.append(at_most(f"4x4 Ising at T_c, Glauber, t={times[s]:g}: particles vs exact magnetisation law "
+                           f"(max |z|, {N} particles, 9 bins)", z, 4.5))
     # a label coupled to coordinates: the joint Gaussian mixture on a grid x labels
 
     model = Mx.JointMixture([[-2.0, 0.0], [2.0, 0.5], [0.0, 2.5]], [0.5, 0.8, 0.4], [0.5, 0.3, 0.2])
@@ -427,16 +570,16 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     start = densities.Gaussian([0.0, 0.0], 0.5)
     Pm = mme.solve(mspace.product_law([1.0, 0.0, 0.0], start), np.linspace(0.0, 1.0, 5))  # the particles' saves
     Dm = mme.dirichlet(Pm[1:])
-    out.append(below("joint mixture (3 labels x 48^2 cells): max |dKL/dt + D| / D",
-                     np.max(np.abs(mme.kl_rate(Pm[1:]) + Dm) / Dm), 1e-10))
+    out.append(at_most("joint mixture (3 labels x 48^2 cells): max |dKL/dt + D| / D",
+                       np.max(np.abs(mme.kl_rate(Pm[1:]) + Dm) / Dm), 1e-10))
     Nm = 20_000
     _, labs, _ = Mx.simulate(model, np.zeros(Nm, dtype=int), start.sample(Nm, seed=1), 2e-3, 500, save_every=125,
                              seed=2)
     lab_exact = mspace.label_law(Pm)
     zm = max(float(np.max(np.abs(np.bincount(labs[s], minlength=3) / Nm - lab_exact[s])
                           / np.sqrt(np.maximum(lab_exact[s] * (1 - lab_exact[s]), 1e-12) / Nm))) for s in (1, 2, 3, 4))
-    out.append(below("joint mixture: particles (jumps + Langevin, dt 2e-3) vs exact label law, max |z|", zm, 5.0,
-                     "20000 particles; includes the O(dt) bias of the time stepping"))
+    out.append(at_most("joint mixture: particles (jumps + Langevin, dt 2e-3) vs exact label law, max |z|", zm, 5.0,
+                       "20000 particles; includes the O(dt) bias of the time stepping"))
     if report is not None:
         fig, (a1, a2) = _plt().subplots(1, 2, figsize=(11, 4), layout="constrained")
         for s, col in ((1, "C0"), (2, "C1")):
@@ -474,8 +617,8 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
         errs.append(abs(w2_grid(g, densities.Gaussian([0.3], 0.49).on_grid(g),
                                 densities.Gaussian([-1.1], 1.69).on_grid(g)) - exact))
     order = float(np.log2(errs[0] / errs[1]))
-    out.append(Check("W2 of two Gaussians on 200 -> 400 cells: observed order", order, 2.0,
-                     bool(1.8 < order < 2.2), f"errors {errs[0]:.2e}, {errs[1]:.2e}; passes within 0.2 of 2"))
+    out.append(near("W2 of two Gaussians on 200 -> 400 cells: observed order", order, 2.0, 0.2,
+                    f"errors {errs[0]:.2e}, {errs[1]:.2e}", strict=True))
     a, T = 2.0, 0.7
     g = Grid([(-6, 6)], 1200)
     times = np.linspace(0, 1.5, 7)
@@ -483,8 +626,8 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
     w = tr.w2()
     ref = [gaussian_w2(*(lambda m, S: (m[0], np.sqrt(S[0, 0])))(*D.ou_moments([[a]], [0.0], [1.0], [[0.25]], T, t)),
                        0.0, np.sqrt(T / a)) for t in times]
-    out.append(below("OU Fokker-Planck, 1200 cells: max |W2(rho_t, rho*) - closed form|",
-                     float(np.max(np.abs(w - ref))), 2e-4))
+    out.append(at_most("OU Fokker-Planck, 1200 cells: max |W2(rho_t, rho*) - closed form|",
+                       float(np.max(np.abs(w - ref))), 2e-4))
     S = np.array([[1.0, 0.3], [0.3, 0.6]])
     exact = gaussian_w2_nd([0, 0], S, [0, 0], 1.02 * S)
     errs = []
@@ -493,8 +636,8 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
         errs.append(abs(w2_linearised(g, densities.Gaussian([0, 0], S).on_grid(g),
                                       densities.Gaussian([0, 0], 1.02 * S).on_grid(g)) - exact) / exact)
     order = float(np.log2(errs[0] / errs[1]))
-    out.append(Check("2D linearised W2 of nearby Gaussians (W2 = 0.0126), 64 -> 128 cells: observed order", order, 2.0,
-                     bool(1.8 < order < 2.2), f"relative errors {errs[0]:.2e}, {errs[1]:.2e} (lattice transport of "
+    out.append(near("2D linearised W2 of nearby Gaussians (W2 = 0.0126), 64 -> 128 cells: observed order", order, 2.0,
+                    0.2, strict=True, detail=f"relative errors {errs[0]:.2e}, {errs[1]:.2e} (lattice transport of "
                      "the cell masses is ~sqrt(W2 h) here)"))
     return out
 
@@ -517,14 +660,14 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
     x0 = rng.normal(size=(2000, 2)) * 3
     a = particles.langevin(ring, x0, 0.01, 100, seed=3).positions[-1]
     b = particles.langevin(U, x0, 0.01, 100, seed=3).positions[-1]
-    out.append(below("callable energy: vectorised ULA path vs numba path, max |dX| (100 steps)",
-                     float(np.abs(a - b).max()), 1e-9))
+    out.append(at_most("callable energy: vectorised ULA path vs numba path, max |dX| (100 steps)",
+                       float(np.abs(a - b).max()), 1e-9))
 
     data = ring.sample(3000, seed=1)
     K, GM = E.KDE(data, 0.2, tol=1e-9), E.GaussianMixture(data, 0.2)
     X = np.concatenate([rng.normal(size=(400, 2)) * 4, [[30.0, 30.0]]])
-    out.append(below("KDE (3000 points) cut-off: max |U - U_full| (tol 1e-9)",
-                     float(np.abs(K.value(X) - GM.value(X)).max()), 1.01e-9))
+    out.append(at_most("KDE (3000 points) cut-off: max |U - U_full| (tol 1e-9)",
+                       float(np.abs(K.value(X) - GM.value(X)).max()), 1.01e-9))
 
     src = E.KDE(rng.normal(size=(30, 2)) * 0.8, 0.3)
     zero = E.from_callable(lambda Y: np.zeros(Y.shape[0]), lambda Y: np.zeros_like(Y), dim=2, name="zero")
@@ -534,27 +677,27 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
         tr = FokkerPlanck(zero, g, 0.5).solve(g.density_from_logpdf(lambda Y: -src.value(Y)), [0.0, 0.4])
         errs.append(g.integrate(np.abs(tr.densities[-1] - g.density_from_logpdf(lambda Y: -src.smoothed(0.4, 0.5).value(Y)))))
     order = float(np.log2(errs[0] / errs[1]))
-    out.append(Check("heat flow from the data vs KDE(sqrt(h^2 + 2Tt)), 40 -> 80 cells: observed order", order, 2.0,
-                     bool(1.8 < order < 2.2), f"L1 errors {errs[0]:.2e}, {errs[1]:.2e}"))
+    out.append(near("heat flow from the data vs KDE(sqrt(h^2 + 2Tt)), 40 -> 80 cells: observed order", order, 2.0,
+                    0.2, f"L1 errors {errs[0]:.2e}, {errs[1]:.2e}", strict=True))
 
     U1, U0 = ring + E.Quadratic(0.05 * np.eye(2)), E.Quadratic(np.eye(2) / 9.0)
     g = Grid([(-16, 16)] * 2, 320)
     exact = g.log_partition(U1)
     q = abs(ti_log_z(U1, U0, g, 16) - exact)
-    out.append(below("thermodynamic integration, 16 Gauss-Legendre nodes: grid quadrature error of log Z", q, 1e-5))
+    out.append(at_most("thermodynamic integration, 16 Gauss-Legendre nodes: grid quadrature error of log Z", q, 1e-5))
     r = thermodynamic_integration(U1, U0, rng.normal(size=(2000 if quick else 10000, 2)) * 3, nodes=16, seed=2)
-    out.append(below("thermodynamic integration, MALA particles: |log Z - grid| / se", abs(r.log_z - exact) / r.se, 4.0,
-                     f"log Z = {r.log_z:.5f} +- {r.se:.2g}, grid {exact:.5f}"))
+    out.append(at_most("thermodynamic integration, MALA particles: |log Z - grid| / se", abs(r.log_z - exact) / r.se,
+                       4.0, f"log Z = {r.log_z:.5f} +- {r.se:.2g}, grid {exact:.5f}"))
 
     auc = auroc(rng.normal(size=20000), rng.normal(size=20000) + 1.0)
-    out.append(below("AUROC of N(0,1) vs N(1,1) scores: |AUROC - Phi(1/sqrt 2)| / DeLong se",
-                     abs(auc.value - norm.cdf(1 / np.sqrt(2))) / auc.se, 4.0))
+    out.append(at_most("AUROC of N(0,1) vs N(1,1) scores: |AUROC - Phi(1/sqrt 2)| / DeLong se",
+                       abs(auc.value - norm.cdf(1 / np.sqrt(2))) / auc.se, 4.0))
 
     P = np.array([[2.0, 0.6], [0.6, 1.0]])
     g = Grid([(-7, 7)] * 2, 200)
     th = SM.fit_ism_grid(SM.PolynomialBasis(2, 2), g, g.gibbs(E.Quadratic(P)))
-    out.append(below("implicit score matching of a Gaussian (quadratic basis, grid): max |theta - exact|",
-                     float(np.abs(th - [0, 0, 0.5 * P[0, 0], P[0, 1], 0.5 * P[1, 1]]).max()), 1e-6))
+    out.append(at_most("implicit score matching of a Gaussian (quadratic basis, grid): max |theta - exact|",
+                       float(np.abs(th - [0, 0, 0.5 * P[0, 0], P[0, 1], 0.5 * P[1, 1]]).max()), 1e-6))
 
     c = [4.0, 0.0]
     unsafe, Um = disc(c, 1.0), bump(c, 1.0)
@@ -562,12 +705,11 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
     rho0 = densities.Gaussian(np.zeros(2), 2.0 * np.eye(2))
     times = np.linspace(0, 2, 9)
     res = smallest_lambda(ring, Um, g, rho0, times, unsafe, 0.05, lam_max=20.0, tol=0.02)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        below_tol = unsafe_mass(FokkerPlanck(ring - (res.lam - res.tol) * Um, g).solve(rho0, times), unsafe).max()
-    out.append(Check("barrier: lambda* safe and lambda* - tol unsafe (max_t rho_t(unsafe) at lambda* - tol, > beta)",
-                     float(below_tol), 0.05, bool(res.mass.max() <= 0.05 < below_tol),
-                     f"lambda* = {res.lam:.4g}, max mass {res.mass.max():.4g}"))
+    below_tol = unsafe_mass(FokkerPlanck(ring - (res.lam - res.tol) * Um, g).solve(rho0, times), unsafe).max()
+    out.append(at_most("barrier: lambda* safe (max_t rho_t(unsafe) at lambda*, <= beta)", float(res.mass.max()), 0.05,
+                       f"lambda* = {res.lam:.4g}, tol {res.tol:.2g}"))
+    out.append(at_least("barrier: lambda* - tol unsafe (max_t rho_t(unsafe) at lambda* - tol, > beta)",
+                        float(below_tol), 0.05, f"lambda* = {res.lam:.4g}, tol {res.tol:.2g}", strict=True))
     if report is not None:
         fig = plot_barrier(None, {"barrier_fokker_planck": {"times": times, "mass": res.mass, "lam": res.lam,
                                                              "beta": 0.05},
@@ -591,13 +733,14 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     X = np.random.default_rng(0).normal(size=(200, 2)) * 2
     e = 1e-5
     fd = (H.logpdf(X, 0.4 + e) - H.logpdf(X, 0.4 - e)) / (2 * e)
-    out.append(below("VPFB homotopy: max |d_t log rho_bar - central difference|", np.abs(H.dt_logpdf(X, 0.4) - fd).max(), 1e-8))
+    out.append(at_most("VPFB homotopy: max |d_t log rho_bar - central difference|",
+                       np.abs(H.dt_logpdf(X, 0.4) - fd).max(), 1e-8))
 
     H1 = VPFBHomotopy(np.array([[1.0, 0.5]]), 1.0, 0.5)
     errs = [gaussian_velocity_error(H1, Grid([(-5, 5)] * 2, cells), 0.3) for cells in (32, 64)]
     order = float(np.log2(errs[0] / errs[1]))
-    out.append(Check("weighted Poisson: grad Phi vs the Gaussian closed form, 32 -> 64 cells: observed order", order, 2.0,
-                     bool(1.8 < order < 2.2), f"weighted L1 errors {errs[0]:.2e}, {errs[1]:.2e}"))
+    out.append(near("weighted Poisson: grad Phi vs the Gaussian closed form, 32 -> 64 cells: observed order", order,
+                    2.0, 0.2, f"weighted L1 errors {errs[0]:.2e}, {errs[1]:.2e}", strict=True))
 
     times = np.linspace(0, 1, 3)
     kls, w2s = [], []
@@ -606,21 +749,22 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
         dens, _ = potential_flow(H, g, times)
         kls.append(homotopy_kl(H, g, dens, times)[-1])
         w2s.append(w2_linearised(g, dens[-1], g.density_from_logpdf(lambda Y: H.logpdf(Y, 1.0))))
-    out.append(below("homotopy matching: KL(rho_Phi(1) || rho_bar(1)), grid potential flow on 64^2 (32^2: "
-                     f"{kls[0]:.2e})", kls[1], 3e-5))
+    out.append(at_most("homotopy matching: KL(rho_Phi(1) || rho_bar(1)), grid potential flow on 64^2 (32^2: "
+                       f"{kls[0]:.2e})", kls[1], 3e-5))
     order = float(np.log2(w2s[0] / w2s[1]))
-    out.append(Check("homotopy matching: W2(rho_Phi(1), rho_bar(1)) (linearised), 32 -> 64 cells: observed order",
-                     order, 2.0, bool(1.5 < order < 2.5), f"W2 {w2s[0]:.2e}, {w2s[1]:.2e}"))
+    out.append(near("homotopy matching: W2(rho_Phi(1), rho_bar(1)) (linearised), 32 -> 64 cells: observed order",
+                    order, 2.0, 0.5, f"W2 {w2s[0]:.2e}, {w2s[1]:.2e}", strict=True))
     g = Grid([(-5, 5)] * 2, 64)
     bars = [g.density_from_logpdf(lambda Y, t=t: H1.logpdf(Y, t)) for t in (0.5, 0.6)]
     exact = gaussian_w2_nd(H1.mu(0.5) * H1.data[0], H1.sigma2(0.5) * np.eye(2),
                            H1.mu(0.6) * H1.data[0], H1.sigma2(0.6) * np.eye(2))
-    out.append(below("W2(rho_bar(0.5), rho_bar(0.6)), one data point, 64^2 (linearised): relative error vs the "
-                     "Gaussian closed form", abs(w2_linearised(g, *bars) - exact) / exact, 1e-2, f"closed form {exact:.5f}"))
+    out.append(at_most("W2(rho_bar(0.5), rho_bar(0.6)), one data point, 64^2 (linearised): relative error vs the "
+                       "Gaussian closed form", abs(w2_linearised(g, *bars) - exact) / exact, 1e-2,
+                       f"closed form {exact:.5f}"))
     pf = potential_flow_particles(H, Grid([(-6, 6)] * 2, 64), times, 20000 if quick else 100000, dt=0.02, seed=1)
-    out.append(below("homotopy matching, particles (tracked log-density): max_{t>0} |KL| - 4 se",
-                     float(np.max(np.abs(pf.kl[1:]) - 4 * pf.kl_se[1:])),
-                     2e-4, f"KL(1) = {pf.kl[-1]:.2e} +- {pf.kl_se[-1]:.1e}"))
+    out.append(at_most("homotopy matching, particles (tracked log-density): max_{t>0} |KL| - 4 se",
+                       float(np.max(np.abs(pf.kl[1:]) - 4 * pf.kl_se[1:])),
+                       2e-4, f"KL(1) = {pf.kl[-1]:.2e} +- {pf.kl_se[-1]:.1e}"))
 
     A0, m0 = np.array([[1.0, 0.0], [0.0, 0.5]]), np.zeros(2)
     A1, m1 = np.array([[3.0, 0.8], [0.8, 2.0]]), np.array([1.5, -1.0])
@@ -637,14 +781,15 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     g = Grid([(-6, 6)] * 2, 96)
     sol = solve_path(path, g, densities.Gaussian([-1.0, 1.0], 0.5 * np.eye(2)), [0, D], temperature=T, duration=D, tol=1e-4)
     w = sol.densities[-1].ravel() * g.cell_volume
-    out.append(below("time-dependent Fokker-Planck (moving OU), 96^2: max |mean - moment ODE|",
-                     float(np.abs(w @ g.points - ref[:2]).max()), 6e-3, f"{sol.steps} steps, {sol.rejected} rejected"))
+    out.append(at_most("time-dependent Fokker-Planck (moving OU), 96^2: max |mean - moment ODE|",
+                       float(np.abs(w @ g.points - ref[:2]).max()), 6e-3,
+                       f"{sol.steps} steps, {sol.rejected} rejected"))
 
     Xs = np.random.default_rng(2).normal(size=(300, 2)) * 2
     kerr = max(float(np.abs(H.eval_path_kernels(Xs, t)[k] - f(Xs)).max())
                for t in (0.0, 0.45, 1.0) for k, f in (("value", H.at(t).value), ("grad", H.at(t).grad),
                                                       ("lap", H.at(t).laplacian)))
-    out.append(below("kernels with t: VPFB path kernels vs the frozen mixture at(t) (value, grad, lap)", kerr, 1e-11))
+    out.append(at_most("kernels with t: VPFB path kernels vs the frozen mixture at(t) (value, grad, lap)", kerr, 1e-11))
     ref0 = solve_ivp(lambda s, y: rhs(s, y) - np.concatenate([[0, 0], 2 * T * np.eye(2).ravel()]), [0, D],
                      np.concatenate([[-1.0, 1.0], (0.5 * np.eye(2)).ravel()]), rtol=1e-12, atol=1e-13, t_eval=[D]).y[:, -1]
     exact0 = densities.Gaussian(ref0[:2], ref0[2:].reshape(2, 2))
@@ -652,22 +797,23 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
     lag = solve_path_continuity(path, g, densities.Gaussian([-1.0, 1.0], 0.5 * np.eye(2)), [0, D], duration=D,
                                 method="lagrangian")
     ex = np.exp(exact0.logpdf(g.points)).reshape(g.shape)
-    out.append(below("deterministic flow along the path, Lagrangian (kernels with t at every stage): max rel. "
-                     "error vs the moment ODE's Gaussian at the cell centres", float(np.abs(lag.densities[-1] - ex).max()
-                                                                                    / ex.max()), 1e-7))
+    out.append(at_most("deterministic flow along the path, Lagrangian (kernels with t at every stage): max rel. "
+                       "error vs the moment ODE's Gaussian at the cell centres",
+                       float(np.abs(lag.densities[-1] - ex).max() / ex.max()), 1e-7))
     x0 = np.random.default_rng(3).multivariate_normal([-1, 1], 0.5 * np.eye(2), size=500)
     pf_run = PA.path_flow(path, x0, [0, D], duration=D,
                           logrho0=densities.Gaussian([-1.0, 1.0], 0.5 * np.eye(2)).logpdf(x0))
-    out.append(below("particles along the path (path_flow): max |tracked log-density - exact logpdf|",
-                     float(np.abs(pf_run.logdensity[-1] - exact0.logpdf(pf_run.positions[-1])).max()), 1e-6))
+    out.append(at_most("particles along the path (path_flow): max |tracked log-density - exact logpdf|",
+                       float(np.abs(pf_run.logdensity[-1] - exact0.logpdf(pf_run.positions[-1])).max()), 1e-6))
 
-    out.append(below("Boltzmann claim: |grid residual - closed form (1/sqrt 2)|, one data point, 64^2",
-                     abs(boltzmann_residual(H1, Grid([(-5, 5)] * 2, 64), 1.0)["relative_residual"] - H1.gaussian_boltzmann_residual(1.0)),
-                     1e-2))
+    out.append(at_most("Boltzmann claim: |grid residual - closed form (1/sqrt 2)|, one data point, 64^2",
+                       abs(boltzmann_residual(H1, Grid([(-5, 5)] * 2, 64), 1.0)["relative_residual"]
+                           - H1.gaussian_boltzmann_residual(1.0)), 1e-2))
     g = Grid([(-6, 6)] * 2, 48)
     _, kl_ode = frozen_flow(H, g, 1.0, [2.0])
     fp = FokkerPlanck(H.at(1.0), g).solve(g.density_from_logpdf(lambda Y: H.logpdf(Y, 1.0)), [0.0, 2.0])
-    out.append(Check("past t = 1: frozen-potential ODE leaves rho_bar(1) (KL at s = 2), Langevin keeps it",
-                     float(kl_ode[-1]), 0.05, bool(kl_ode[-1] > 0.05 and abs(fp.kl()[-1]) < 1e-10),
-                     f"Langevin KL {fp.kl()[-1]:.1e}"))
+    out.append(at_least("past t = 1: frozen-potential ODE leaves rho_bar(1) (KL at s = 2)", float(kl_ode[-1]), 0.05,
+                        strict=True))
+    out.append(at_most("past t = 1: Langevin keeps rho_bar(1) (|KL| at s = 2)", abs(float(fp.kl()[-1])), 1e-10,
+                       strict=True))
     return out
