@@ -146,3 +146,14 @@ def test_a_gibbs_law_that_underflows_at_the_walls_is_still_resolved():
     Fokker-Planck density there is tiny but positive: pooling must work in logs."""
     tr = FokkerPlanck(E.DoubleWell(1, barrier=1.0), Grid([(-6, 6)], 600)).solve(Dn.Gaussian([0.0], 1.0), [0.0, 0.1])
     assert (tr.gibbs == 0).any() and tr.valid().all()
+
+
+def test_sweep_references_compare_only_points_that_differ_in_resolution():
+    """A sweep over temperature and cells compares each point with the finest grid at its own
+    temperature; a sweep over temperature alone has no reference at all."""
+    from fokkerplanck.app.sweep import _references
+
+    rows = [{"temperature": T, "cells": c, "file": f"T{T}_c{c}"} for T in (0.5, 1.0) for c in (32, 64, 128)]
+    refs = _references(rows, {"temperature": [0.5, 1.0], "cells": [32, 64, 128]})
+    assert [r["file"] for r in refs] == ["T0.5_c128"] * 3 + ["T1.0_c128"] * 3
+    assert _references(rows[:2], {"temperature": [0.5, 1.0]}) == [None, None]

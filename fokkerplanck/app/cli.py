@@ -80,10 +80,15 @@ def _info(args) -> int:
               + ", ".join(f"{k} {v:.2f}" for k, v in ref.observed_order.items())
               + ("" if ref.reliable else "  (NOT in the asymptotic regime: error estimates unreliable)"))
     extra = f" {'KL error':>10} {'R_t error':>10}" if ref is not None else ""
+    v = tr.validity()
+    if not v["valid"].all():
+        print(f"  {int((~v['valid']).sum())} of {len(tr)} saved times are NOT VALID (marked *): the density is "
+              "unresolved on the grid or its mass is off, so KL and R_t there are not those of probability laws")
     print(f"  {'t':>10} {'KL':>12} {'R_t':>10} {'mass':>14}{extra}")
     for j in np.unique(np.linspace(0, len(tr) - 1, min(len(tr), args.rows)).astype(int)):
         err = f" {ref.kl_error[j]:10.2g} {ref.ratio_error[j]:10.2g}" if ref is not None else ""
-        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {mass[j]:14.12f}{err}")
+        mark = "" if v["valid"][j] else "  * " + ("mass off" if not v["mass_ok"][j] else "unresolved")
+        print(f"  {tr.times[j]:10.4g} {kl[j]:12.6g} {R[j]:10.4g} {mass[j]:14.12f}{err}{mark}")
     return 0
 
 

@@ -140,7 +140,9 @@ def _row(point: dict, path: str) -> dict:
     row = {**point, "file": os.path.basename(path), "wall_time": wall}
     for s in r.get("stopping", []):
         src = s["source"].split(" (")[0]
-        if s["name"] == "tau_det" and src == "grid R_t":
+        if s["name"] == "tau_det" and src == "exact R_t":
+            row["tau_det_exact"] = s["time"]
+        elif s["name"] == "tau_det" and src == "grid R_t":
             row["tau_det_grid"] = s["time"]
         elif s["name"] == "tau_det" and src == "particle R_t":
             row.update(tau_det_particles=s["time"], tau_det_particles_se=s["stderr"], k_star=s["step"])
@@ -153,8 +155,15 @@ def _row(point: dict, path: str) -> dict:
         if g in r["groups"]:
             trs[g] = Trajectory.load(path, g)
             row[f"kl_final_{g.replace('-', '_')}"] = float(trs[g].kl()[-1])
+            # 1 where the value is a KL of a probability law resolved on the grid, 0 where it is not
+            row[f"kl_final_{g.replace('-', '_')}_valid"] = int(trs[g].valid()[-1])
+    if "continuity-exact" in r:
+        row["kl_final_continuity_exact"] = float(r["continuity-exact"]["kl"][-1])
     if "particles" in r and "kl_knn" in r["particles"]:
-        row["kl_final_particles"] = float(r["particles"]["kl_knn"][-1])
+        p = r["particles"]
+        row["kl_final_particles"] = float(p["kl_knn"][-1])
+        # an estimate within two standard errors of 0 is below the estimator's resolution
+        row["kl_final_particles_resolved"] = int(p["kl_knn"][-1] - 2 * p["kl_knn_se"][-1] > 0)
     if "deterministic-particles" in r and "summaries/kl" in r["deterministic-particles"]:
         row["kl_final_deterministic_particles"] = float(r["deterministic-particles"]["summaries/kl"][-1])
     cf = r.get("closed-form")
@@ -166,6 +175,32 @@ def _row(point: dict, path: str) -> dict:
         if "summaries/kl" in d:
             row["err_kl_deterministic_particles"] = float(np.max(np.abs(d["summaries/kl"] - cf["kl_continuity"])))
     return row
+
+
+# swept parameters that only refine the discretisation: points differing in nothing else
+# converge to the same answer, so the finest of them is their reference
+RESOLUTION_PARAMS = frozenset({"cells", "grid.cells", "dt", "particles.dt", "deterministic_particles.dt",
+                               "composition.dt", "n", "particles.n", "deterministic_particles.n", "composition.n"})
+
+
+def _references(rows: list[dict], params: dict) -> list:
+    """Per row, the finest point with the same values of every swept parameter that is not
+    a resolution parameter (a temperature sweep has one reference per temperature only if a
+    resolution parameter is swept too); None when the row's group has a single point."""
+    physical = [k for k in params if k not in RESOLUTION_PARAMS]
+    resolution = [k for k in params if k in RESOLUTION_PARAMS]
+    if not resolution:
+        return [None] * len(rows)
+    groups: dict = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(tuple(str(r.get(k)) for k in physical), []).append(i)
+    out = [None] * len(rows)
+    for idx in groups.values():
+        if len(idx) > 1:
+            ref = _reference([rows[i] for i in idx])
+            for i in idx:
+                out[i] = ref
+    return out
 
 
 def _reference(rows: list[dict]) -> dict:
@@ -217,11 +252,16 @@ def _sweep(cfg, params, outdir, *, client, threads, log):
             fut.result()  # a point that failed (not a lost worker: those are rerun) raises here
             log(f"  {point_name(pts[futures[fut]])}: done ({time.perf_counter() - t0:.1f} s)")
     rows = [_row(p, path) for p, path in zip(pts, paths)]
-    ref = _reference(rows)
-    for r in rows:
-        for key in ("tau_det_grid", "tau_det_particles", "kl_final_fokker_planck", "kl_final_continuity"):
+    refs = _references(rows, params)
+    for r, ref in zip(rows, refs):
+        if ref is None:
+            continue
+        r["reference"] = ref["file"]
+        for key in ("tau_det_exact", "tau_det_grid", "tau_det_particles", "kl_final_fokker_planck",
+                    "kl_final_continuity"):
             if key in r and key in ref:
                 r[f"ref_diff_{key}"] = float(r[key] - ref[key])
+    ref = _reference(rows)
     cols = list(dict.fromkeys(k for r in rows for k in r))
     tmp = os.path.join(outdir, "summary.csv.tmp")
     with open(tmp, "w", newline="") as f:
