@@ -157,3 +157,20 @@ def test_sweep_references_compare_only_points_that_differ_in_resolution():
     refs = _references(rows, {"temperature": [0.5, 1.0], "cells": [32, 64, 128]})
     assert [r["file"] for r in refs] == ["T0.5_c128"] * 3 + ["T1.0_c128"] * 3
     assert _references(rows[:2], {"temperature": [0.5, 1.0]}) == [None, None]
+
+
+def test_dirichlet_form_is_infinite_only_for_a_real_inflow_into_empty_states():
+    """A point mass at t = 0 has D = inf (d/dt KL = -inf).  At t > 0 exact zeros are the
+    propagator's truncation (probabilities below ~1e-15): D stays finite and equal, to
+    1e-7, to D of the law before those entries were zeroed."""
+    from fokkerplanck.discrete import finite as Dz
+
+    space = Dz.FiniteSpace(Dz.ising((3, 3), J=1.0), temperature=2.27)
+    me = Dz.MasterEquation(space)
+    P = me.solve(space.point_mass(np.ones(9, dtype=int)), [0.0, 0.02])
+    assert me.dirichlet(P[:1])[0] == np.inf
+    q = P[1].copy()
+    q[q < 1e-15] = 0.0
+    assert (q == 0).sum() > 50
+    D, Dq = me.dirichlet(P[1:])[0], me.dirichlet(q[None])[0]
+    assert np.isfinite(Dq) and abs(Dq - D) < 1e-7 * D

@@ -338,11 +338,20 @@ def kl(p, log_pi) -> float:
     return float(np.sum(p[pos] * (np.log(p[pos]) - log_pi[pos])))
 
 
+FILL_TOL = 1e-10   # inflow into empty states, relative to the largest exit rate, that is a real flow
+
+
 def _fills_zeros(L, p) -> bool:
-    """Whether the flow moves mass into states where ``p`` is 0: there ``p log p`` has an
-    infinite slope, so ``d/dt KL = -inf`` and ``D(p) = inf`` (a point mass at t = 0)."""
+    """Whether the flow moves a real amount of mass into states where ``p`` is 0: there
+    ``p log p`` has an infinite slope, so ``d/dt KL = -inf`` and ``D(p) = inf`` (a point mass
+    at t = 0: inflow of the order of the rates).  Zeros of a law at t > 0 are underflow or
+    truncation of the exact propagator (probabilities below ~1e-16 of the mass), whose
+    inflow is below ``FILL_TOL`` times the largest exit rate: they are not that."""
     zero = p == 0
-    return bool(zero.any() and np.any((L @ p)[zero] > 0))
+    if not zero.any():
+        return False
+    rate = float(np.abs(L.diagonal()).max())
+    return bool(np.any((L @ p)[zero] > FILL_TOL * rate * max(float(p.sum()), 1e-300)))
 
 
 def dirichlet_form(L: sp.csr_matrix, p, log_pi) -> float:
