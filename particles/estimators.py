@@ -25,23 +25,43 @@ from scipy.special import digamma, gammaln
 from fokkerplanck._core.validate import points, positive_int
 
 __all__ = ["Estimate", "knn_entropy", "kl_knn", "kl_kde", "kl_histogram", "kl_binned", "kl_tracked", "ratio", "moments",
-           "bootstrap"]
+           "bootstrap", "RESOLUTION_SIGMAS", "FrequencyErrors", "wilson_interval", "frequency_errors",
+           "autocorrelation_time", "effective_sample_size", "batch_means_se", "split_rhat"]
+
+RESOLUTION_SIGMAS = 2.0  # a KL estimate with value - RESOLUTION_SIGMAS * stderr <= 0 is below resolution
 
 
 @dataclass(frozen=True)
 class Estimate:
-    """A value with its standard error and the method that produced it."""
+    """A value with its standard error and the method that produced it.
+
+    ``below_resolution`` (KL estimates that can come out <= 0, :func:`kl_knn`): True when
+    ``value - RESOLUTION_SIGMAS * stderr <= 0``, i.e. the estimate does not resolve the
+    KL from 0 (a figure should draw :attr:`upper_bound` rather than the value); None where
+    the notion does not apply.  The value and the error bar are never altered by it."""
 
     value: float
     stderr: float
     method: str
+    below_resolution: bool | None = None
 
     def __iter__(self):
         yield self.value
         yield self.stderr
 
+    @property
+    def upper_bound(self) -> float:
+        """``max(value, 0) + RESOLUTION_SIGMAS * stderr``: what an estimate below resolution supports."""
+        return max(self.value, 0.0) + RESOLUTION_SIGMAS * self.stderr
+
     def __repr__(self):
-        return f"{self.value:.6g} +- {self.stderr:.2g} ({self.method})"
+        flag = f", below resolution: KL < {self.upper_bound:.2g}" if self.below_resolution else ""
+        return f"{self.value:.6g} +- {self.stderr:.2g} ({self.method}{flag})"
+
+
+def _below_resolution(value: float, stderr: float) -> bool:
+    """Not resolved from 0: ``value - RESOLUTION_SIGMAS * stderr <= 0`` (NaN counts as unresolved)."""
+    return not (value - RESOLUTION_SIGMAS * stderr > 0)
 
 
 def _se(terms) -> float:
@@ -94,6 +114,9 @@ def _cross(X, energy, T, log_partition):
 def kl_knn(x, energy, temperature: float = 1.0, *, k: int = 1, log_partition=None, max_points: int | None = None,
            seed=0) -> Estimate:
     """``KL(rho || rho*)`` from samples of ``rho``: k-NN entropy + exact cross term.
+    The estimate can be <= 0 (the k-NN entropy is unbiased only asymptotically): the
+    result's ``below_resolution`` is True when ``value - 2 stderr <= 0`` (draw
+    ``upper_bound``, not the value); value and stderr are the plain estimator's.
     ``max_points``: use a uniform random subsample of that many points (without
     replacement) when there are more; the method label says so, and the standard
     error is the subsample's."""
@@ -105,7 +128,8 @@ def kl_knn(x, energy, temperature: float = 1.0, *, k: int = 1, log_partition=Non
         X = X[idx]
     # per-point terms: log rho_hat(x_i) - log rho*(x_i)
     terms = -_kl_entropy_terms(X, k) - _cross(X, energy, temperature, log_partition)
-    return Estimate(float(terms.mean()), _se(terms), label)
+    value, se = float(terms.mean()), _se(terms)
+    return Estimate(value, se, label, _below_resolution(value, se))
 
 
 def _binned_density(X, bins, bandwidth):
@@ -242,4 +266,168 @@ def bootstrap(estimator, x, *args, n_boot: int = 50, seed=0, **kw) -> Estimate:
         Xb = X[rng.integers(0, X.shape[0], X.shape[0])]
         Xb = Xb + 1e-12 * rng.standard_normal(Xb.shape)  # break exact duplicates for k-NN
         vals.append(estimator(Xb, *args, **kw).value)
-    return Estimate(base.value, float(np.std(vals, ddof=1)), base.method + f", bootstrap({n_boot})")
+    se = float(np.std(vals, ddof=1))
+    flag = None if base.below_resolution is None else _below_resolution(base.value, se)
+    return Estimate(base.value, se, base.method + f", bootstrap({n_boot})", flag)
+
+
+# --- frequencies of a discrete law: binomial error bars ------------------------------------
+
+@dataclass(frozen=True)
+class FrequencyErrors:
+    """Per bin: ``counts`` out of ``n``, frequencies ``freq = counts / n``, the standard
+    error ``se`` and the Wilson score interval ``[lo, hi]`` at ``sigmas`` standard
+    deviations.  With the exact probabilities ``exact``: ``se = sqrt(p (1 - p) / n)`` (the
+    exact law's binomial error, what a z-score against the law needs) and
+    ``z = (freq - p) / se``; without them, ``se`` is the half-width of the Wilson interval
+    (never 0, also for an empty bin) and ``z`` is None.  ``method`` says which."""
+
+    counts: np.ndarray
+    n: int
+    freq: np.ndarray
+    se: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    exact: np.ndarray | None
+    z: np.ndarray | None
+    sigmas: float
+    method: str
+
+
+def wilson_interval(counts, n, sigmas: float = 1.0):
+    """The Wilson score interval ``(lo, hi)`` of a binomial proportion, ``counts`` successes
+    out of ``n``, at ``sigmas`` standard deviations: non-degenerate at 0 and n counts
+    (``[0, sigmas^2 / (n + sigmas^2)]`` for an empty bin)."""
+    c = np.asarray(counts, dtype=float)
+    n = float(n)
+    if n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    z2 = float(sigmas) ** 2
+    f = c / n
+    centre = (f + z2 / (2 * n)) / (1 + z2 / n)
+    half = math.sqrt(z2) / (1 + z2 / n) * np.sqrt(np.maximum(f * (1 - f), 0.0) / n + z2 / (4 * n * n))
+    return np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+
+
+def frequency_errors(counts, exact=None, *, sigmas: float = 1.0) -> FrequencyErrors:
+    """Error bars of the frequencies of ``counts`` (one count per bin, empty bins kept) of
+    ``n = sum(counts)`` independent draws.  ``exact``: the exact probabilities of the bins
+    (then the standard errors are the exact law's, ``sqrt(p (1 - p) / n)``, and ``z`` the
+    z-scores; not the observed frequency's, which puts a bin with few counts many
+    "standard errors" away and an empty one infinitely many).  Wilson intervals otherwise."""
+    if not float(sigmas) > 0:
+        raise ValueError(f"sigmas must be positive, got {sigmas!r}")
+    c = np.asarray(counts)
+    if c.ndim != 1 or c.size == 0 or np.any(c < 0) or not np.all(np.isfinite(c)):
+        raise ValueError("counts must be a non-empty 1-D array of non-negative counts")
+    n = round(float(c.sum()))
+    if n < 1:
+        raise ValueError("counts sum to 0: no draws")
+    c = c.astype(float)
+    f = c / n
+    lo, hi = wilson_interval(c, n, sigmas)
+    if exact is None:
+        se = (hi - lo) / (2.0 * float(sigmas))
+        return FrequencyErrors(c, n, f, se, lo, hi, None, None, float(sigmas),
+                               f"Wilson score interval ({sigmas:g} sigma); se = its half-width / sigmas")
+    p = np.asarray(exact, dtype=float)
+    if p.shape != c.shape:
+        raise ValueError(f"exact must have one probability per bin, shape {c.shape}, got {p.shape}")
+    if np.any(p < 0) or np.any(p > 1) or not np.all(np.isfinite(p)):
+        raise ValueError("exact probabilities must lie in [0, 1]")
+    se = np.sqrt(p * (1 - p) / n)
+    d = f - p
+    z = np.zeros_like(d)
+    pos = se > 0
+    z[pos] = d[pos] / se[pos]
+    z[~pos & (d != 0)] = np.copysign(np.inf, d[~pos & (d != 0)])  # counts where the law has none
+    return FrequencyErrors(c, n, f, se, lo, hi, p, z, float(sigmas),
+                           "exact law's binomial error sqrt(p (1 - p) / n); Wilson interval of the counts")
+
+
+# --- correlated samples (MCMC chains): autocorrelation time, ESS, batch means, split R-hat -------
+
+def _chains(x) -> np.ndarray:
+    """``x`` (T,) one chain or (T, m) m chains, as a float (T, m) array."""
+    a = np.asarray(x, dtype=float)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or a.shape[0] < 4:
+        raise ValueError(f"a chain needs shape (T,) or (T, chains) with T >= 4, got {np.shape(x)}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError("chain values must be finite")
+    return a
+
+
+def _autocorrelation(a: np.ndarray) -> np.ndarray:
+    """Autocorrelation ``rho(t)``, t = 0..T-1, of the chains (T, m) about the grand mean,
+    averaged over the chains (FFT; biased 1/T normalisation, as Geyer's estimator wants)."""
+    T = a.shape[0]
+    y = a - a.mean()
+    nfft = 1 << (2 * T - 1).bit_length()
+    F = np.fft.rfft(y, n=nfft, axis=0)
+    acov = np.fft.irfft(F * np.conj(F), n=nfft, axis=0)[:T].mean(axis=1) / T
+    if acov[0] <= 0:
+        return np.zeros(T)
+    return acov / acov[0]
+
+
+def autocorrelation_time(x) -> float:
+    """Integrated autocorrelation time ``tau = 1 + 2 sum_t rho(t)`` (in samples) of one
+    chain (T,) or of m chains (T, m) of the same law, by Geyer's initial monotone
+    sequence: pair sums ``rho(2k) + rho(2k+1)`` summed while positive and made
+    non-increasing.  ``tau = 1`` for independent samples; an AR(1) chain with coefficient
+    ``phi`` has ``tau = (1 + phi) / (1 - phi)``.  Chains with different means (not yet
+    mixed) keep a positive autocorrelation: tau grows, so the error bars grow with it."""
+    a = _chains(x)
+    if np.all(a == a[0, 0]):
+        return 1.0
+    rho = _autocorrelation(a)
+    T = rho.size
+    pairs = rho[: 2 * (T // 2)].reshape(-1, 2).sum(axis=1)
+    total, last = 0.0, np.inf
+    for g in pairs:
+        if g <= 0:
+            break
+        last = min(last, g)
+        total += last
+    return float(max(2.0 * total - 1.0, 1.0 / T))
+
+
+def effective_sample_size(x) -> float:
+    """``T m / tau``: the number of independent draws worth as much as the chains (T, m)."""
+    a = _chains(x)
+    return float(a.size / autocorrelation_time(a))
+
+
+def batch_means_se(x, n_batches: int | None = None) -> float:
+    """Standard error of the mean of one chain (T,) or m chains (T, m) by batch means:
+    each chain is cut into ``n_batches`` consecutive batches (default ``floor(sqrt(T))``
+    for one chain, and enough for 30 batches in all for several); the batch means are
+    nearly independent once a batch is much longer than the autocorrelation time, and
+    ``se = sd(batch means) / sqrt(batches)``."""
+    a = _chains(x)
+    T, m = a.shape
+    if n_batches is None:
+        n_batches = int(math.sqrt(T)) if m == 1 else max(1, min(int(math.sqrt(T)), -(-30 // m)))
+    b = positive_int(n_batches, "n_batches")
+    L = T // b
+    if L < 1 or b * m < 2:
+        raise ValueError(f"{b} batches of {T} samples in {m} chain(s): need batches of >= 1 sample and >= 2 in all")
+    means = a[: b * L].reshape(b, L, m).mean(axis=1).ravel()
+    return float(np.std(means, ddof=1) / math.sqrt(means.size))
+
+
+def split_rhat(x) -> float:
+    """Split R-hat (Gelman et al.): each of the m chains (T, m) cut in halves, then
+    ``sqrt(((n - 1)/n W + B/n) / W)`` over the 2m half-chains of n samples (W the mean
+    within-chain variance, B/n the variance of the half-chain means).  Close to 1 (< 1.01)
+    when the chains sample one law; > 1 when they still drift or have not mixed."""
+    a = _chains(x)
+    n = a.shape[0] // 2
+    h = np.concatenate([a[:n], a[a.shape[0] - n:]], axis=1)
+    W = float(np.mean(np.var(h, axis=0, ddof=1)))
+    B_n = float(np.var(h.mean(axis=0), ddof=1))
+    if W <= 0:
+        return 1.0 if B_n == 0 else math.inf
+    return float(math.sqrt(((n - 1) / n * W + B_n) / W))

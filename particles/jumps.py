@@ -18,6 +18,7 @@ redrawn), which is what makes the path independent of the save schedule.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,7 @@ from fokkerplanck.discrete.finite import MAX_STATES, PairEnergy
 
 from fokkerplanck._core.rng import STREAM_JUMP, draw_from_logits, philox4x32, seed_key
 
+from particles.estimators import frequency_errors
 from particles.options import Save
 
 _M32 = np.uint64(0xFFFFFFFF)
@@ -40,9 +42,12 @@ def _u53(a, b):
     :mod:`fokkerplanck._core.rng`)."""
     return ((a >> np.uint64(5)) * 67108864.0 + (b >> np.uint64(6)) + 1.0) / 9007199254740992.0
 
-__all__ = ["JumpEnsemble", "simulate", "JUMP_DYNAMICS"]
+__all__ = ["JumpEnsemble", "PluginKL", "Histogram", "simulate", "JUMP_DYNAMICS"]
 
 JUMP_DYNAMICS = {"glauber": 0, "metropolis": 1}
+
+MAX_MISSING_MASS = 0.03   # kl_plugin: Good-Turing missing mass above which the estimate is flagged
+MAX_SEEN_FRACTION = 0.1   # kl_plugin: distinct states seen per particle above which it is flagged
 
 
 @jit(cache=True)
@@ -145,28 +150,132 @@ class JumpEnsemble:
     events: np.ndarray
     meta: dict
 
-    def histogram(self, values_name: str, save: int, support=None):
-        """``(support, frequencies, standard errors)`` of an observable at a save; the
-        standard error of a frequency ``f`` from N independent particles is
-        ``sqrt(f (1 - f) / N)``."""
+    def histogram(self, values_name: str, save: int, support=None, exact=None, *, sigmas: float = 1.0) -> Histogram:
+        """``(support, frequencies, standard errors)`` of an observable at a save, every bin of
+        the support kept (empty ones with count 0).  The result also carries ``counts``,
+        ``n``, the Wilson interval ``lo``, ``hi`` (``sigmas`` standard deviations) and,
+        with ``exact``, the exact probabilities and the z-scores ``z``.
+
+        support : the values to count (default: the magnetisation's ``-n, -n + 2, ..., n``
+            for q = 2, every state number for ``index``, else the values seen).
+        exact : the exact probabilities of the support's values (e.g. from the master
+            equation): then the standard error of a frequency is the exact law's binomial
+            ``sqrt(p (1 - p) / N)``; without it, the half-width of the Wilson score interval
+            (never 0, also for an empty bin), not the plug-in ``sqrt(f (1 - f) / N)``,
+            which is 0 for an empty bin and too small for a bin with few counts."""
         v = getattr(self, values_name)[save]
-        sup = np.unique(v) if support is None else np.asarray(support)
+        if support is None:
+            n, q = int(self.meta["n_sites"]), int(self.meta["q"])
+            if values_name == "magnetisation" and q == 2:
+                support = np.arange(-n, n + 1, 2)
+            elif values_name == "index":
+                support = np.arange(q ** n)
+            elif exact is not None:
+                raise ValueError("histogram: exact probabilities need the support they belong to (support=...)")
+            else:
+                support = np.unique(v)
+        sup = np.asarray(support)
+        if sup.ndim != 1 or sup.size == 0:
+            raise ValueError(f"support must be a non-empty 1-D array, got shape {sup.shape}")
+        order = np.argsort(sup, kind="stable")
+        pos = np.searchsorted(sup[order], v)
+        pos = np.minimum(pos, sup.size - 1)
+        hit = sup[order][pos] == v
+        counts = np.zeros(sup.size, dtype=np.int64)
+        np.add.at(counts, order[pos[hit]], 1)
         N = v.size
-        f = np.array([(v == s).sum() for s in sup], dtype=float) / N
-        return sup, f, np.sqrt(f * (1 - f) / N)
+        if exact is not None:
+            exact = np.asarray(exact, dtype=float)
+            if exact.shape != sup.shape:
+                raise ValueError(f"exact must hold one probability per support value, shape {sup.shape}, "
+                                 f"got {exact.shape}")
+            exact = np.append(exact, 0.0)
+        # one more bin for the values outside the support: frequencies stay relative to all N
+        e = frequency_errors(np.append(counts, N - counts.sum()), exact, sigmas=sigmas)
+        k = sup.size
+        return Histogram(sup, e.freq[:k], e.se[:k], counts=counts, n=N, lo=e.lo[:k], hi=e.hi[:k],
+                         exact=None if e.exact is None else e.exact[:k], z=None if e.z is None else e.z[:k],
+                         outside=int(N - counts.sum()), method=e.method)
 
     def state_frequencies(self, save: int, size: int) -> np.ndarray:
         if self.index is None:
             raise ValueError("state indices were not recorded (the space is too large to enumerate)")
         return np.bincount(self.index[save], minlength=size) / self.index.shape[1]
 
-    def kl_plugin(self, save: int, log_pi) -> tuple[float, float]:
+    def kl_plugin(self, save: int, log_pi, *, max_missing: float = MAX_MISSING_MASS,
+                  max_seen: float = MAX_SEEN_FRACTION) -> PluginKL:
         """Plug-in ``KL(p_hat || pi)`` from the state counts at a save, and its leading
-        positive bias ``(K - 1) / (2 N)`` (K = states seen; the Miller-Madow term)."""
-        f = self.state_frequencies(save, log_pi.size)
-        pos = f > 0
-        val = float(np.sum(f[pos] * (np.log(f[pos]) - log_pi[pos])))
-        return val, (pos.sum() - 1) / (2.0 * self.index.shape[1])
+        positive bias ``(K - 1) / (2 N)`` (K = states seen; the Miller-Madow term): the
+        result unpacks as ``(value, bias)`` and carries the sampling diagnostics.
+
+        The bias term holds only when every state that matters has been seen many times.
+        With far more states than particles the estimate is dominated by unseen states
+        (the plug-in entropy cannot exceed log N) and over-estimates KL by far more than
+        the bias term: then ``undersampled`` is True, ``status`` is ``"undersampled"``,
+        ``message`` says why, and a RuntimeWarning is raised.  The criterion: the
+        Good-Turing missing mass (states seen once / N) above ``max_missing``, or the
+        states seen above ``max_seen * N``."""
+        lp = np.asarray(log_pi, dtype=float)
+        if self.index is None:
+            raise ValueError("state indices were not recorded (the space is too large to enumerate)")
+        N = self.index.shape[1]
+        c = np.bincount(self.index[save], minlength=lp.size)
+        if c.size != lp.size:
+            raise ValueError(f"log_pi has {lp.size} states but the particles visit state {c.size - 1}")
+        pos = c > 0
+        f = c[pos] / N
+        val = float(np.sum(f * (np.log(f) - lp[pos])))
+        seen, single = int(pos.sum()), int(np.sum(c == 1))
+        missing = single / N
+        under = missing > max_missing or seen > max_seen * N
+        msg = ""
+        if under:
+            msg = (f"plug-in KL at save {save} (t = {self.times[save]:g}) is dominated by unseen states: "
+                   f"{seen} states seen of {lp.size} by {N} particles ({seen / N:.2f} per particle, "
+                   f"limit {max_seen:g}), "
+                   f"{single} seen once (Good-Turing missing mass {missing:.3f}, limit {max_missing:g}); "
+                   f"the value {val:.4g} and its bias term {(seen - 1) / (2.0 * N):.2g} are not reliable: "
+                   "use more particles or a coarser observable")
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        return PluginKL(val, (seen - 1) / (2.0 * N), n=N, states=int(lp.size), seen=seen, singletons=single,
+                        missing_mass=missing, undersampled=under, message=msg)
+
+
+class PluginKL(tuple):
+    """``(value, bias)`` of :meth:`JumpEnsemble.kl_plugin` (it unpacks as a pair), with the
+    sampling diagnostics as attributes: ``n`` particles, ``states`` in the space, ``seen``
+    distinct states seen, ``singletons`` seen once, ``missing_mass`` (Good-Turing,
+    singletons / n), ``undersampled`` (the estimate is dominated by unseen states),
+    ``status`` (``"ok"`` or ``"undersampled"``) and ``message``."""
+
+    def __new__(cls, value, bias, **diag):
+        self = super().__new__(cls, (float(value), float(bias)))
+        self.__dict__.update(diag)
+        return self
+
+    value = property(lambda self: self[0])
+    bias = property(lambda self: self[1])
+    status = property(lambda self: "undersampled" if self.undersampled else "ok")
+
+    def __repr__(self):
+        return (f"PluginKL(value={self[0]:.6g}, bias={self[1]:.2g}, status={self.status!r}, seen={self.seen}/"
+                f"{self.n} particles, missing_mass={self.missing_mass:.3g})")
+
+
+class Histogram(tuple):
+    """``(support, freq, se)`` of :meth:`JumpEnsemble.histogram` (it unpacks as a triple),
+    with ``counts``, ``n``, the Wilson interval ``lo``/``hi``, ``exact`` and ``z`` (None
+    without exact probabilities), ``outside`` (particles whose value is not in the
+    support) and ``method`` (which standard error) as attributes."""
+
+    def __new__(cls, support, freq, se, **extra):
+        self = super().__new__(cls, (support, freq, se))
+        self.__dict__.update(extra)
+        return self
+
+    support = property(lambda self: self[0])
+    freq = property(lambda self: self[1])
+    se = property(lambda self: self[2])
 
 
 def simulate(energy: PairEnergy, c0, times=None, *, dynamics: str = "glauber", temperature: float = 1.0,

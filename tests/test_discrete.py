@@ -2,12 +2,13 @@
 identity d/dt KL = -Dirichlet form, exact propagation paths against each other, and the
 jump-process particles against the exact laws within their error bars."""
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from fokkerplanck.discrete import finite as Dz
-from particles import jumps
+from particles import estimators as est, jumps
 
 
 @pytest.mark.parametrize("J,h,T", [(1.0, 0.0, 1.0), (1.0, 0.3, 0.7), (-0.8, 0.5, 1.3)])
@@ -196,3 +197,84 @@ def test_fpk_run_ising_small(tmp_path):
     assert ex["states"] == 512 and ex["identity_residual"] < 1e-10 and np.all(np.diff(ex["kl"]) < 0)
     z = np.abs(pa["magnetisation_freq"][1:] - ex["magnetisation_law"][1:]) / np.maximum(pa["magnetisation_se"][1:], 1 / 4000)
     assert z.max() < 5
+
+
+def _sampled_ensemble(space, N, seed):
+    """A JumpEnsemble holding N exact draws of the Gibbs law of ``space`` (one save)."""
+    idx = np.random.default_rng(seed).choice(space.size, size=N, p=space.pi)
+    M = space.magnetisation()
+    n = space.energy.n_sites
+    return jumps.JumpEnsemble(np.zeros(1), space.E[idx][None], M[idx][None], idx[None],
+                              np.zeros((N, n), dtype=np.int8), np.zeros(N, dtype=np.int64),
+                              {"n_sites": n, "q": space.energy.q})
+
+
+def test_kl_plugin_flags_an_estimate_dominated_by_unseen_states():
+    """4x4 Ising (65536 states), 500 particles at t = 3: the plug-in KL minus its
+    Miller-Madow term is 1.29 against the exact 0.76 (measured): flagged, with a warning
+    naming the numbers.  3x3 with 20000 particles: not flagged, and within 0.01 of exact."""
+    energy = Dz.ising((4, 4), 1.0, 0.0)
+    space = Dz.FiniteSpace(energy, 2.5)
+    me = Dz.MasterEquation(space, "glauber")
+    start = np.ones(16, dtype=np.int8)
+    exact = me.kl(me.solve(space.point_mass(start), [3.0]))[0]
+    N = 500
+    ens = jumps.simulate(energy, np.tile(start, (N, 1)), [3.0], temperature=2.5, seed=5)
+    with pytest.warns(RuntimeWarning, match=r"unseen states: \d+ states seen of 65536 by 500 particles") as rec:
+        r = ens.kl_plugin(0, space.log_pi)
+    assert "Good-Turing missing mass" in str(rec[0].message)
+    value, bias = r                       # still unpacks as (value, bias)
+    assert value - bias - exact > 0.3     # what the flag is for: the error is far beyond the bias term
+    assert r.undersampled and r.status == "undersampled" and "unseen states" in r.message
+    counts = np.bincount(ens.index[0], minlength=space.size)
+    assert r.seen == np.count_nonzero(counts) and r.singletons == np.sum(counts == 1) and r.n == N
+    assert r.missing_mass == pytest.approx(np.sum(counts == 1) / N) and r.missing_mass > jumps.MAX_MISSING_MASS
+    assert bias == pytest.approx((r.seen - 1) / (2 * N))
+    # well sampled: no warning, status ok, and the corrected estimate is the exact KL
+    space3 = Dz.FiniteSpace(Dz.ising((3, 3), 1.0, 0.0), 2.5)
+    me3 = Dz.MasterEquation(space3, "glauber")
+    s3 = np.ones(9, dtype=np.int8)
+    exact3 = me3.kl(me3.solve(space3.point_mass(s3), [1.0]))[0]
+    ens3 = jumps.simulate(space3.energy, np.tile(s3, (20_000, 1)), [1.0], temperature=2.5, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r3 = ens3.kl_plugin(0, space3.log_pi)
+    assert r3.status == "ok" and not r3.undersampled and r3.message == ""
+    assert abs(r3.value - r3.bias - exact3) < 0.01, (r3, exact3)
+
+
+def test_frequency_error_bars_from_the_exact_law_give_standard_normal_z_scores():
+    """Exact draws of the 4x4 Ising magnetisation law at T = 2 (17 bins, N p from 1.2 to
+    132 at N = 300), 50 seeds: the z-scores with the exact law's binomial error
+    sqrt(p (1 - p) / N) are N(0, 1) (pooled mean and variance; measured 0.015 and 1.02),
+    all finite, empty bins included; the observed-frequency error gave 120 infinite ones
+    and a variance of 1.2-1.5."""
+    space = Dz.FiniteSpace(Dz.ising((4, 4), 1.0, 0.0), 2.0)
+    _, law = space.distribution(space.magnetisation(), space.pi)
+    N = 300
+    zs, empty = [], []
+    for seed in range(50):
+        h = _sampled_ensemble(space, N, seed).histogram("magnetisation", 0, exact=law)
+        assert np.array_equal(h.support, np.arange(-16, 17, 2))   # every bin, empty or not
+        np.testing.assert_allclose(h.se, np.sqrt(law * (1 - law) / N), rtol=1e-12)
+        np.testing.assert_allclose(h.z, (h.counts / N - law) / np.sqrt(law * (1 - law) / N), rtol=1e-12)
+        zs.append(h.z)
+        empty += [(h, j) for j in np.flatnonzero(h.counts == 0)]
+    z = np.concatenate(zs)
+    assert np.all(np.isfinite(z))
+    assert abs(z.mean()) < 0.15 and 0.85 < z.var() < 1.2, (z.mean(), z.var())
+    # an empty bin is kept: count 0, and a Wilson interval [0, 1/(N+1)] (non-degenerate)
+    assert empty, "no empty bin in 50 seeds"
+    h, j = empty[0]
+    assert h.counts[j] == 0 and h.freq[j] == 0 and h.lo[j] == 0
+    assert h.hi[j] == pytest.approx(1 / (N + 1)) and np.isfinite(h.z[j]) and h.z[j] < 0
+    # the user's bin: 3 counts where the exact law expects 11.3 of N = 1000 -> z = -2.47
+    # (the observed frequency's error said -4.8)
+    p = 11.3 / 1000
+    e = est.frequency_errors([3, 997], [p, 1 - p])
+    assert e.z[0] == pytest.approx((3 - 11.3) / np.sqrt(11.3 * (1 - p)), rel=1e-12) and -2.6 < e.z[0] < -2.4
+    # without the exact law: Wilson half-widths (never 0), the interval contains the frequency
+    w = _sampled_ensemble(space, N, 0).histogram("magnetisation", 0)
+    assert w.z is None and np.all(w.se > 0) and np.all((w.lo <= w.freq) & (w.freq <= w.hi))
+    lo, hi = est.wilson_interval(0, N)
+    assert lo == 0 and hi == pytest.approx(1 / (N + 1)) and np.all(w.se[w.counts == 0] == pytest.approx(0.5 / (N + 1)))
