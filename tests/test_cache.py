@@ -88,3 +88,31 @@ def test_kernels_written_in_a_script_run_uncached(tmp_path):
     z = float(out[1])  # one Euler-Maruyama step from x = 1 with grad U = 3 x, dt = 0.1: 1 - 0.3 + noise
     assert abs(z - 0.7) < 6 * np.sqrt(0.2)
     assert not any("__main__" in p.read_text() for p in tmp_path.rglob("_fpk_kernel_*.py"))
+
+
+def test_a_changed_cache_file_is_never_run(tmp_path):
+    """Anyone who can write a cached kernel module must not get code run by the next
+    process: a file whose content is not the source its SHA-256 name stands for is refused
+    (warned, compiled in memory), and the line appended to it never runs."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    first = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    files = list(tmp_path.rglob("_fpk_kernel_*.py"))
+    assert files
+    marker = tmp_path / "ran"
+    for p in files:
+        with open(p, "a") as f:
+            f.write(f"\nopen({str(marker)!r}, 'w').write('x')\n")
+    second = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    assert not marker.exists()
+    assert "does not hold the source" in second.stderr and "KernelCacheWarning" in second.stderr
+    assert second.stdout.split()[1] == first.stdout.split()[1]  # the same bits, compiled in memory
+
+
+def test_a_cache_folder_writable_by_others_is_not_used(tmp_path):
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    (folder,) = {p.parent for p in tmp_path.rglob("_fpk_kernel_*.py")}
+    os.chmod(folder, 0o777)
+    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    assert "writable by group or others" in run.stderr
+    assert run.stdout.split()[0] == "0"  # nothing loaded from that folder's cache

@@ -171,9 +171,45 @@ def _source(fn, parallel: bool):
     return "\n".join(head + binds + ["", "", deco] + lines) + "\n"
 
 
+class KernelCacheWarning(RuntimeWarning):
+    """A kernel cache folder or file was refused (its kernels compile in memory instead)."""
+
+
+_REFUSED: set = set()
+
+
+def _unsafe(folder: str) -> str | None:
+    """Why ``folder`` must not hold code this process runs, or None: it (or numba's
+    ``__pycache__`` in it, which holds pickled indexes) is owned by another user or
+    writable by group or others."""
+    for d in (folder, os.path.join(folder, "__pycache__")):
+        try:
+            st = os.stat(d)
+        except FileNotFoundError:
+            continue
+        if hasattr(os, "getuid") and st.st_uid != os.getuid():
+            return f"{d} is owned by uid {st.st_uid}, not by this user (uid {os.getuid()})"
+        if st.st_mode & 0o022:
+            return f"{d} is writable by group or others (mode {oct(st.st_mode & 0o777)})"
+    return None
+
+
+def _refuse(key: str, message: str) -> None:
+    if key not in _REFUSED:
+        _REFUSED.add(key)
+        import warnings
+
+        warnings.warn(f"{message}: its kernels are compiled in memory instead", KernelCacheWarning, stacklevel=4)
+
+
 def closure_jit(fn=None, *, parallel: bool = False):
     """:func:`jit` for a closure built at run time, cached on disk across processes
-    (see the comment above); same compiled code and results as ``jit(fn)``."""
+    (see the comment above); same compiled code and results as ``jit(fn)``.
+
+    Code is never run from the cache on trust: the module is executed from the source
+    generated in this process (the file on disk must hold exactly that source, whose
+    SHA-256 names it), and a folder owned by another user or writable by others is not
+    used at all; either refusal is a :class:`KernelCacheWarning` naming the file or folder."""
     def wrap(f):
         src = _source(f, parallel)
         if src is None:
@@ -184,8 +220,12 @@ def closure_jit(fn=None, *, parallel: bool = False):
             folder = kernel_cache_dir()
             path = os.path.join(folder, modname + ".py")
             try:
+                os.makedirs(folder, mode=0o700, exist_ok=True)
+                reason = _unsafe(folder)
+                if reason is not None:
+                    _refuse(folder, f"the kernel cache folder is not safe to run code from: {reason}")
+                    return jit(f, parallel=parallel)
                 if not os.path.exists(path):
-                    os.makedirs(folder, exist_ok=True)
                     tmp = f"{path}.{os.getpid()}.tmp"
                     with open(tmp, "w") as fh:
                         fh.write(src)
@@ -195,10 +235,19 @@ def closure_jit(fn=None, *, parallel: bool = False):
                         pass
                     finally:
                         os.unlink(tmp)
-                spec = importlib.util.spec_from_file_location(modname, path)
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    on_disk = fh.read()
+                if on_disk != src:
+                    _refuse(path, f"the cached kernel {path} does not hold the source its name (SHA-256 "
+                                  f"{digest}) stands for (changed on disk)")
+                    return jit(f, parallel=parallel)
+                # run the source generated here, not the file: the file only gives numba a path
+                # (and mtime) to key its cache of the compiled code by
+                spec = importlib.util.spec_from_loader(modname, loader=None, origin=path)
                 mod = importlib.util.module_from_spec(spec)
+                mod.__file__ = path
                 sys.modules[modname] = mod
-                spec.loader.exec_module(mod)
+                exec(compile(src, path, "exec"), mod.__dict__)
             except OSError:  # no writable cache folder: compile in memory
                 sys.modules.pop(modname, None)
                 return jit(f, parallel=parallel)
