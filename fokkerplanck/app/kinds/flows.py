@@ -139,6 +139,8 @@ def run(spec, f, *, progress=True, log=print) -> dict:
         kl = [est.kl_knn(x, U, T, log_partition=log_z) for x in ens.positions]
         g["kl_knn"] = [e.value for e in kl]
         g["kl_knn_se"] = [e.stderr for e in kl]
+        # 1 where the estimate is within two standard errors of 0: below the estimator's resolution
+        g["kl_knn_below_resolution"] = [int(e.below_resolution) for e in kl]
         res["particles"] = ens
     if "deterministic_particles" in cfg:
         p = cfg["deterministic_particles"]

@@ -116,12 +116,17 @@ def run(spec, f, *, progress=True, log=print) -> dict:
                    identity_residual=_identity_residual(rate, D))
     log(f"{n} jump particles ...")
     ens = jumps.simulate(energy, np.tile(c0, (n, 1)), times, dynamics=dyn, temperature=T, seed=seed)
-    freq = np.array([ens.histogram("magnetisation", s, support=support)[1] for s in range(times.size)])
+    # frequencies with the exact law's binomial errors (empty bins kept), and z-scores
+    hists = [ens.histogram("magnetisation", s, support=support, exact=laws[s]) for s in range(times.size)]
+    freq = np.array([h.freq for h in hists])
     pg = f.create_group("particles")
-    kl_pi = np.array([ens.kl_plugin(s, space.log_pi) for s in range(times.size)])
-    for k, v in {"times": times, "magnetisation_freq": freq, "magnetisation_se": np.sqrt(freq * (1 - freq) / n),
+    plug = [ens.kl_plugin(s, space.log_pi) for s in range(times.size)]
+    for k, v in {"times": times, "magnetisation_freq": freq, "magnetisation_se": np.array([h[2] for h in hists]),
+                 "magnetisation_z": np.array([h.z for h in hists]),
                  "mean_energy": ens.energy.mean(1), "mean_energy_se": ens.energy.std(1) / np.sqrt(n),
-                 "kl_plugin": kl_pi[:, 0], "kl_plugin_bias": kl_pi[:, 1]}.items():
+                 "kl_plugin": np.array([p[0] for p in plug]), "kl_plugin_bias": np.array([p[1] for p in plug]),
+                 # 1 where the plug-in estimate is dominated by states no particle visited
+                 "kl_plugin_undersampled": np.array([int(p.undersampled) for p in plug])}.items():
         pg.create_dataset(k, data=v)
     pg.attrs.update(n=n, seed=seed)
     f.attrs["lattice"] = json.dumps({"model": energy.name, "shape": list(energy.lattice.shape), "q": energy.q})
@@ -148,7 +153,12 @@ def plot(path, r, steps):
     ax_kl.semilogy(t, ex["kl"], "k-", label="KL(p_t || pi), exact")
     ax_kl.semilogy(t, ex["dirichlet"], "C3--", label="Dirichlet form D(p_t) = -dKL/dt")
     kl_p = pa["kl_plugin"] - pa["kl_plugin_bias"]
-    ax_kl.semilogy(t, np.where(kl_p > 0, kl_p, np.nan), "C0o", ms=3, label="particles: plug-in KL - (K-1)/2N")
+    trusted = kl_p > 0
+    if "kl_plugin_undersampled" in pa:
+        trusted &= pa["kl_plugin_undersampled"] == 0
+    ax_kl.semilogy(t, np.where(trusted, kl_p, np.nan), "C0o", ms=3,
+                   label=f"particles: plug-in KL - (K-1)/2N ({int((~trusted).sum())} of {t.size} "
+                         "undersampled or <= 0: omitted)")
     ax_kl.set_xlabel("time t")
     ax_kl.set_title(f"spectral gap {ex['spectral_gap']:.4g}; identity residual {ex['identity_residual']:.1e}")
     ax_kl.legend(fontsize="x-small")
