@@ -5,10 +5,15 @@ HDF5 layout (version 1)::
     /                      attrs: format = "fokkerplanck.results", version = 1,
                                   flow, temperature, energy (JSON spec), grid (JSON spec),
                                   scheme (JSON: method and options), package_version
-    /times                 (n,) float64
-    /densities             (n, *grid.shape) float64, chunked one time per chunk, gzip
-    /axes/axis_<a>         cell centres of axis a
-    /diagnostics/<name>    (n,) float64: kl, fisher, tv, mass, ratio, e_lap, e_grad2
+    /                      plain attrs too: grid_bounds, grid_cells, method, energy_type
+    /times                 (n,) float64, a dimension scale ("time")
+    /x_<a>                 cell centres of axis a, a dimension scale ("x_<a>")
+    /densities             (n, *grid.shape) float64, chunked one time per chunk, gzip;
+                           dimensions time, x_0, ...
+    /axes/axis_<a>         cell centres of axis a (as /x_<a>)
+    /diagnostics/<name>    (n,) float64: kl, fisher, tv, mass, ratio, e_lap, e_grad2;
+                           valid, mass_ok, resolved (bool), coarse_kl_loss
+                           (Trajectory.validity); every dataset has a description attr
     /diagnostics/mean      (n, d), /diagnostics/cov (n, d, d)
     /refinement/           optional (solve(..., refine=True)): kl, kl_error, kl_extrapolated,
                            ratio*, density_error, densities_extrapolated; attrs cells, order,
@@ -44,6 +49,17 @@ from fokkerplanck.refine import Refinement
 
 __all__ = ["PathSolution", "Trajectory", "atomic_h5", "SpecOnlyEnergy", "MASS_TOL", "RESOLUTION_TOL", "SUBSAMPLE_TOL"]
 
+DIAGNOSTIC_DESCRIPTIONS = {
+    "kl": "KL(rho_t || rho*) against the discrete Gibbs law on the same grid",
+    "fisher": "relative Fisher information, discrete (Scharfetter-Gummel): d/dt KL = -T I for the Fokker-Planck flow",
+    "tv": "total variation distance to the discrete Gibbs law",
+    "mass": "grid mass of rho_t (1 for a probability law held by the box)",
+    "ratio": "R_t = T E[lap U] / E[|grad U|^2]",
+    "e_lap": "E_rho_t[lap U], exact derivatives at the cell centres",
+    "e_grad2": "E_rho_t[|grad U|^2], exact derivatives at the cell centres",
+    "mean": "mean of rho_t, shape (times, d)",
+    "cov": "covariance of rho_t, shape (times, d, d)",
+}
 VALIDITY_DESCRIPTIONS = {
     "mass_ok": "grid mass within MASS_TOL of 1 at this time",
     "resolved": ("density resolved on the grid: KL lost by pooling cells in pairs <= RESOLUTION_TOL of KL (cell "
@@ -377,6 +393,24 @@ class Trajectory:
         elap, eg2 = self._ratio_terms
         return self.temperature * elap / eg2
 
+    def to_xarray(self):
+        """The trajectory as an ``xarray.Dataset`` (the optional extra ``xarray``): the
+        densities on coordinates ``time`` and ``x_0, x_1, ...``, every diagnostic and the
+        validity on ``time``, descriptions as attributes."""
+        import xarray as xr   # local: an optional extra
+
+        xs = [f"x_{a}" for a in range(self.grid.ndim)]
+        coords = {"time": self.times, **{x: c for x, c in zip(xs, self.grid.axes)}}
+        data = {"density": (("time", *xs), self.densities, {"description": "rho_t on the cells"})}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            for name in ("kl", "fisher", "tv", "mass", "ratio", "e_lap", "e_grad2"):
+                data[name] = ("time", getattr(self, name)(), {"description": DIAGNOSTIC_DESCRIPTIONS[name]})
+            for name, v in self.validity().items():
+                data[name] = ("time", v, {"description": VALIDITY_DESCRIPTIONS[name]})
+        return xr.Dataset(data, coords=coords, attrs={"flow": self.flow, "temperature": self.temperature,
+                                                      "method": str(self.scheme.get("method", ""))})
+
     # -- storage --------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write the trajectory and its diagnostics to HDF5 (atomically)."""
@@ -394,21 +428,44 @@ class Trajectory:
             g.attrs["duration"] = self.duration
         if self.escaped is not None:
             g.create_dataset("escaped", data=self.escaped)
-        g.create_dataset("times", data=self.times)
+        # self-describing: every dataset says what it holds, and the times and the cell
+        # centres are dimension scales, so readers such as xarray (h5netcdf) see coordinates
+        tds = g.create_dataset("times", data=self.times)
+        tds.attrs.update(description="saved times t", units="model time (dX = -grad U dt + sqrt(2T) dW)")
+        tds.make_scale("time")
+        names = [f"x_{a}" for a in range(self.grid.ndim)]
+        scales = []
+        for a, c in enumerate(self.grid.axes):
+            xs = g.create_dataset(names[a], data=c)
+            xs.attrs.update(description=f"cell centres along axis {a}", units="length (the energy's coordinates)")
+            xs.make_scale(names[a])
+            scales.append(xs)
         chunks = (1, *self.grid.shape)
-        g.create_dataset("densities", data=self.densities, chunks=chunks, compression="gzip", compression_opts=4,
-                         shuffle=True)
-        ax = g.create_group("axes")
+        dens = g.create_dataset("densities", data=self.densities, chunks=chunks, compression="gzip",
+                                compression_opts=4, shuffle=True)
+        dens.attrs.update(description=(f"rho_t on the cells ({'point values' if self.scheme.get('method') == 'lagrangian' else 'cell averages'}); "
+                                       "diagnostics/valid says at which times it is a probability law "
+                                       "resolved on the grid"), units="1 / volume")
+        dens.dims[0].attach_scale(tds)
+        for a, xs in enumerate(scales):
+            dens.dims[a + 1].attach_scale(xs)
+        ax = g.create_group("axes")   # the cell centres again, where version-1 readers look
         for a, c in enumerate(self.grid.axes):
             ax.create_dataset(f"axis_{a}", data=c)
         dg = g.create_group("diagnostics")
         with warnings.catch_warnings():  # the caller has seen the mass warning of kl() already, if any
             warnings.simplefilter("ignore", RuntimeWarning)
             for name in ("kl", "fisher", "tv", "mass", "ratio", "e_lap", "e_grad2", "mean", "cov"):
-                dg.create_dataset(name, data=getattr(self, name)())
+                d = dg.create_dataset(name, data=getattr(self, name)())
+                d.attrs["description"] = DIAGNOSTIC_DESCRIPTIONS[name]
+                d.dims[0].attach_scale(tds)
             for name, v in self.validity().items():
                 d = dg.create_dataset(name, data=v)
                 d.attrs["description"] = VALIDITY_DESCRIPTIONS[name]
+                d.dims[0].attach_scale(tds)
+        # plain attributes beside the JSON specs: readable without parsing JSON
+        g.attrs.update(grid_bounds=np.asarray(self.grid.bounds, dtype=float), grid_cells=np.asarray(self.grid.cells),
+                       method=str(self.scheme.get("method", "")), energy_type=str(E.spec_of(self.energy).get("type")))
         if self.refinement is not None:
             self.refinement.write(g.create_group("refinement"))
 

@@ -174,3 +174,23 @@ def test_dirichlet_form_is_infinite_only_for_a_real_inflow_into_empty_states():
     assert (q == 0).sum() > 50
     D, Dq = me.dirichlet(P[1:])[0], me.dirichlet(q[None])[0]
     assert np.isfinite(Dq) and abs(Dq - D) < 1e-7 * D
+
+
+def test_trajectory_files_describe_themselves(flows, tmp_path):
+    """Every dataset says what it holds, times and cell centres are dimension scales, and
+    xarray (optional extra) opens the file with coordinates, or takes to_xarray()."""
+    fv = flows[1]
+    fv.save(tmp_path / "fv.h5")
+    with h5py.File(tmp_path / "fv.h5") as f:
+        for name in ("times", "x_0", "densities", "diagnostics/kl", "diagnostics/valid"):
+            assert f[name].attrs["description"], name
+        assert f["densities"].dims[0][0] == f["times"] and f["densities"].dims[1][0] == f["x_0"]
+        assert list(f.attrs["grid_cells"]) == [120] and f.attrs["method"] == "finite-volume"
+    xr = pytest.importorskip("xarray")
+    pytest.importorskip("h5netcdf")
+    ds = xr.open_dataset(tmp_path / "fv.h5", engine="h5netcdf")
+    assert set(ds["densities"].dims) == {"times", "x_0"}
+    np.testing.assert_array_equal(ds["x_0"].values, G.axes[0])
+    x = fv.to_xarray()
+    np.testing.assert_array_equal(x["valid"].values, fv.valid())
+    np.testing.assert_allclose(x["kl"].sel(time=TIMES[4]).item(), fv.kl()[4])
