@@ -350,3 +350,20 @@ def test_constant_shifts_the_energy_and_not_its_law():
         assert E.from_spec(V.to_spec()).value(X[:1]) == pytest.approx(V.value(X[:1]))
     with pytest.raises(TypeError):
         U + "0.7"
+
+
+def test_the_start_is_output_while_the_exact_solver_uniformises():
+    """A start far from the Gibbs law makes the exact propagator uniformise first; an
+    output at t = 0 must then be the start itself, also when the next output falls in
+    the first uniformisation segment (grid and master equation alike)."""
+    from fokkerplanck.discrete import finite as Dz
+
+    g = Grid([(-8, 8)], 200)
+    rho0 = densities.Gaussian([3.0], 4.0)
+    tr = FokkerPlanck(E.Quadratic([[20.0]]), g).solve(rho0, [0.0, 1e-4, 0.5])
+    np.testing.assert_array_equal(tr.densities[0], rho0.on_grid(g))
+    np.testing.assert_allclose(tr.mass(), 1.0, atol=1e-12)
+    space = Dz.FiniteSpace(Dz.ising((3, 3), J=1.0), temperature=0.02)
+    p0 = np.full(space.size, 1.0 / space.size)
+    P = Dz.MasterEquation(space).solve(p0, [0.0, 0.1, 1.0])
+    np.testing.assert_array_equal(P[0], p0)

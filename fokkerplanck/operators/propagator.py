@@ -109,6 +109,9 @@ class ReversiblePropagator:
         G, rate = self.generator, self.rate
         combine = getattr(G, "combine_parallel", None)
         t, j, products, seg = 0.0, 0, 0, 4.0 / max(rate, 1e-300)
+        while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
+            out[j] = p
+            j += 1
         while j < times.size and self.log_chi(p) > math.log(CHI_MAX):
             t_next = min(t + seg, times[-1])
             inside = np.flatnonzero((times > t) & (times <= t_next))
@@ -117,9 +120,6 @@ class ReversiblePropagator:
             products += k
             out[inside] = res[:-1]
             j = max(j, inside[-1] + 1) if inside.size else j
-            while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
-                out[j] = p
-                j += 1
             p, t, seg = res[-1], t_next, 2 * seg
             if bar is not None:
                 bar.n = j
