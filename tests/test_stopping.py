@@ -108,3 +108,16 @@ def test_stopping_times_say_how_well_they_are_known():
     est_ = tau_lang(0.01, 2.0, LSConstant(1.5, "test", False))
     assert cert.time == est_.time == pytest.approx(np.log(200) / 3)
     assert cert.note.startswith("certified") and est_.note.startswith("estimated")
+
+
+def test_kl_reaches_never_interpolates_from_an_invalid_save():
+    t = np.linspace(0, 2, 21)
+    kl = 2.0 * np.exp(-3.0 * t)
+    valid = np.ones(t.size, bool)
+    k = int(np.argmax(kl <= 0.01))
+    valid[k - 1] = False
+    kl_bad = kl.copy()
+    kl_bad[k - 1] = 1e-9          # an invalid value that would pull the interpolation anywhere
+    st = kl_reaches(t, kl_bad, 0.01, valid=valid)
+    assert st.time == pytest.approx(t[k]) and st.bracket == (pytest.approx(t[k - 2]), pytest.approx(t[k]))
+    assert "not valid" in st.note

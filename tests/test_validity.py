@@ -63,8 +63,11 @@ def test_a_curve_draws_only_kl_values():
     valid = np.array([True, True, True, True, True, True, False])
     line, upper = drawn_values(kl, valid=valid, stderr=se)
     np.testing.assert_array_equal(np.isfinite(line), [True, True, True, False, False, False, False])
-    # below resolution (KL - 2 se <= 0): an upper bound KL + 2 se, never the value itself
-    np.testing.assert_allclose(upper[[3, 4]], [0.03, 0.005])
+    # below resolution (KL - 2 se <= 0): the estimators' upper bound, never the value itself
+    from particles.estimators import Estimate
+
+    np.testing.assert_allclose(upper[[3, 4]], [Estimate(0.01, 0.01, "knn").upper_bound, Estimate(-0.003, 0.004, "knn").upper_bound])
+    np.testing.assert_allclose(upper[[3, 4]], [0.03, 0.008])
     assert np.isnan(upper[[0, 1, 2, 5, 6]]).all()
 
 
@@ -157,6 +160,10 @@ def test_sweep_references_compare_only_points_that_differ_in_resolution():
     refs = _references(rows, {"temperature": [0.5, 1.0], "cells": [32, 64, 128]})
     assert [r["file"] for r in refs] == ["T0.5_c128"] * 3 + ["T1.0_c128"] * 3
     assert _references(rows[:2], {"temperature": [0.5, 1.0]}) == [None, None]
+    # more particles and a smaller step are finer too
+    rows = [{"n": n, "dt": dt, "file": f"n{n}_dt{dt}"} for n in (100, 10000, 1000) for dt in (0.01, 0.001)]
+    refs = _references(rows, {"n": [100, 10000, 1000], "dt": [0.01, 0.001]})
+    assert {r["file"] for r in refs} == {"n10000_dt0.001"}
 
 
 def test_dirichlet_form_is_infinite_only_for_a_real_inflow_into_empty_states():

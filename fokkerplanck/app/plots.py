@@ -8,6 +8,7 @@ import numpy as np
 
 from fokkerplanck.results import Trajectory
 from fokkerplanck.theory.stopping import kl_argmin, tau_det
+from particles.estimators import RESOLUTION_SIGMAS
 
 __all__ = ["drawn_values", "load_trajectories", "plot_kl", "plot_snapshots", "plot_trajectory"]
 
@@ -34,17 +35,18 @@ def drawn_values(kl, *, valid=None, stderr=None):
     """What a KL curve may draw: ``(line, upper)``.  ``line`` holds the values that are KL
     values (NaN elsewhere, so the line breaks instead of joining across them): finite, valid
     (``valid`` mask, e.g. ``Trajectory.valid()``) and, for an estimate with ``stderr``, above
-    its resolution (``KL - 2 s.e. > 0``).  ``upper`` holds ``KL + 2 s.e.`` where an estimate is
-    below its resolution (an upper bound, NaN elsewhere)."""
+    its resolution (``KL - 2 s.e. > 0``).  ``upper`` holds ``max(KL, 0) + 2 s.e.`` where an
+    estimate is below its resolution (an upper bound, NaN elsewhere), as
+    :attr:`particles.estimators.Estimate.upper_bound`."""
     kl = np.asarray(kl, dtype=float)
     ok = np.isfinite(kl)
     if valid is not None:
         ok &= np.asarray(valid, dtype=bool)
     upper = np.full(kl.shape, np.nan)
-    if stderr is not None:
+    if stderr is not None:  # the estimators' rule and bound (particles.estimators.Estimate)
         se = np.asarray(stderr, dtype=float)
-        below = ok & (kl - 2 * se <= 0)
-        upper[below] = (kl + 2 * se)[below]
+        below = ok & (kl - RESOLUTION_SIGMAS * se <= 0)
+        upper[below] = (np.maximum(kl, 0.0) + RESOLUTION_SIGMAS * se)[below]
         ok &= ~below
     return np.where(ok, kl, np.nan), upper
 
@@ -69,7 +71,7 @@ def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "
                         color=line.get_color(), alpha=0.25, lw=0, label=f"{label} +- 2 s.e.")
     if np.isfinite(upper).any():
         ax.plot(times, upper, "v", color=line.get_color(), ms=4, ls="none",
-                label=f"{label}: below resolution, upper bound KL + 2 s.e.")
+                label=f"{label}: below resolution, upper bound max(KL, 0) + 2 s.e.")
     if ratio is not None:
         ok = np.isfinite(line_y)
         td = tau_det(times[ok], np.asarray(ratio, dtype=float)[ok])

@@ -144,7 +144,7 @@ def read_run(path) -> dict:
     return out
 
 
-_STOP_KEYS = {"name": str, "time": (int, float), "source": str}
+_STOP_KEYS = {"name": str, "time": (int, float, type(None)), "source": str}  # None: not reached or not reported
 
 
 def _read_run(f) -> dict:

@@ -139,6 +139,12 @@ def kl_reaches(times, kl, eps: float, *, valid=None, source: str = "observed") -
     if k == 0:
         return StoppingTime(float(t[0]), 0, source, bracket=(float(t[0]), float(t[0])),
                             note=f"KL_0 <= {eps:g} already")
+    if not ok[k - 1]:   # the save before is not usable: the event lies after the last usable save before k
+        prev = np.flatnonzero(ok[:k])
+        lo = float(t[prev[-1]]) if prev.size else float(t[0])
+        return StoppingTime(float(t[k]), k, source, bracket=(lo, float(t[k])),
+                            note=f"the save before t = {t[k]:g} is not valid: KL <= {eps:g} is reached within "
+                                 f"[{lo:g}, {t[k]:g}], reported at its end")
     a, b = K[k - 1], K[k]
     s = (np.log(a) - np.log(eps)) / (np.log(a) - np.log(b)) if a > 0 and b > 0 else 1.0
     return StoppingTime(float(t[k - 1] + s * (t[k] - t[k - 1])), k, source, bracket=(float(t[k - 1]), float(t[k])))

@@ -173,9 +173,9 @@ def run(spec, f, *, progress=True, log=print) -> dict:
         # fpk info; the solver has warned once already
         warnings.filterwarnings("ignore", message=".*grid mass is not 1", category=RuntimeWarning)
         stops = stopping_summary(res, U, cfg, T, fokker_planck=fp)
-    f.attrs["stopping"] = json.dumps(stops)
+    f.attrs["stopping"] = json.dumps(_finite_json(stops), allow_nan=False)
     for s in stops:
-        log(f"  {s['name']}: t = {s['time']:.6g}" + (f" +- {s['stderr']:.2g}" if s.get("stderr") else "")
+        log(f"  {s['name']}: t = {s['time'] if s['time'] is None else format(s['time'], '.6g')}" + (f" +- {s['stderr']:.2g}" if s.get("stderr") else "")
             + (f", step {s['step']}" if "step" in s else "") + f"  ({s['source']})")
     return res
 
@@ -255,6 +255,19 @@ def _closed_form(U, rho0, T, times) -> dict:
     return out
 
 
+def _finite_json(v):
+    """Plain JSON: a non-finite number (a time never reached, an open bracket) becomes null."""
+    if isinstance(v, dict):
+        return {k: _finite_json(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_finite_json(x) for x in v]
+    if isinstance(v, (float, np.floating)):
+        return float(v) if np.isfinite(v) else None
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
 def stopping_summary(res: dict, U, cfg, T, *, fokker_planck=None) -> list[dict]:
     """The stopping times of a flows run, each with its source: ``tau_det`` and
     ``argmin KL`` of every deterministic result (grid and particles, with the
@@ -274,16 +287,21 @@ def stopping_summary(res: dict, U, cfg, T, *, fokker_planck=None) -> list[dict]:
         n = int(np.argmin(valid)) if not valid.all() else valid.size   # the valid prefix of the saves
         sts = [tau_det(tr.times[:n], tr.ratio()[:n], source="grid R_t")] if n else []
         sts.append(kl_argmin(tr.times, tr.kl(), valid=valid, source="grid KL"))
-        # an event inside the valid prefix of the saves; "still falling at the last valid save" is not one
-        reported = [st for st in sts if np.isfinite(st.time) and st.index < n - 1]
+        # an event inside the valid prefix of the saves: a crossing of R_t = 1 within its last
+        # interval counts (index < n); a KL "still falling at the last valid save" is no minimum
+        def inside(st):
+            return np.isfinite(st.time) and st.index < (n if "R_t" in st.source else n - 1)
+
+        reported = [st for st in sts if inside(st)]
         for st in reported:
             out.append({"name": "tau_det" if "R_t" in st.source else "argmin KL", **st.as_dict(),
                         "source": f"{st.source} ({tr.scheme['method']}, valid saves only)"})
         if len(reported) < 2:
-            out.append({"name": "grid tau_det/argmin", "time": float("nan"),
-                        "source": f"grid ({tr.scheme['method']})",
-                        "note": f"not reported: the grid densities are not valid (unresolved or mass off) from "
-                                f"t = {tr.times[min(n, valid.size - 1)]:.4g} on, before the event"})
+            why = (f"the grid densities are not valid (unresolved or mass off) from t = {tr.times[n]:.4g} on, "
+                   "before the event" if n < valid.size else
+                   f"the event is not within the saves (up to t = {tr.times[-1]:.4g})")
+            out.append({"name": "grid tau_det/argmin", "time": None, "source": f"grid ({tr.scheme['method']})",
+                        "note": f"not reported: {why}"})
     if "deterministic-particles" in res:
         ens = res["deterministic-particles"]
         s, dt = ens.summaries, ens.meta["dt"]
@@ -439,9 +457,11 @@ def info(r) -> list[str]:
     for s in r.get("stopping", []):
         extra = "".join(f", {k} {s[k]:.3g}" if isinstance(s[k], float) else f", {k} {s[k]}"
                         for k in ("stderr", "step") if k in s)
-        if "bracket" in s and "stderr" not in s and np.all(np.isfinite(s["bracket"])) and s["bracket"][0] < s["bracket"][1]:
+        br = s.get("bracket")
+        if br and "stderr" not in s and None not in br and np.all(np.isfinite(br)) and br[0] < br[1]:
             extra += f", within [{s['bracket'][0]:.4g}, {s['bracket'][1]:.4g}]"
-        lines.append(f"  {s['name']:<22} {'t = ' + format(s['time'], '.6g') + extra:<40} [{s['source']}]")
+        t = "-" if s["time"] is None else format(s["time"], ".6g")
+        lines.append(f"  {s['name']:<22} {'t = ' + t + extra:<40} [{s['source']}]")
         if s.get("note"):
             lines.append(f"  {'':<22} note: {s['note']}")
     ex = r.get("continuity-exact")
