@@ -20,6 +20,8 @@ from fokkerplanck.grid import Grid
 
 __all__ = ["Density", "Gaussian", "GridDensity", "Gibbs", "from_spec"]
 
+NORMALISE = ("warn", "raise", "silent")   # what Grid.check_density does with a density whose mass is not 1
+
 
 class Density:
     """Base class: ``dim``, ``logpdf(x)``, ``sample(n, seed)``, ``to_spec()``."""
@@ -114,6 +116,9 @@ class GridDensity(Density):
     sampling (exact), multilinear for :meth:`logpdf`, zero outside the box."""
 
     def __init__(self, grid: Grid, values, *, normalise: str = "warn"):
+        if not isinstance(normalise, str) or normalise not in NORMALISE:
+            raise ValueError(f"normalise must be one of {list(NORMALISE)}, got {normalise!r}"
+                             + (nearest(normalise, NORMALISE) if isinstance(normalise, str) else ""))
         self.grid = grid
         self.values = grid.check_density(values, "values", normalise=normalise)
         self.dim = grid.ndim

@@ -145,12 +145,35 @@ def w2_samples(a, b) -> float:
 
 
 # -- any dimension: exact optimal transport by POT ------------------------------------------
+COV_RTOL = 1e-12   # a covariance's eigenvalues down to -COV_RTOL * max|S| count as 0 (rounding)
+
+
+def _covariance(S, name: str, d: int) -> np.ndarray:
+    """A covariance matrix (d, d): finite, symmetric, positive semi-definite (a degenerate
+    Gaussian is a law; an indefinite matrix is not a covariance)."""
+    S = finite_array(S, name)
+    if S.ndim == 0:
+        S = S.reshape(1, 1)
+    if S.shape != (d, d):
+        raise ValueError(f"{name} must be a {d}x{d} covariance (the means have dimension {d}), got shape {S.shape}")
+    scale = float(np.abs(S).max()) if S.size else 0.0
+    if np.abs(S - S.T).max() > COV_RTOL * max(scale, 1e-300):
+        raise ValueError(f"{name} must be symmetric; max |S - S^T| = {np.abs(S - S.T).max():.3g}")
+    S = 0.5 * (S + S.T)
+    lam = float(np.linalg.eigvalsh(S).min())
+    if lam < -COV_RTOL * scale:
+        raise ValueError(f"{name} must be positive semi-definite (a covariance); its smallest eigenvalue is {lam:.3g}")
+    return S
+
+
 def gaussian_w2_nd(m1, S1, m2, S2) -> float:
     """W2 between N(m1, S1) and N(m2, S2) (Bures-Wasserstein closed form)."""
     from scipy.linalg import sqrtm
 
-    m1, m2 = np.atleast_1d(np.asarray(m1, float)), np.atleast_1d(np.asarray(m2, float))
-    S1, S2 = np.atleast_2d(np.asarray(S1, float)), np.atleast_2d(np.asarray(S2, float))
+    m1, m2 = finite_array(np.atleast_1d(m1), "m1", ndim=1), finite_array(np.atleast_1d(m2), "m2", ndim=1)
+    if m1.shape != m2.shape:
+        raise ValueError(f"m1 and m2 must have the same dimension, got {m1.shape[0]} and {m2.shape[0]}")
+    S1, S2 = _covariance(S1, "S1", m1.shape[0]), _covariance(S2, "S2", m1.shape[0])
     r2 = np.real(sqrtm(S2))
     cross = np.real(sqrtm(r2 @ S1 @ r2))
     return float(np.sqrt(max(np.sum((m1 - m2) ** 2) + np.trace(S1 + S2 - 2 * cross), 0.0)))

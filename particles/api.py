@@ -12,7 +12,7 @@ import numpy as np
 
 from particles.distributed import run_sharded
 from particles.ensemble import Ensemble, check_flow_options, check_langevin_options, run_gradient_flow, run_langevin
-from particles.options import Save, Shards, save_from_keywords, shards_from_keywords
+from particles.options import Save, Shards, check_seed, save_from_keywords, shards_from_keywords
 
 __all__ = ["langevin", "gradient_flow"]
 
@@ -57,7 +57,7 @@ def langevin(energy, x0, dt: float, n_steps: int, *, method: str = "euler-maruya
     shards = shards_from_keywords(shards, "langevin", client=client, shard_size=shard_size,
                                   shard_threads=shard_threads)
     check_langevin_options(method, precision)
-    seed = fresh_seed() if seed is None else seed
+    seed = fresh_seed() if seed is None else check_seed(seed)
     kw = dict(dt=dt, n_steps=n_steps, method=method, temperature=temperature, seed=seed, box=box,
               log_partition=log_partition, index_offset=index_offset, precision=precision)
     if shards is not None:

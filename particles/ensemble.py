@@ -31,30 +31,103 @@ from fokkerplanck.energies.base import lenient
 from fokkerplanck.energies.blocks import block_kernels, block_params
 
 from particles import summaries as sm
-from particles.options import Save
+from particles.options import Save, check_seed
 from particles.integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
 from particles.vectorised import flow_stepper, langevin_stepper
 from fokkerplanck._core.rng import seed_key
 
-__all__ = ["Ensemble", "EnsembleInterrupted", "run_langevin", "run_gradient_flow", "check_particles", "summary_arrays",
-           "warn_lost", "CHUNK_WORK"]
+__all__ = ["Ensemble", "EnsembleInterrupted", "Chunks", "run_langevin", "run_gradient_flow", "check_particles",
+           "summary_arrays", "warn_lost", "warn_overflow", "CHUNK_WORK"]
 
 FORMAT = "particles.ensemble"
 VERSION = 1
 CHUNK_WORK = 1_000_000  # particle-steps of the first compiled call; then calls of about CHUNK_SECONDS
 CHUNK_SECONDS = 0.4     # Ctrl-C acts within that; longer calls would save only the thread barrier (< 1%)
+CHUNK_FLOOR = 1e-3      # a chunk of continuous work (physical time) never shrinks below this part of the first
 
 
 class EnsembleInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a particle run.  ``partial`` is the :class:`Ensemble` of the saves
-    completed before it (``meta["interrupted"]`` is True; nothing is written to a
-    file store, whose temporary file is removed)."""
+    """Ctrl-C during a particle run.  ``partial`` is the result of the saves completed
+    before it: an :class:`Ensemble` (``meta["interrupted"]`` is True; nothing is written to
+    a file store, whose temporary file is removed), or the partial result of the other
+    long particle loops (:func:`particles.annealed.annealed_langevin`,
+    :func:`particles.jumps.simulate`, :func:`fokkerplanck.discrete.mixed.simulate`,
+    :func:`particles.annealed.path_flow`), which all run through :class:`Chunks`.
+    ``done`` / ``total`` count what was completed of what was asked (saves, or particles
+    for ``path_flow``) and ``unit`` names it."""
 
-    def __init__(self, partial):
-        super().__init__(f"interrupted after {partial.times.size} of {partial.meta['n_saves']} saves "
-                         f"(t = {partial.times[-1] if partial.times.size else 0:g}); the completed saves "
+    def __init__(self, partial, done: int | None = None, total: int | None = None, *, t: float | None = None,
+                 unit: str = "saves"):
+        if done is None:
+            done = int(partial.times.size)
+        if total is None:
+            total = int(partial.meta["n_saves"])
+        if t is None:
+            t = float(partial.times[-1]) if getattr(partial, "times", None) is not None and partial.times.size else 0.0
+        super().__init__(f"interrupted after {done} of {total} {unit} (t = {t:g}); the completed {unit} "
                          "are in .partial")
-        self.partial = partial
+        self.partial, self.done, self.total = partial, int(done), int(total)
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """True when ``exc`` was caused by a KeyboardInterrupt: Ctrl-C that lands while a compiled
+    function calls back into Python (numba unpickling a closure's constants at the start of a
+    call) comes out of the call as a SystemError caused by the KeyboardInterrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def chunk_done(chunks: Chunks) -> None:
+    """Called after every bounded compiled call of :class:`Chunks` (does nothing).  A test
+    replaces it to deliver an interrupt at a known point of a run, whatever the load."""
+
+
+class Chunks:
+    """The bounded compiled calls of every long particle loop: Ctrl-C is seen between them
+    (a compiled call cannot be interrupted), so each call is kept short.
+
+    ``first`` units of work in the first call (steps, particles, or physical time for a
+    jump process; sized by the caller to about :data:`CHUNK_WORK` particle-steps), then
+    calls of about :data:`CHUNK_SECONDS` (at most 4 times the previous one; never less than
+    one unit, or for a continuous unit :data:`CHUNK_FLOOR` of the first call, so that a
+    call's fixed cost cannot shrink the chunks towards nothing).
+    :meth:`run` covers ``[start, stop)`` by consecutive pieces ``advance(a, b)``; ``done``
+    counts the units completed over all its calls."""
+
+    def __init__(self, first, *, integer: bool = True):
+        self.integer = bool(integer)
+        self.size = max(1, int(first)) if self.integer else float(first)
+        if not (self.size > 0):
+            raise ValueError(f"a chunk must do some work, got {first!r}")
+        self.floor = 1 if self.integer else self.size * CHUNK_FLOOR
+        self.calls = 0
+        self.done = 0
+
+    def run(self, start, stop, advance) -> None:
+        a = start
+        while a < stop:
+            m = min(self.size, stop - a)
+            b = stop if m == stop - a else a + m   # the last piece ends exactly at stop
+            tc = time.perf_counter()
+            try:
+                advance(a, b)
+            except SystemError as exc:
+                if _interrupted(exc):
+                    raise KeyboardInterrupt from None
+                raise
+            el = time.perf_counter() - tc
+            if m == self.size and el > 0:  # aim at CHUNK_SECONDS per call (the thread barrier then costs < 1%)
+                new = min(4 * m, m * CHUNK_SECONDS / el)
+                self.size = max(self.floor, int(new) if self.integer else new)
+            self.done += b - a
+            self.calls += 1
+            a = b
+            chunk_done(self)
 
 
 @dataclass
@@ -87,6 +160,7 @@ class Ensemble:
     block_stats: list | None = None   # per save, the mergeable statistics behind ``summaries``
     status: np.ndarray | None = None  # per particle: 0 alive, 1 left the box, 2 non-finite
     histograms: np.ndarray | None = None  # (n_saves, *grid.shape) counts when histogram= was given
+    overflowed: np.ndarray | None = None  # (n_saves,) live particles left out of the summaries (values overflow)
 
     def __repr__(self):
         return (f"Ensemble({self.meta.get('scheme')}, N={self.meta.get('n_particles')}, "
@@ -135,16 +209,23 @@ def check_particles(energy, x0, dt, n_steps, box):
     return np.ascontiguousarray(X.copy()), dt, n_steps, lo, hi
 
 
-def _stability(energy, X, dt, T=None):
+def _stability(energy, X, dt, T=None, *, along: str = "", stacklevel: int = 4):
     """Warn when the explicit step is beyond the stability limit ``dt * max eig(hess U) < 2``
-    at the initial particles (a sample of them)."""
-    if not getattr(energy, "has_hessian", True):
-        return
+    at the initial particles (a sample of them).  ``energy`` may be a list (the energies of a
+    path at a few times: ``along`` says which)."""
+    energies = energy if isinstance(energy, (list, tuple)) else [energy]
     idx = np.linspace(0, X.shape[0] - 1, min(X.shape[0], 2000)).astype(int)
-    lam = np.linalg.eigvalsh(energy.hessian(X[idx])).max()
+    lam = -np.inf
+    for U in energies:
+        if not getattr(U, "has_hessian", True):
+            continue
+        H = np.asarray(U.hessian(X[idx]))
+        if np.all(np.isfinite(H)):
+            lam = max(lam, float(np.linalg.eigvalsh(H).max()))
     if dt * lam >= 2.0:
         warnings.warn(f"dt = {dt:g} is beyond the explicit stability limit 2/max eig(hess U) = {2 / lam:.3g} "
-                      "at the initial particles: the scheme will likely blow up", RuntimeWarning, stacklevel=4)
+                      f"at the initial particles{along}: the scheme will likely blow up", RuntimeWarning,
+                      stacklevel=stacklevel)
 
 
 def _first_call(energy, X):
@@ -214,24 +295,17 @@ def _run(energy, X, dt, n_steps, save: Save, advance, *, T, logrho, log_z, meta,
         if histogram is not None:
             hists.append(_histogram(X64, ok, histogram))
 
-    chunk = [max(1, CHUNK_WORK // max(n, 1))]  # steps per compiled call, adapted to CHUNK_SECONDS
+    chunks = Chunks(CHUNK_WORK // max(n, 1))  # steps per compiled call, adapted to CHUNK_SECONDS
     done = [0]  # saves recorded
+
+    def piece(a, b):
+        advance(a, b - a, status)
+        if bar is not None:
+            bar.update(b - a)
 
     def loop(f):
         for j in range(ns):
-            s0 = save_steps[j - 1] if j else 0
-            k = save_steps[j] - s0
-            a = 0
-            while a < k:  # bounded compiled calls: Ctrl-C is seen between them
-                m = min(chunk[0], k - a)
-                tc = time.perf_counter()
-                advance(s0 + a, m, status)
-                el = time.perf_counter() - tc
-                if m == chunk[0] and el > 0:  # aim at CHUNK_SECONDS per call (the thread barrier then costs < 1%)
-                    chunk[0] = max(1, min(4 * m, int(m * CHUNK_SECONDS / el)))
-                a += m
-                if bar is not None:
-                    bar.update(m)
+            chunks.run(save_steps[j - 1] if j else 0, save_steps[j], piece)  # Ctrl-C is seen between calls
             record(j, f)
             done[0] = j + 1
 
@@ -240,10 +314,15 @@ def _run(energy, X, dt, n_steps, save: Save, advance, *, T, logrho, log_z, meta,
             summ_arrays = summary_arrays(stats[:m], d, T)
         escaped, nonfinite = warn_lost(status)
         st = np.array(save_steps[:m])
+        over = None
+        if summaries:
+            over = alive[:m] - np.array([int(np.sum(S[:, 0])) for S in stats[:m]], dtype=np.int64)
+            warn_overflow(over, st * dt, n)
+            meta["overflowed"] = int(over.max()) if over.size else 0
         return Ensemble(st * dt, st, None if positions is None else positions[:m],
                         None if logs is None else logs[:m], summ_arrays, alive[:m], escaped, nonfinite, None, meta,
                         file_path, stats[:m] if summaries else None, status,
-                        np.array(hists[:m]) if histogram is not None else None)
+                        np.array(hists[:m]) if histogram is not None else None, over)
 
     meta["n_saves"] = ns
     t0 = time.perf_counter()
@@ -290,6 +369,20 @@ def warn_lost(status) -> tuple[int, int]:
     return escaped, nonfinite
 
 
+def warn_overflow(overflowed, times, n: int) -> None:
+    """Warn when live particles were left out of the summaries because their values overflow
+    them (:data:`particles.summaries.X_LIMIT`, :data:`~particles.summaries.V_LIMIT`):
+    ``overflowed`` (n_saves,) counts per save."""
+    over = np.asarray(overflowed)
+    if over.size and over.max() > 0:
+        j = int(np.argmax(over))
+        warnings.warn(f"{int(over[j])} of {n} particles (at t = {float(times[j]):g}; {int(np.sum(over > 0))} saves "
+                      f"affected) are finite but too large for the summaries (|x| > {sm.X_LIMIT:g}, or lap U or "
+                      f"|grad U|^2 beyond {sm.V_LIMIT:g} or not finite): they are left out of the summaries, which "
+                      "are NaN when no particle remains (Ensemble.overflowed counts them per save); the run has "
+                      "likely blown up", RuntimeWarning, stacklevel=4)
+
+
 def summary_arrays(stats, d, T) -> dict:
     summ = [sm.summaries(S, d, T) for S in stats]
     return {key: np.array([s[key] for s in summ]) for key in (summ[0] if summ else ())}
@@ -318,6 +411,7 @@ def run_langevin(energy, x0, dt: float, n_steps: int, *, save: Save, method: str
         x0 = x0.sample_range(0, x0.shape[0])
     X, dt, n_steps, lo, hi = check_particles(energy, x0, dt, n_steps, box)
     T = positive_float(temperature, "temperature")
+    seed = check_seed(seed)
     k0, k1 = seed_key(seed)
     if not energy.has_kernels:
         _first_call(energy, X)

@@ -30,8 +30,9 @@ from fokkerplanck.discrete.finite import MAX_STATES, PairEnergy
 
 from fokkerplanck._core.rng import STREAM_JUMP, draw_from_logits, philox4x32, seed_key
 
+from particles.ensemble import CHUNK_WORK, Chunks, EnsembleInterrupted
 from particles.estimators import frequency_errors
-from particles.options import Save
+from particles.options import Save, check_seed
 
 _M32 = np.uint64(0xFFFFFFFF)
 
@@ -140,7 +141,10 @@ def _run(C, tev, nev, t_stop, nbr, edges, P, F, beta, dyn, k0, k1, offset, energ
 class JumpEnsemble:
     """Saved observables of a jump-process ensemble: ``energy`` and ``magnetisation``
     (n_saves, N), ``index`` (n_saves, N; the state number, when the space is small
-    enough to enumerate), the final ``codes`` (N, n) and the run's settings."""
+    enough to enumerate), the final ``codes`` (N, n) and the run's settings.  After Ctrl-C
+    (the ``partial`` of :class:`~particles.ensemble.EnsembleInterrupted`) the saves are the
+    completed ones, ``codes`` and ``events`` those at the interrupt, and ``meta["interrupted"]``
+    is True."""
 
     times: np.ndarray
     energy: np.ndarray
@@ -302,8 +306,7 @@ def simulate(energy: PairEnergy, c0, times=None, *, dynamics: str = "glauber", t
         raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
     N = C.shape[0]
     check_memory(N * times.size * 24.0 + C.nbytes * 2, f"{times.size} saves of {N} particles")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else check_seed(seed)
     k0, k1 = seed_key(seed)
     offset = int(index_offset)
     enumerable = energy.q ** n <= MAX_STATES
@@ -318,11 +321,29 @@ def simulate(energy: PairEnergy, c0, times=None, *, dynamics: str = "glauber", t
     Mg = np.empty((times.size, N), dtype=np.int64)
     Ix = np.empty((times.size, N), dtype=np.int64) if enumerable else None
     none_ix = np.empty(0, dtype=np.int64)
-    for s, t in enumerate(times):
-        _run(C, tev, nev, t, nbr, edges, P, F, 1.0 / T, JUMP_DYNAMICS[dynamics], k0, k1, offset,
-             En[s], Mg[s], Ix[s] if enumerable else none_ix, energy.q)
     meta = {"dynamics": dynamics, "temperature": T, "seed": int(seed), "index_offset": offset,
-            "n_particles": N, "n_sites": n, "q": energy.q, "energy": energy.name}
+            "n_particles": N, "n_sites": n, "q": energy.q, "energy": energy.name, "n_saves": int(times.size)}
+    # bounded compiled calls, in physical time (about CHUNK_WORK events first: N n events per unit
+    # time), so that Ctrl-C is seen between them; a pending event is never redrawn, so stopping at
+    # the chunk boundaries changes no bit.  Each call records the observables at its end time: the
+    # last call of a save at the save time.
+    chunks = Chunks(CHUNK_WORK / (N * rate), integer=False)
+    done, t_prev = 0, 0.0
+    try:
+        for s, t in enumerate(times):
+            def piece(a, b, s=s):
+                _run(C, tev, nev, b, nbr, edges, P, F, 1.0 / T, JUMP_DYNAMICS[dynamics], k0, k1, offset,
+                     En[s], Mg[s], Ix[s] if enumerable else none_ix, energy.q)
+            if t > t_prev:
+                chunks.run(t_prev, float(t), piece)
+            else:   # the same time again (or 0): only the record
+                piece(t, t)
+            t_prev, done = max(t_prev, float(t)), s + 1
+    except KeyboardInterrupt:
+        meta["interrupted"] = True
+        part = JumpEnsemble(times[:done], En[:done], Mg[:done], None if Ix is None else Ix[:done],
+                            C.astype(np.int8), nev, meta)
+        raise EnsembleInterrupted(part) from None
     return JumpEnsemble(times, En, Mg, Ix, C.astype(np.int8), nev, meta)
 
 

@@ -26,7 +26,7 @@ from fokkerplanck.grid import Grid
 
 from particles.summaries import BLOCK
 
-__all__ = ["Save", "Shards", "save_from_keywords", "shards_from_keywords", "STORES", "H5_SUFFIXES"]
+__all__ = ["Save", "Shards", "save_from_keywords", "shards_from_keywords", "check_seed", "STORES", "H5_SUFFIXES"]
 
 STORES = ("memory", "summaries")
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -36,6 +36,18 @@ _FIELDS = {"every": "Save.every", "times": "Save.times", "store": "Save.store", 
            "histogram": "Save.histogram", "summary_block": "Save.summary_block"}
 _KEYWORDS = {"every": "save_every", "times": "times", "store": "store", "summaries": "summaries",
              "histogram": "histogram", "summary_block": "summary_block"}
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """A seed of the counter-based noise: a non-negative integer of any size (``2.0`` is
+    accepted; ``1.5``, ``True``, ``"3"`` and negative numbers are refused, never truncated)."""
+    if isinstance(seed, (bool, np.bool_)):
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
+    if isinstance(seed, (float, np.floating)) and np.isfinite(seed) and float(seed) == int(seed):
+        seed = int(seed)
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
 
 def _check_save(every, times, store, summaries, histogram, summary_block, names):

@@ -22,9 +22,15 @@ import numpy as np
 
 from fokkerplanck._core.jit import jit
 
-__all__ = ["BLOCK", "block_stats", "merge", "summaries"]
+__all__ = ["BLOCK", "X_LIMIT", "V_LIMIT", "block_stats", "merge", "summaries"]
 
 BLOCK = 4096
+# A live particle enters the summaries only when its values keep every moment finite: the
+# fourth centred moments of x (the covariance's error) and the cross moments of x with the
+# other values, summed over up to ~1e12 particles, stay below the float64 maximum.  Beyond
+# (a blown-up run) it is left out and counted (``Ensemble.overflowed``, with a warning).
+X_LIMIT = 1e70    # |x| per coordinate
+V_LIMIT = 1e100   # |lap U|, |grad U|^2 and the tracked-KL term
 
 
 @jit(cache=True)
@@ -84,7 +90,9 @@ def block_stats(X, ok, energy, T, ell=None, *, block: int = BLOCK) -> np.ndarray
     if ell is not None:
         cols.append(np.asarray(ell, dtype=float)[:, None])
     V = np.concatenate(cols, axis=1)
-    ok = np.asarray(ok, dtype=np.bool_) & np.all(np.isfinite(V), axis=1)
+    with np.errstate(invalid="ignore"):
+        fits = np.all(np.abs(V[:, :d]) <= X_LIMIT, axis=1) & np.all(np.abs(V[:, d:]) <= V_LIMIT, axis=1)
+    ok = np.asarray(ok, dtype=np.bool_) & fits   # NaN and inf fail the comparisons too
     return _block_stats(V, ok, d, block)
 
 
@@ -147,7 +155,8 @@ def summaries(S: np.ndarray, d: int, T: float) -> dict:
         out["ratio"] = out["ratio_se"] = nan
     else:
         ca, cab, cb = var[d] / n, M2[d, d + 1] / (n - 1) / n, var[d + 1] / n
-        var_r = T**2 * (ca / mb**2 - 2 * ma * cab / mb**3 + ma**2 * cb / mb**4)
+        r = ma / mb   # in powers of r = ma / mb: no mb**4 to overflow or underflow
+        var_r = T**2 * (ca - 2 * r * cab + r * r * cb) / mb**2
         out["ratio"], out["ratio_se"] = float(T * ma / mb), float(math.sqrt(max(var_r, 0.0)))
     if has_kl:
         out["kl"], out["kl_se"] = float(mean[d + 2]), float(math.sqrt(var[d + 2] / n))

@@ -1,7 +1,8 @@
 """Fault tests: ``fpk run`` and ``fpk sweep`` killed with SIGKILL (no chance to clean
 up), then rerun.  Nothing under a final name may be partial, nothing stale may be
 reused, and the temporary and lock files the killed process left must be gone after
-the rerun."""
+the rerun.  And SIGINT (Ctrl-C) delivered to a process inside each long particle loop:
+it stops there and keeps what it had done."""
 from __future__ import annotations
 
 import json
@@ -106,3 +107,66 @@ def test_sigkill_during_fpk_sweep_then_rerun(tmp_path):
     assert {n: os.stat(out / n).st_mtime_ns for n in finished} == stamps  # finished points were reused
     rows = (out / "summary.csv").read_text().splitlines()
     assert len(rows) == 4 and [r.split(",")[0] for r in rows[1:]] == ["16", "24", "32"]
+
+
+_CTRL_C_CHILD = textwrap.dedent("""
+    import json, os, sys
+    import numpy as np
+    import particles.ensemble as Ens
+    from particles import annealed as An, jumps as Jp
+    from fokkerplanck.discrete import finite as Dz, mixed as Mx
+    from fokkerplanck.energies.paths import VPFBHomotopy
+
+    folder = sys.argv[1]
+    state = {"name": None}
+
+    def hook(chunks):  # the moment to press Ctrl-C: the loop is running its bounded calls
+        if state["name"] is not None:
+            open(os.path.join(folder, state["name"] + ".ready"), "w").close()
+            state["name"] = None
+
+    Ens.chunk_done = hook
+    P = VPFBHomotopy(np.random.default_rng(0).normal(size=(6, 2)), 1.25, 1)
+    N = 20000
+    runs = {
+        "annealed_langevin": lambda: An.annealed_langevin(P, np.zeros((N, 2)), 1e-7, 3_000_000, duration=1.0),
+        "jumps": lambda: Jp.simulate(Dz.ising((10, 10)), np.zeros((N, 100), dtype=np.int64), [0.0, 1e4]),
+        "mixed": lambda: Mx.simulate(Mx.JointMixture([[-1.0, 0.0], [1.0, 0.0]], 0.5), np.zeros(N, dtype=int),
+                                     np.zeros((N, 2)), 1e-3, 10**8),
+        "path_flow": lambda: An.path_flow(P, np.random.default_rng(1).normal(size=(2_000_000, 2)), [0.0, 1.0]),
+    }
+    out = {}
+    for name, run in runs.items():
+        state["name"] = name
+        try:
+            run()
+            out[name] = "finished"
+        except Ens.EnsembleInterrupted as exc:
+            out[name] = [exc.done, exc.total]
+    print(json.dumps(out))
+    """)
+
+
+def test_sigint_stops_every_long_particle_loop_and_keeps_the_partial_result(tmp_path):
+    """A real SIGINT to a process inside each loop (sent once the loop has made its first
+    bounded compiled call, never on a timer): each one raises EnsembleInterrupted with what
+    it had completed, and the process goes on (the probe: 40-60 s of work after Ctrl-C)."""
+    script = tmp_path / "child.py"
+    script.write_text(_CTRL_C_CHILD)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    names = ["annealed_langevin", "jumps", "mixed", "path_flow"]
+    for name in names:
+        _wait_for(lambda name=name: (tmp_path / f"{name}.ready").exists(), proc, timeout=300.0)
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    res = json.loads(out.strip().splitlines()[-1])
+    assert set(res) == set(names)
+    for name in names:
+        assert res[name] != "finished", f"{name} ran to its end: the interrupt was not seen"
+        done, total = res[name]
+        assert done < total, (name, done, total)
+    assert res["annealed_langevin"] == [1, 2] and res["jumps"] == [1, 2] and res["mixed"] == [1, 2]
+    assert res["path_flow"][1] == 2_000_000

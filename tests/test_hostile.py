@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import textwrap
+import warnings
 import threading
 import time
 import _thread
@@ -713,3 +715,238 @@ def test_damaged_run_files_are_named(tmp_path, capsys, attr, value, match):
         assert main([cmd, str(out)]) == 2
         err = capsys.readouterr().err
         assert "damaged fpk run file" in err and match in err and "Traceback" not in err
+
+
+# ---------------------------------------------------------------------------------------
+# Hostile probe: Ctrl-C in every long particle loop, silent blow-ups, arguments ignored or
+# reinterpreted, unvalidated inputs, sizes checked late.
+from particles import annealed as An, jumps as Jp  # noqa: E402
+from particles import ensemble as Ens  # noqa: E402
+from fokkerplanck import wasserstein as W  # noqa: E402
+from fokkerplanck.app import sweep as Sw  # noqa: E402
+from fokkerplanck.discrete import finite as Dz, mixed as Mx  # noqa: E402
+from fokkerplanck.energies.paths import VPFBHomotopy  # noqa: E402
+from fokkerplanck.theory import score_matching as Sm  # noqa: E402
+from fokkerplanck.theory.thermo import ti_integrand  # noqa: E402
+
+_VPFB = VPFBHomotopy(np.random.default_rng(0).normal(size=(6, 2)), 1.25, 1)
+_JM = Mx.JointMixture([[-1.0, 0.0], [1.0, 0.0]], 0.5)
+
+
+@pytest.fixture
+def interrupt_after_first_chunk(monkeypatch):
+    """Ctrl-C delivered right after the first bounded compiled call of a run: the event the
+    loop is sure to see, whatever the load or the thread running the test (no timer).
+    Yields the list of the calls seen (units done when the interrupt came)."""
+    calls = []
+
+    def hook(chunks):
+        calls.append(chunks.done)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Ens, "chunk_done", hook)
+    return calls
+
+
+def test_ctrl_c_stops_annealed_langevin_after_one_bounded_call(interrupt_after_first_chunk):
+    """The probe's run: 3e6 steps of 20000 particles kept running 40-60 s after SIGINT."""
+    N, n_steps = 20_000, 3_000_000
+    with pytest.raises(Ens.EnsembleInterrupted) as info:
+        An.annealed_langevin(_VPFB, np.zeros((N, 2)), 1e-7, n_steps, duration=1.0, seed=1)
+    assert isinstance(info.value, KeyboardInterrupt)
+    part = info.value.partial
+    assert interrupt_after_first_chunk == [Ens.CHUNK_WORK // N]   # one call of CHUNK_WORK particle-steps
+    assert part.meta["interrupted"] and part.meta["steps_done"] == Ens.CHUNK_WORK // N < n_steps
+    assert info.value.done == 1 and info.value.total == 2
+    assert part.times.tolist() == [0.0] and part.positions.shape == (1, N, 2) and not part.positions.any()
+
+
+def test_ctrl_c_stops_the_path_flows(interrupt_after_first_chunk):
+    X = np.random.default_rng(1).normal(size=(3000, 2))
+    with pytest.raises(Ens.EnsembleInterrupted) as info:
+        An.path_flow(_VPFB, X, [0.0, 0.5, 1.0])
+    part = info.value.partial
+    assert info.value.done == An.PATH_FLOW_FIRST < 3000 and info.value.total == 3000
+    assert part.positions.shape == (3, An.PATH_FLOW_FIRST, 2) and part.logdensity.shape == (3, An.PATH_FLOW_FIRST)
+    np.testing.assert_array_equal(part.positions[0], X[:An.PATH_FLOW_FIRST])
+    with pytest.raises(Ens.EnsembleInterrupted) as info:
+        An.path_gradient_flow(_VPFB, X, 1e-3, 500, save_every=100)
+    assert info.value.partial.meta["steps_done"] == 1 and info.value.partial.positions.shape == (1, 3000, 2)
+
+
+def test_ctrl_c_stops_jump_particles(interrupt_after_first_chunk):
+    N, energy = 20_000, Dz.ising((10, 10))
+    c0 = np.zeros((N, 100), dtype=np.int64)
+    with pytest.raises(Ens.EnsembleInterrupted) as info:
+        Jp.simulate(energy, c0, [0.0, 5.0, 10.0], seed=2)
+    part = info.value.partial
+    t_chunk = Ens.CHUNK_WORK / (N * 100)
+    assert interrupt_after_first_chunk == [pytest.approx(t_chunk)] and t_chunk < 5.0
+    assert part.meta["interrupted"] and part.times.tolist() == [0.0] and part.energy.shape == (1, N)
+    # the events done: those of the first chunk of physical time (rate 100 per particle), not of t = 5
+    assert 0 < part.events.mean() < 100 * 2 * t_chunk < 100 * 5.0
+
+
+def test_ctrl_c_stops_mixed_particles(interrupt_after_first_chunk):
+    N = 20_000
+    with pytest.raises(Ens.EnsembleInterrupted) as info:
+        Mx.simulate(_JM, np.zeros(N, dtype=int), np.zeros((N, 2)), 1e-3, 1_000_000, seed=3)
+    times, labels, positions = info.value.partial
+    assert interrupt_after_first_chunk == [Ens.CHUNK_WORK // N]
+    assert times.tolist() == [0.0] and labels.shape == (1, N) and positions.shape == (1, N, 2)
+    assert info.value.done == 1 and info.value.total == 2
+
+
+def test_chunked_loops_give_the_bits_of_one_call(monkeypatch):
+    """Bounded calls stop and resume the compiled loops exactly: tiny chunks, same bits."""
+    X = np.random.default_rng(4).normal(size=(300, 2))
+    c0 = np.random.default_rng(5).integers(0, 2, size=(300, 16))
+    runs = []
+    for work in (10**9, 700):   # one call per stretch; then a few steps (or particles, or events) per call
+        monkeypatch.setattr(An, "CHUNK_WORK", work)
+        monkeypatch.setattr(Jp, "CHUNK_WORK", work)
+        monkeypatch.setattr(Ens, "CHUNK_WORK", work)
+        monkeypatch.setattr(An, "PATH_FLOW_FIRST", work // 10)
+        monkeypatch.setattr(Ens, "CHUNK_SECONDS", 0.4 if work > 700 else 0.0)   # then the smallest calls
+        calls = []
+        monkeypatch.setattr(Ens, "chunk_done", lambda c, calls=calls: calls.append(c.done))
+        runs.append((An.annealed_langevin(_VPFB, X, 1e-3, 400, save_every=150, seed=5).positions,
+                     An.annealed_langevin(_VPFB, X, 1e-3, 60, seed=5, method="mala").positions,
+                     An.path_flow(_VPFB, X, [0.0, 1.0]).logdensity,
+                     Jp.simulate(Dz.ising(16), c0, [0.0, 0.5, 2.0], seed=6).energy,
+                     Mx.simulate(_JM, np.zeros(300, dtype=int), X, 1e-2, 200, seed=7, save_every=90)[2],
+                     particles.langevin(Q2, X, 1e-2, 200, seed=8, save_every=70).positions, len(calls)))
+    (*one, n_one), (*many, n_many) = runs
+    assert n_many > 3 * n_one   # the small budget did cut the runs into many calls
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_huge_positions_are_left_out_of_the_summaries_with_a_warning():
+    """|x| = 1e200 made every summary NaN without a word (|grad U|^2 overflows)."""
+    x0 = np.zeros((10, 2))
+    x0[:4] = 1e200
+    with pytest.warns(RuntimeWarning, match=r"4 of 10 particles .* too large for the summaries"):
+        ens = particles.langevin(Q2, x0, 1e-3, 10, seed=0)
+    assert ens.overflowed.tolist() == [4, 4] and ens.meta["overflowed"] == 4 and ens.alive.tolist() == [10, 10]
+    np.testing.assert_allclose(ens.summaries["mean"][-1], ens.positions[-1, 4:].mean(axis=0), rtol=1e-12)
+    assert np.all(np.isfinite(ens.summaries["cov"][-1]))
+    with pytest.warns(RuntimeWarning, match="10 of 10 particles"):
+        ens = particles.langevin(Q2, np.full((10, 2), 1e200), 1e-3, 10, seed=0)
+    assert ens.overflowed.tolist() == [10, 10] and np.isnan(ens.summaries["mean"][-1]).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # nothing to say about an ordinary run
+        ens = particles.langevin(Q2, np.random.default_rng(0).normal(size=(50, 2)), 1e-2, 10, seed=0)
+    assert ens.overflowed.tolist() == [0, 0]
+
+
+def test_annealed_langevin_warns_beyond_the_stability_limit():
+    """dt = 1e3 ended at |x| ~ 1e30 without a word."""
+    with pytest.warns(RuntimeWarning, match="stability limit"):
+        run = An.annealed_langevin(_VPFB, np.zeros((100, 2)), 1e3, 10, seed=0)
+    assert np.abs(run.positions[-1]).max() > 1e10   # it did blow up: the warning was due
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        An.annealed_langevin(_VPFB, np.zeros((100, 2)), 1e-2, 10, seed=0)
+
+
+@_cases(
+    (lambda: E.KDE(np.zeros((3, 2)), 1e-300), ValueError, r"bandwidth = 1e-300 .*smallest bandwidth is 1.22e-77"),
+    (lambda: E.GaussianMixture([[0, 0]], 1e-200), ValueError, r"covs: sigma = 1e-200 .*smallest sigma is 1.49e-154"),
+    (lambda: E.GaussianMixture([[0, 0]], [[[1e-320, 0], [0, 1.0]]]), ValueError, r"covs\[0\] is singular"),
+    (lambda: Dn.GridDensity(G1, np.ones(40) / 10, normalise="bogus"), ValueError, "normalise must be one of"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, seed=1.5), ValueError, "seed must be a non-negative integer, got 1.5"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, seed=True), ValueError, "seed must be .*True"),
+    (lambda: particles.langevin(Q2, X2, 0.01, 5, seed=-1), ValueError, "seed must be .*-1"),
+    (lambda: An.annealed_langevin(_VPFB, X2, 0.01, 5, seed=1.5), ValueError, "seed must .*1.5"),
+    (lambda: An.annealed_langevin(_VPFB, X2, 0.01, 5, save_every=2.7), ValueError, "save_every .*2.7"),
+    (lambda: An.annealed_langevin(_VPFB, X2, 0.01, "5"), ValueError, "n_steps"),
+    (lambda: Jp.simulate(Dz.ising(4), np.zeros((3, 4), dtype=int), [1.0], seed=1.5), ValueError, "seed must .*1.5"),
+    (lambda: Mx.simulate(_JM, np.zeros(3, dtype=int), np.zeros((3, 2)), 0.01, 5, seed=1.5), ValueError,
+     "seed must .*1.5"),
+    (lambda: Mx.simulate(_JM, np.zeros(3, dtype=int), np.zeros((3, 2)), 0.01, 5, save_every=2.7), ValueError,
+     "save_every .*2.7"),
+    (lambda: W.gaussian_w2_nd([0, 0], [[1, 0], [0, -1]], [0, 0], np.eye(2)), ValueError,
+     "S1 must be positive semi-definite.*-1"),
+    (lambda: W.gaussian_w2_nd([0, 0], np.eye(2), [0, 0], [[1, np.nan], [np.nan, 1]]), ValueError, "S2 contains NaN"),
+    (lambda: W.gaussian_w2_nd([0, 0], np.eye(3), [0, 0], np.eye(2)), ValueError, "S1 must be a 2x2"),
+    (lambda: W.gaussian_w2_nd([0, np.nan], np.eye(2), [0, 0], np.eye(2)), ValueError, "m1 contains NaN"),
+    (lambda: ti_integrand(Q1, E.Quadratic([[2.0]]), G1, [0.5, 1.5]), ValueError, r"s must lie in \[0, 1\].*s\[1\] = 1.5"),
+    (lambda: ti_integrand(Q1, E.Quadratic([[2.0]]), G1, -0.1), ValueError, r"s\[0\] = -0.1"),
+    (lambda: Sm.fit_ism(Sm.RBFBasis([[0.0, 0.0], [1.0, 0.0]], 1.0), np.zeros((0, 2))), ValueError, "no samples"),
+    (lambda: Sm.fit_dsm(Sm.RBFBasis([[0.0, 0.0], [1.0, 0.0]], 1.0), np.zeros((0, 2)), 0.1), ValueError,
+     "no samples"),
+    (lambda: Mx.MixedSpace(Mx.JointMixture(np.linspace(-3, 3, 20_000)[:, None], 1.0), Grid([(-5, 5)], 64)),
+     MemoryError, r"20000 labels x 64 cells .*2.56e\+10 of them label jumps"),
+)
+def test_probe_inputs(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_accepted_neighbours_of_the_refused_inputs():
+    """What the new checks must still let through."""
+    a = particles.langevin(Q2, X2, 0.01, 5, seed=3)
+    np.testing.assert_array_equal(particles.langevin(Q2, X2, 0.01, 5, seed=3.0).positions, a.positions)
+    np.testing.assert_array_equal(particles.langevin(Q2, X2, 0.01, 5, seed=np.int64(3)).positions, a.positions)
+    particles.langevin(Q2, X2, 0.01, 5, seed=2**80)   # any size
+    assert W.gaussian_w2_nd([0, 0], np.zeros((2, 2)), [3, 4], np.zeros((2, 2))) == pytest.approx(5.0)  # point masses
+    assert ti_integrand(Q1, Q1, G1, [0.0, 1.0]).tolist() == [0.0, 0.0]
+    E.KDE(np.zeros((3, 2)), 1.3e-77)
+    E.GaussianMixture([[0, 0]], 1.5e-154)
+    assert Dn.GridDensity(G1, np.ones(40) / 10, normalise="raise").values.shape == (40,)
+
+
+@pytest.mark.parametrize("specs, match", [
+    (["cells=16,16.0"], "--param cells: the value 16.0 repeats 16"),
+    (["cells=16", "cells=32"], "--param cells is given twice"),
+    (["dt=0.001", "particles.dt=0.002"], "--param particles.dt and --param dt both set particles.dt"),
+    (["grid.cells=16", "cells=32"], "--param cells and --param grid.cells both set grid.cells"),
+    (["cells=,"], "--param cells: no values"),
+    (["method=euler-maruyama,mala,mala"], "the value 'mala' repeats 'mala'"),
+])
+def test_sweep_params_refused(specs, match, tmp_path, capsys):
+    """A repeated value ran one configuration twice, a repeated --param dropped the first, dt
+    with particles.dt named a file after a value it did not hold, cells=, said min() failed."""
+    with pytest.raises(ValueError, match=match):
+        Sw.parse_params(specs)
+    argv = ["sweep", str(_sweep_cfg(tmp_path)), *[a for p in specs for a in ("--param", p)],
+            "-o", str(tmp_path / "sw"), "-q"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fpk sweep: --param") and re.search(match, err[0])
+    assert not (tmp_path / "sw").exists()   # refused before any work
+
+
+def test_sweep_api_refuses_an_empty_parameter(tmp_path):
+    with pytest.raises(ValueError, match="--param cells: no values"):
+        Sw.sweep(load_config(_sweep_cfg(tmp_path)), {"cells": []}, tmp_path / "sw", log=lambda *a: None)
+
+
+_SWEEP_CFG = textwrap.dedent("""
+    temperature = 1.0
+    [energy]
+    type = "Quadratic"
+    A = [[1.0]]
+    [grid]
+    bounds = [[-6.0, 6.0]]
+    cells = 16
+    [initial]
+    type = "Gaussian"
+    mean = [1.0]
+    cov = 0.5
+    [times]
+    stop = 0.1
+    num = 2
+    [fokker_planck]
+    [particles]
+    n = 100
+    dt = 1e-2
+    seed = 1
+    """)
+
+
+def _sweep_cfg(tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text(_SWEEP_CFG)
+    return cfg

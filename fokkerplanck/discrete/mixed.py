@@ -20,7 +20,9 @@ does too, and :class:`fokkerplanck.discrete.MasterEquation` propagates it exactl
 (checked: ``check_generator`` runs on it).  Particles (:func:`simulate`): an
 Euler-Maruyama step in x and a label resampling with probability ``1 - e^{-dt}``
 per step (first order in ``dt``), compiled, with the counter-based noise of
-:mod:`fokkerplanck._core.rng`.
+:mod:`fokkerplanck._core.rng`, in the bounded compiled calls of
+:class:`particles.ensemble.Chunks` (Ctrl-C stops a run within about a second, keeping the
+completed saves: :class:`particles.ensemble.EnsembleInterrupted`).
 """
 from __future__ import annotations
 
@@ -97,12 +99,29 @@ class MixedSpace:
         self.temperature = positive_float(temperature, "temperature")
         self.n_cells = grid.size
         self.size = model.K * grid.size
-        check_memory(8.0 * self.size * (4 * grid.ndim + 8), f"a mixed space of {self.size} states")
+        check_memory(self.memory_bytes(model.K, grid.size, grid.ndim),
+                     f"a mixed space of {model.K} labels x {grid.size} cells = {self.size} states (its generator "
+                     f"holds {self.generator_entries(model.K, grid.size, grid.ndim):.4g} entries, "
+                     f"{model.K * (model.K - 1) * grid.size:.4g} of them label jumps: every pair of labels in every "
+                     "cell)")
         pts = grid.points
         self.U = np.stack([model.energy(k, pts) for k in range(model.K)])   # (K, cells)
         lw = -self.U.ravel() / self.temperature
         self.log_pi = lw - logsumexp(lw)
         self.pi = np.exp(self.log_pi)
+
+    @staticmethod
+    def generator_entries(K: int, n_cells: int, ndim: int) -> float:
+        """Non-zeros of the generator: ``2 ndim + 1`` per state in the drift blocks, and the
+        heat-bath jumps between every pair of labels in every cell, ``K (K - 1) n_cells``."""
+        return float(K) * n_cells * (2 * ndim + 1) + float(K) * (K - 1) * n_cells
+
+    @classmethod
+    def memory_bytes(cls, K: int, n_cells: int, ndim: int) -> float:
+        """Peak bytes of the space and of :meth:`generator`: the per-state arrays, and 64 bytes
+        per non-zero for the triplets (``rows``, ``cols``, ``vals``), the COO and CSR matrices
+        and their sums (measured peak: 49 bytes per non-zero at K = 150)."""
+        return 8.0 * K * n_cells * (4 * ndim + 8) + 64.0 * cls.generator_entries(K, n_cells, ndim)
 
     def generator(self) -> sp.csr_matrix:
         K, n, T = self.model.K, self.n_cells, self.temperature
@@ -202,15 +221,22 @@ def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, tempe
     ``(times, labels (n_saves, N), positions (n_saves, N, d))``.
 
     save : a :class:`particles.Save` (``every`` steps or ``times``; snapshots in memory), as
-        for every particle integrator; ``save_every=`` is ``Save(every=...)``.  (This module
-        is below :mod:`particles` and never imports it: ``save`` is used through its
-        ``steps`` and ``positions_only`` methods.)"""
+        for every particle integrator; ``save_every=`` is ``Save(every=...)``.  (``save`` is
+        used through its ``steps`` and ``positions_only`` methods; the chunked loop and the
+        seed check of :mod:`particles` are imported when the function runs.)
+
+    Ctrl-C raises :class:`particles.ensemble.EnsembleInterrupted` within about a second,
+    its ``partial`` the ``(times, labels, positions)`` of the completed saves."""
     X = finite_array(x0, "x0")
     if X.ndim != 2 or X.shape[1] != model.dim:
         raise ValueError(f"x0 must have shape (N, {model.dim}), got {X.shape}")
     k = np.asarray(labels0)
     if k.shape != (X.shape[0],) or not np.issubdtype(k.dtype, np.integer) or k.min() < 0 or k.max() >= model.K:
         raise ValueError(f"labels0 must be N integers in 0..{model.K - 1}")
+    # the chunked loop and the seed check of every particle run (imported here: particles imports this package)
+    from particles.ensemble import CHUNK_WORK, Chunks, EnsembleInterrupted
+    from particles.options import check_seed
+
     dt = positive_float(dt, "dt")
     n_steps = positive_int(n_steps, "n_steps")
     T = positive_float(temperature, "temperature")
@@ -226,8 +252,7 @@ def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, tempe
         n_saves = -(-n_steps // every) + 1
     if int(index_offset) != index_offset or index_offset < 0:
         raise ValueError(f"index_offset must be a non-negative integer, got {index_offset!r}")
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % (1 << 63))
+    seed = int(np.random.SeedSequence().entropy % (1 << 63)) if seed is None else check_seed(seed)
     k0, k1 = seed_key(seed)
     check_memory(8.0 * X.size * (n_saves + 2) + 8.0 * k.size * n_saves, f"{n_saves} saves of {X.shape[0]} particles")
     steps = save.steps(n_steps, dt).tolist() if save is not None else list(range(0, n_steps, every)) + [n_steps]
@@ -236,12 +261,26 @@ def simulate(model: JointMixture, labels0, x0, dt: float, n_steps: int, *, tempe
     p_jump = -math.expm1(-dt)
     times, labs, pos = [], [], []
     done = 0
-    for stop in steps:
-        if stop > done:
-            _advance(X, lab, done, stop - done, dt, T, model.means, precs, model.offsets, p_jump, k0, k1,
-                     int(index_offset))
-            done = stop
-        times.append(done * dt)
-        labs.append(lab.copy())
-        pos.append(X.copy())
-    return np.array(times), np.array(labs), np.array(pos)
+
+    def piece(a, b):
+        _advance(X, lab, a, b - a, dt, T, model.means, precs, model.offsets, p_jump, k0, k1, int(index_offset))
+
+    def result():
+        n, d = X.shape
+        m = min(len(times), len(labs), len(pos))   # Ctrl-C may land between the appends of a save
+        return (np.array(times[:m]), np.array(labs[:m], dtype=np.int64).reshape(m, n),
+                np.array(pos[:m]).reshape(m, n, d))
+
+    chunks = Chunks(CHUNK_WORK // X.shape[0])   # bounded compiled calls: Ctrl-C is seen between them
+    try:
+        for stop in steps:
+            if stop > done:
+                chunks.run(done, stop, piece)
+                done = stop
+            times.append(done * dt)
+            labs.append(lab.copy())
+            pos.append(X.copy())
+    except KeyboardInterrupt:
+        part = result()
+        raise EnsembleInterrupted(part, part[0].size, n_saves, t=part[0][-1] if part[0].size else 0.0) from None
+    return result()

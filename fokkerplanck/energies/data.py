@@ -37,6 +37,7 @@ __all__ = ["KDE", "MAX_DATA", "DEFAULT_TOL"]
 MAX_DATA = 10_000_000
 DEFAULT_TOL = 1e-12
 MAX_CELLS_PER_POINT = 4   # cells of side h, coarsened until there are at most 4 per data point
+MIN_BANDWIDTH = np.finfo(float).tiny ** 0.25   # 1.22e-77: below, h^4 (Laplacian, Hessian) and then h^2 underflow
 
 # params layout: [d, N, h, log tol, s, n_0..n_{d-1}, lo_0..lo_{d-1}, start_0..start_ncells, x (N*d, cell order)]
 
@@ -253,6 +254,10 @@ class KDE(Energy):
         X = point_set(data, "data", "N", maximum=MAX_DATA)
         n, d = X.shape
         h = positive_float(bandwidth, "bandwidth")
+        if h < MIN_BANDWIDTH:
+            raise ValueError(f"bandwidth = {h:g} is too small: h^4 underflows in float64 (the Laplacian and Hessian "
+                             f"divide by it, and below 1.5e-154 h^2 too: value and gradient) and they would be NaN; "
+                             f"the smallest bandwidth is {MIN_BANDWIDTH:.3g}")
         tol = positive_float(tol, "tol")
         if tol >= 1:
             raise ValueError(f"tol must be below 1, got {tol}")

@@ -438,6 +438,29 @@ def _gm_hess(x, p, out):
 _GM_KERNELS = Kernels(_gm_value, _gm_grad, _gm_lap, _gm_hess)
 
 
+MIN_SIGMA = math.sqrt(np.finfo(float).tiny)   # 1.49e-154: a smaller sigma's square (the variance) underflows
+
+
+def _precisions(S) -> np.ndarray:
+    """The inverses of the covariances (K, d, d), or a ValueError naming the first whose
+    inverse or log-determinant is not finite in float64 (positive definite, yet numerically
+    singular: e.g. entries below 1e-300)."""
+    out = np.empty_like(S)
+    for k, c in enumerate(S):
+        with np.errstate(all="ignore"):
+            try:
+                P = np.linalg.inv(c)
+            except np.linalg.LinAlgError:
+                P = np.full_like(c, np.nan)
+            logdet = np.linalg.slogdet(2 * np.pi * c)[1]
+        if not (np.all(np.isfinite(P)) and np.isfinite(logdet)):
+            ev = np.linalg.eigvalsh(c)
+            raise ValueError(f"covs[{k}] is singular in float64 (eigenvalues {ev.min():.3g} .. {ev.max():.3g}): "
+                             "its inverse or log-determinant is not finite; use a larger covariance")
+        out[k] = P
+    return out
+
+
 class GaussianMixture(Energy):
     """``U(x) = -log sum_k w_k N(x; m_k, S_k)``: a normalised mixture, so
     ``log Z = 0`` at ``T = 1`` and ``rho* = sum_k w_k N(m_k, S_k)``.
@@ -458,6 +481,11 @@ class GaussianMixture(Energy):
                 raise ValueError(f"sigmas must be a scalar or have shape ({K},), got {covs_in.shape}")
             if np.any(sig <= 0):
                 raise ValueError(f"sigmas must be positive, got {np.asarray(sig).tolist()}")
+            if np.any(sig < MIN_SIGMA):
+                k = int(np.argmin(sig))
+                raise ValueError(f"covs: sigma = {float(sig[k]):g} (component {k}) is too small: the covariance "
+                                 f"sigma^2 I underflows in float64 (its inverse would not be finite); the smallest "
+                                 f"sigma is {MIN_SIGMA:.3g}")
             S = np.asarray(sig)[:, None, None] ** 2 * np.eye(d)
         elif covs_in.shape == (K, d, d):
             S = np.stack([spd_matrix(c, f"covs[{k}]") for k, c in enumerate(covs_in)])
@@ -472,7 +500,7 @@ class GaussianMixture(Energy):
             w = w / w.sum()
         self.dim, self.K = d, K
         self.means, self.covs, self.weights = _frozen(means), _frozen(S), _frozen(w)
-        self.precisions = _frozen(np.linalg.inv(S))
+        self.precisions = _frozen(_precisions(S))
         logc = np.log(np.where(w > 0, w, 1e-300)) - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1]
         logc[w == 0] = -np.inf
         self._logc = _frozen(logc)

@@ -101,11 +101,23 @@ def _solve(A, b, ridge):
     return np.linalg.solve(A, b)
 
 
+def _samples(X, dim: int) -> np.ndarray:
+    """The samples of a fit: points (N, dim) with N >= 1 (no data, no fit)."""
+    X, _ = points(X, dim, "X")
+    if X.shape[0] < 1:
+        raise ValueError(f"X holds no samples (shape {X.shape}): score matching needs data")
+    return X
+
+
 def fit_ism(basis, X, *, ridge: float = 0.0, weights=None) -> np.ndarray:
     """Implicit score matching on samples ``X`` (N, d) (or weighted points): ``A theta = b``."""
-    X, _ = points(X, basis.dim)
+    X = _samples(X, basis.dim)
+    if weights is not None:
+        weights = finite_array(weights, "weights", shape=(X.shape[0],))
+        if np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError("weights must be non-negative with a positive sum")
     _, G, L = basis(X)
-    w = np.full(X.shape[0], 1.0 / X.shape[0]) if weights is None else np.asarray(weights, dtype=float)
+    w = np.full(X.shape[0], 1.0 / X.shape[0]) if weights is None else weights
     A = np.einsum("n,nkd,nld->kl", w, G, G)
     b = w @ L
     return _solve(A, b, ridge)
@@ -119,7 +131,7 @@ def fit_ism_grid(basis, grid, rho, *, ridge: float = 0.0) -> np.ndarray:
 
 def fit_dsm(basis, X, sigma: float, *, n_noise: int = 1, seed=None, ridge: float = 0.0) -> np.ndarray:
     """Denoising score matching at noise ``sigma``, ``n_noise`` draws per sample."""
-    X, _ = points(X, basis.dim)
+    X = _samples(X, basis.dim)
     sigma = positive_float(sigma, "sigma")
     rng = np.random.default_rng(seed)
     A = np.zeros((basis.size, basis.size))
