@@ -32,6 +32,7 @@ values stored in the file.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from functools import cached_property
 
@@ -90,7 +91,7 @@ class SpecOnlyEnergy:
     def _refuse(self, *args, **kwargs):
         raise ValueError(f"the energy of this file was not rebuilt: {self.reason}")
 
-    value = grad = laplacian = hessian = residual = log_partition = lap_and_grad2 = _refuse
+    value = grad = laplacian = hessian = residual = log_partition = lap_and_grad2 = at = _refuse
 
     @property
     def kernels(self):
@@ -480,8 +481,6 @@ class Trajectory:
         energy only when ``energy`` is given (it must have the stored spec) or its
         modules are listed in ``allow_modules``.  Otherwise the trajectory holds a
         :class:`SpecOnlyEnergy` and its diagnostics come from the file."""
-        import os
-
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path}: no such file")
         with open_h5(path) as f:

@@ -20,6 +20,7 @@ Every compiled kernel in :mod:`fokkerplanck` and :mod:`particles` goes through
 from __future__ import annotations
 
 import functools
+import warnings
 
 import numba
 
@@ -197,8 +198,6 @@ def _unsafe(folder: str) -> str | None:
 def _refuse(key: str, message: str) -> None:
     if key not in _REFUSED:
         _REFUSED.add(key)
-        import warnings
-
         warnings.warn(f"{message}: its kernels are compiled in memory instead", KernelCacheWarning, stacklevel=4)
 
 

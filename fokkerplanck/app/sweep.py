@@ -38,7 +38,7 @@ from fokkerplanck.app.runner import FORMAT, read_run, run
 from fokkerplanck.results import Trajectory
 from particles.distributed import set_threads
 
-__all__ = ["ALIASES", "apply", "parse_params", "point_name", "points", "sweep"]
+__all__ = ["ALIASES", "apply", "check_params", "parse_params", "point_name", "points", "sweep", "targets"]
 
 ALIASES = {"dt": ["particles.dt", "deterministic_particles.dt", "composition.dt"],
            "cells": ["grid.cells"], "n": ["particles.n", "deterministic_particles.n", "composition.n"],
@@ -55,14 +55,47 @@ def _value(text: str):
 
 
 def parse_params(specs: list[str]) -> dict[str, list]:
-    """``["dt=0.001,0.002", "cells=64"]`` -> ``{"dt": [0.001, 0.002], "cells": [64]}``."""
+    """``["dt=0.001,0.002", "cells=64"]`` -> ``{"dt": [0.001, 0.002], "cells": [64]}``; checked by
+    :func:`check_params` (a parameter given twice is an error naming it)."""
     out = {}
     for spec in specs:
         name, sep, values = spec.partition("=")
+        name = name.strip()
         if not sep or not name or not values:
             raise ValueError(f"--param wants NAME=v1,v2,..., got {spec!r}")
-        out[name.strip()] = [_value(v.strip()) for v in values.split(",") if v.strip()]
-    return out
+        if name in out:
+            raise ValueError(f"--param {name} is given twice ({name}={','.join(map(str, out[name]))} and {spec!r}): "
+                             "give all its values in one --param")
+        out[name] = [_value(v.strip()) for v in values.split(",") if v.strip()]
+    return check_params(out)
+
+
+def targets(name: str) -> list[str]:
+    """The config entries a parameter sets: an alias's paths, or the dotted path itself."""
+    return list(ALIASES[name]) if name in ALIASES else [name]
+
+
+def check_params(params: dict[str, list]) -> dict[str, list]:
+    """Refuse a parameter without values, a value given twice (``16`` and ``16.0`` are one
+    point, run twice under two names), and two parameters that set the same config entry
+    (``dt`` and ``particles.dt``: the file name would spell a value the run does not hold)."""
+    for name, values in params.items():
+        if not values:
+            raise ValueError(f"--param {name}: no values (want {name}=v1,v2,...)")
+        seen = []
+        for v in values:
+            same = [u for u in seen if type(u) is type(v) and u == v or
+                    isinstance(u, (int, float)) and isinstance(v, (int, float)) and u == v]
+            if same:
+                raise ValueError(f"--param {name}: the value {v!r} repeats {same[0]!r} (one configuration run twice)")
+            seen.append(v)
+    owner: dict[str, str] = {}
+    for name in params:
+        for path in targets(name):
+            if path in owner:
+                raise ValueError(f"--param {name} and --param {owner[path]} both set {path}: give one of them")
+            owner[path] = name
+    return params
 
 
 def points(params: dict[str, list]) -> list[dict]:
@@ -162,8 +195,9 @@ def _row(point: dict, path: str) -> dict:
     if "particles" in r and "kl_knn" in r["particles"]:
         p = r["particles"]
         row["kl_final_particles"] = float(p["kl_knn"][-1])
-        # an estimate within two standard errors of 0 is below the estimator's resolution
-        row["kl_final_particles_resolved"] = int(p["kl_knn"][-1] - 2 * p["kl_knn_se"][-1] > 0)
+        # the estimate resolves the KL from 0 (kl_knn_below_resolution, written by the run)
+        if "kl_knn_below_resolution" in p:
+            row["kl_final_particles_resolved"] = int(not p["kl_knn_below_resolution"][-1])
     if "deterministic-particles" in r and "summaries/kl" in r["deterministic-particles"]:
         row["kl_final_deterministic_particles"] = float(r["deterministic-particles"]["summaries/kl"][-1])
     cf = r.get("closed-form")
@@ -197,17 +231,26 @@ def _references(rows: list[dict], params: dict) -> list:
     out = [None] * len(rows)
     for idx in groups.values():
         if len(idx) > 1:
-            ref = _reference([rows[i] for i in idx])
+            ref = _reference([rows[i] for i in idx], params)
             for i in idx:
                 out[i] = ref
     return out
 
 
-def _reference(rows: list[dict]) -> dict:
-    """The point with the most cells and the smallest step (the sweep's own reference)."""
+def _fineness(key: str, value) -> float:
+    """Sort key of a resolution parameter's value: finer first (more cells or particles,
+    a smaller step)."""
+    v = float(np.max(value)) if isinstance(value, (list, tuple)) else float(value)
+    return v if key.endswith("dt") or key == "dt" else -v
+
+
+def _reference(rows: list[dict], params: dict | None = None) -> dict:
+    """The finest point: ordered by every swept resolution parameter (``params``; by
+    default ``cells`` then ``dt``), each in its own direction."""
+    keys = [k for k in (params or {}) if k in RESOLUTION_PARAMS] or ["cells", "dt"]
+
     def key(r):
-        return (-float(r.get("cells", r.get("grid.cells", 0)) or 0),
-                float(r.get("dt", r.get("particles.dt", 0)) or 0))
+        return tuple(_fineness(k, r[k]) if k in r and r[k] is not None else 0.0 for k in keys)
     return min(rows, key=key)
 
 
@@ -221,7 +264,7 @@ def sweep(cfg: dict, params: dict[str, list], outdir, *, client=None, threads=No
 
 
 def _sweep(cfg, params, outdir, *, client, threads, log):
-    pts = points(params)
+    pts = points(check_params(params))
     cfgs = [apply(cfg, p) for p in pts]
     specs = []
     for p, c in zip(pts, cfgs):  # every point's config is checked before anything runs
@@ -261,7 +304,7 @@ def _sweep(cfg, params, outdir, *, client, threads, log):
                     "kl_final_continuity"):
             if key in r and key in ref:
                 r[f"ref_diff_{key}"] = float(r[key] - ref[key])
-    ref = _reference(rows)
+    ref = _reference(rows, params)
     cols = list(dict.fromkeys(k for r in rows for k in r))
     tmp = os.path.join(outdir, "summary.csv.tmp")
     with open(tmp, "w", newline="") as f:
@@ -272,7 +315,7 @@ def _sweep(cfg, params, outdir, *, client, threads, log):
     with atomic_h5(os.path.join(outdir, "summary.h5")) as f:
         f.attrs["format"] = "fokkerplanck.app.sweep"
         f.attrs["params"] = json.dumps(params)
-        f.attrs["reference"] = ref["file"]
+        f.attrs["finest"] = ref["file"]   # per row, "reference" names the point it is compared with
         for c in cols:
             vals = [r.get(c, np.nan) for r in rows]
             if all(isinstance(v, (int, float, np.floating, np.integer)) for v in vals):

@@ -26,6 +26,7 @@ energies again with kernels of their own.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from typing import Callable, NamedTuple
@@ -374,8 +375,6 @@ class UnresolvedEnergyError(ValueError):
 def _call_checked(fn: Callable, kwargs: dict, where: str):
     """``fn(**kwargs)`` after checking the keywords against ``fn``'s signature, so a
     typo is an error naming the key instead of a TypeError from deep inside."""
-    import inspect
-
     sig = inspect.signature(fn)
     names = [n for n, prm in sig.parameters.items() if prm.kind in (prm.POSITIONAL_OR_KEYWORD, prm.KEYWORD_ONLY)]
     check_keys(kwargs, names, where)
