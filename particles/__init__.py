@@ -3,7 +3,7 @@ deterministic gradient flow, with estimators of KL, R_t and moments.
 
 What to save is a :class:`Save`, where to run a :class:`Shards`; the same objects for
 :func:`langevin`, :func:`gradient_flow`, :func:`particles.annealed.annealed_langevin`,
-:func:`particles.jumps.simulate` and :func:`fokkerplanck.discrete.mixed.simulate`."""
+:func:`particles.jumps.simulate` and :func:`particles.mixed.simulate`."""
 from particles import ensemble, estimators
 from particles.api import gradient_flow, langevin
 from particles.ensemble import Ensemble

@@ -51,7 +51,7 @@ class EnsembleInterrupted(KeyboardInterrupt):
     before it: an :class:`Ensemble` (``meta["interrupted"]`` is True; nothing is written to
     a file store, whose temporary file is removed), or the partial result of the other
     long particle loops (:func:`particles.annealed.annealed_langevin`,
-    :func:`particles.jumps.simulate`, :func:`fokkerplanck.discrete.mixed.simulate`,
+    :func:`particles.jumps.simulate`, :func:`particles.mixed.simulate`,
     :func:`particles.annealed.path_flow`), which all run through :class:`Chunks`.
     ``done`` / ``total`` count what was completed of what was asked (saves, or particles
     for ``path_flow``) and ``unit`` names it."""

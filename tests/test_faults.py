@@ -115,6 +115,7 @@ _CTRL_C_CHILD = textwrap.dedent("""
     import particles.ensemble as Ens
     from particles import annealed as An, jumps as Jp
     from fokkerplanck.discrete import finite as Dz, mixed as Mx
+    from particles import mixed as Pm
     from fokkerplanck.energies.paths import VPFBHomotopy
 
     folder = sys.argv[1]
@@ -131,7 +132,7 @@ _CTRL_C_CHILD = textwrap.dedent("""
     runs = {
         "annealed_langevin": lambda: An.annealed_langevin(P, np.zeros((N, 2)), 1e-7, 3_000_000, duration=1.0),
         "jumps": lambda: Jp.simulate(Dz.ising((10, 10)), np.zeros((N, 100), dtype=np.int64), [0.0, 1e4]),
-        "mixed": lambda: Mx.simulate(Mx.JointMixture([[-1.0, 0.0], [1.0, 0.0]], 0.5), np.zeros(N, dtype=int),
+        "mixed": lambda: Pm.simulate(Mx.JointMixture([[-1.0, 0.0], [1.0, 0.0]], 0.5), np.zeros(N, dtype=int),
                                      np.zeros((N, 2)), 1e-3, 10**8),
         "path_flow": lambda: An.path_flow(P, np.random.default_rng(1).normal(size=(2_000_000, 2)), [0.0, 1.0]),
     }

@@ -725,6 +725,7 @@ from particles import ensemble as Ens  # noqa: E402
 from fokkerplanck import wasserstein as W  # noqa: E402
 from fokkerplanck.app import sweep as Sw  # noqa: E402
 from fokkerplanck.discrete import finite as Dz, mixed as Mx  # noqa: E402
+from particles import mixed as Pm  # noqa: E402
 from fokkerplanck.energies.paths import VPFBHomotopy  # noqa: E402
 from fokkerplanck.theory import score_matching as Sm  # noqa: E402
 from fokkerplanck.theory.thermo import ti_integrand  # noqa: E402
@@ -790,7 +791,7 @@ def test_ctrl_c_stops_jump_particles(interrupt_after_first_chunk):
 def test_ctrl_c_stops_mixed_particles(interrupt_after_first_chunk):
     N = 20_000
     with pytest.raises(Ens.EnsembleInterrupted) as info:
-        Mx.simulate(_JM, np.zeros(N, dtype=int), np.zeros((N, 2)), 1e-3, 1_000_000, seed=3)
+        Pm.simulate(_JM, np.zeros(N, dtype=int), np.zeros((N, 2)), 1e-3, 1_000_000, seed=3)
     times, labels, positions = info.value.partial
     assert interrupt_after_first_chunk == [Ens.CHUNK_WORK // N]
     assert times.tolist() == [0.0] and labels.shape == (1, N) and positions.shape == (1, N, 2)
@@ -814,7 +815,7 @@ def test_chunked_loops_give_the_bits_of_one_call(monkeypatch):
                      An.annealed_langevin(_VPFB, X, 1e-3, 60, seed=5, method="mala").positions,
                      An.path_flow(_VPFB, X, [0.0, 1.0]).logdensity,
                      Jp.simulate(Dz.ising(16), c0, [0.0, 0.5, 2.0], seed=6).energy,
-                     Mx.simulate(_JM, np.zeros(300, dtype=int), X, 1e-2, 200, seed=7, save_every=90)[2],
+                     Pm.simulate(_JM, np.zeros(300, dtype=int), X, 1e-2, 200, seed=7, save_every=90)[2],
                      particles.langevin(Q2, X, 1e-2, 200, seed=8, save_every=70).positions, len(calls)))
     (*one, n_one), (*many, n_many) = runs
     assert n_many > 3 * n_one   # the small budget did cut the runs into many calls
@@ -862,9 +863,9 @@ def test_annealed_langevin_warns_beyond_the_stability_limit():
     (lambda: An.annealed_langevin(_VPFB, X2, 0.01, 5, save_every=2.7), ValueError, "save_every .*2.7"),
     (lambda: An.annealed_langevin(_VPFB, X2, 0.01, "5"), ValueError, "n_steps"),
     (lambda: Jp.simulate(Dz.ising(4), np.zeros((3, 4), dtype=int), [1.0], seed=1.5), ValueError, "seed must .*1.5"),
-    (lambda: Mx.simulate(_JM, np.zeros(3, dtype=int), np.zeros((3, 2)), 0.01, 5, seed=1.5), ValueError,
+    (lambda: Pm.simulate(_JM, np.zeros(3, dtype=int), np.zeros((3, 2)), 0.01, 5, seed=1.5), ValueError,
      "seed must .*1.5"),
-    (lambda: Mx.simulate(_JM, np.zeros(3, dtype=int), np.zeros((3, 2)), 0.01, 5, save_every=2.7), ValueError,
+    (lambda: Pm.simulate(_JM, np.zeros(3, dtype=int), np.zeros((3, 2)), 0.01, 5, save_every=2.7), ValueError,
      "save_every .*2.7"),
     (lambda: W.gaussian_w2_nd([0, 0], [[1, 0], [0, -1]], [0, 0], np.eye(2)), ValueError,
      "S1 must be positive semi-definite.*-1"),

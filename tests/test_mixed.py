@@ -6,6 +6,7 @@ import pytest
 
 from fokkerplanck import Grid, densities
 from fokkerplanck.discrete import mixed as Mx
+from particles import mixed as Pm
 
 
 def _model():
@@ -44,7 +45,7 @@ def test_particles_match_the_exact_label_law():
     exact = space.label_law(me.solve(p0, times))
     N = 20_000
     x0 = densities.Gaussian([0.0, 0.0], 0.5).sample(N, seed=1)
-    t, labs, pos = Mx.simulate(model, np.zeros(N, dtype=int), x0, 2e-3, 500, save_every=125, seed=2)
+    t, labs, pos = Pm.simulate(model, np.zeros(N, dtype=int), x0, 2e-3, 500, save_every=125, seed=2)
     np.testing.assert_allclose(t, times)
     for s in range(1, times.size):
         f = np.bincount(labs[s], minlength=3) / N
@@ -59,7 +60,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="dimension"):
         Mx.MixedSpace(_model(), Grid([(-5, 5)], 16))
     with pytest.raises(ValueError, match="labels0"):
-        Mx.simulate(_model(), np.full(4, 3), np.zeros((4, 2)), 1e-2, 10)
+        Pm.simulate(_model(), np.full(4, 3), np.zeros((4, 2)), 1e-2, 10)
     space = Mx.MixedSpace(_model(), Grid([(-6, 6), (-5, 7)], 16))
     with pytest.raises(ValueError, match="probability vector"):
         space.product_law([0.5, 0.6, 0.0], densities.Gaussian([0.0, 0.0], 1.0))
@@ -70,8 +71,8 @@ def test_particles_same_bits_for_any_split_and_save_schedule():
     rng = np.random.default_rng(0)
     x0 = rng.normal(size=(400, 2))
     k0 = rng.integers(0, 3, 400)
-    _, la, pa = Mx.simulate(model, k0, x0, 1e-2, 60, seed=7, save_every=7)
-    _, lb, pb = Mx.simulate(model, k0[150:300], x0[150:300], 1e-2, 60, seed=7, index_offset=150)
+    _, la, pa = Pm.simulate(model, k0, x0, 1e-2, 60, seed=7, save_every=7)
+    _, lb, pb = Pm.simulate(model, k0[150:300], x0[150:300], 1e-2, 60, seed=7, index_offset=150)
     np.testing.assert_array_equal(pa[-1][150:300], pb[-1])
     np.testing.assert_array_equal(la[-1][150:300], lb[-1])
     # labels do move: ~45% drew again (1 - e^{-0.6}), about 19% landed on another label
@@ -85,18 +86,18 @@ def test_particles_take_save_with_the_keywords_bits():
     rng = np.random.default_rng(1)
     x0 = rng.normal(size=(300, 2))
     k0 = rng.integers(0, 3, 300)
-    ta, la, pa = Mx.simulate(model, k0, x0, 1e-2, 30, seed=4, save_every=7)
-    tb, lb, pb = Mx.simulate(model, k0, x0, 1e-2, 30, seed=4, save=Save(every=7))
+    ta, la, pa = Pm.simulate(model, k0, x0, 1e-2, 30, seed=4, save_every=7)
+    tb, lb, pb = Pm.simulate(model, k0, x0, 1e-2, 30, seed=4, save=Save(every=7))
     np.testing.assert_array_equal(ta, tb)
     np.testing.assert_array_equal(la, lb)
     np.testing.assert_array_equal(pa, pb)
-    tc, lc, pc = Mx.simulate(model, k0, x0, 1e-2, 30, seed=4, save=Save(times=[0.14, 0.3]))
+    tc, lc, pc = Pm.simulate(model, k0, x0, 1e-2, 30, seed=4, save=Save(times=[0.14, 0.3]))
     np.testing.assert_array_equal(tc, ta[[2, 5]])
     np.testing.assert_array_equal(lc, la[[2, 5]])
     np.testing.assert_array_equal(pc, pa[[2, 5]])
     with pytest.raises(ValueError, match="save_every= given together with save="):
-        Mx.simulate(model, k0, x0, 1e-2, 30, save_every=7, save=Save(every=7))
+        Pm.simulate(model, k0, x0, 1e-2, 30, save_every=7, save=Save(every=7))
     with pytest.raises(ValueError, match="Save.store='summaries' is not supported"):
-        Mx.simulate(model, k0, x0, 1e-2, 30, save=Save(store="summaries"))
+        Pm.simulate(model, k0, x0, 1e-2, 30, save=Save(store="summaries"))
     with pytest.raises(ValueError, match="not a multiple of dt"):
-        Mx.simulate(model, k0, x0, 1e-2, 30, save=Save(times=[0.155, 0.3]))
+        Pm.simulate(model, k0, x0, 1e-2, 30, save=Save(times=[0.155, 0.3]))

@@ -31,7 +31,7 @@ STREAM_NOISE = 0
 STREAM_ACCEPT = 1
 STREAM_INIT = 2  # initial positions drawn per particle (particles.distributed.GaussianInit)
 STREAM_JUMP = 3  # one block per event of particles.jumps: waiting time, site, letter, acceptance
-STREAM_LABEL = 6  # the label draw of fokkerplanck.discrete.mixed (4 and 5 are free)
+STREAM_LABEL = 6  # the label draw of particles.mixed (4 and 5 are free)
 # every stream of the project is listed here, so that no two users draw the same numbers
 
 

@@ -34,6 +34,7 @@ from fokkerplanck.app.kinds.barrier import bump, disc, plot as plot_barrier
 from fokkerplanck.app.plots import _plt, plot_kl, plot_trajectory
 from fokkerplanck.app.runner import plot_run, read_run, run
 from fokkerplanck.discrete import mixed as Mx
+from particles import mixed as mixed_particles
 from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy
 from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
 from fokkerplanck.flows.fokker_planck import FokkerPlanck
@@ -573,7 +574,7 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     out.append(at_most("joint mixture (3 labels x 48^2 cells): max |dKL/dt + D| / D",
                        np.max(np.abs(mme.kl_rate(Pm[1:]) + Dm) / Dm), 1e-10))
     Nm = 20_000
-    _, labs, _ = Mx.simulate(model, np.zeros(Nm, dtype=int), start.sample(Nm, seed=1), 2e-3, 500, save_every=125,
+    _, labs, _ = mixed_particles.simulate(model, np.zeros(Nm, dtype=int), start.sample(Nm, seed=1), 2e-3, 500, save_every=125,
                              seed=2)
     lab_exact = mspace.label_law(Pm)
     zm = max(float(np.max(np.abs(np.bincount(labs[s], minlength=3) / Nm - lab_exact[s])
