@@ -113,6 +113,8 @@ class Grid:
         by more than ``rtol`` and warns with the mass; ``"raise"`` refuses it;
         ``"silent"`` rescales quietly.
         """
+        if normalise not in ("warn", "raise", "silent"):
+            raise ValueError(f"normalise must be 'warn', 'raise' or 'silent', got {normalise!r}")
         rho = self.check_field(rho, name)
         if np.any(rho < 0):
             i = np.unravel_index(np.argmin(rho), rho.shape)

@@ -951,3 +951,27 @@ def _sweep_cfg(tmp_path):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text(_SWEEP_CFG)
     return cfg
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: FokkerPlanck(E.Quadratic([[1.0]]), Grid([(-4, 4)], 40)).solve(Dn.Gaussian([0.0], 1.0), [0, 1], dt=0.1),
+     "dt is for method='implicit'"),
+    (lambda: FokkerPlanck(E.Quadratic([[1.0]]), Grid([(-4, 4)], 40)).solve(Dn.Gaussian([0.0], 1.0), [0, 1],
+                                                                          normalise="bogus"), "normalise must be"),
+    (lambda: __import__("fokkerplanck._core.rng", fromlist=["seed_key"]).seed_key(1.5), "seed must be"),
+    (lambda: __import__("fokkerplanck._core.rng", fromlist=["seed_key"]).seed_key(-3), "seed must be"),
+])
+def test_arguments_that_would_be_ignored_or_reinterpreted_are_refused(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+def test_frozen_flow_refuses_negative_and_empty_durations():
+    from fokkerplanck.energies.paths import VPFBHomotopy
+    from fokkerplanck.flows.potential_flow import frozen_flow
+
+    H = VPFBHomotopy(np.array([[0.5, 0.0], [-0.5, 0.3]]), 1.0, 0.5)
+    g = Grid([(-5, 5)] * 2, 16)
+    for bad in ([], [-1.0, 0.5], [0.5, 0.1]):
+        with pytest.raises(ValueError, match="durations"):
+            frozen_flow(H, g, 0.5, bad)

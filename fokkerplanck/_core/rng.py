@@ -56,6 +56,9 @@ def seed_key(seed) -> tuple[np.uint64, np.uint64]:
     """Two 32-bit key words from an integer seed (any size; None -> fresh entropy)."""
     if seed is None:
         seed = np.random.SeedSequence().entropy
+    elif isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer, float, np.floating)) \
+            or int(seed) != seed or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")   # 1.5 is not truncated to 1
     words = np.random.SeedSequence(int(seed)).generate_state(2, dtype=np.uint32)
     return np.uint64(words[0]), np.uint64(words[1])
 

@@ -23,6 +23,8 @@ def progress_bar(enabled: bool, total: int, desc: str):
 def initial_density(grid, rho0, normalise: str) -> np.ndarray:
     """``rho0`` on the cells of ``grid``: a density object (``logpdf`` and ``on_grid``)
     is evaluated there, an array is checked by :meth:`Grid.check_density`."""
+    if normalise not in ("warn", "raise", "silent"):
+        raise ValueError(f"normalise must be 'warn', 'raise' or 'silent', got {normalise!r}")
     if hasattr(rho0, "logpdf") and hasattr(rho0, "on_grid"):
         return rho0.on_grid(grid)
     return grid.check_density(rho0, "rho0", normalise=normalise)

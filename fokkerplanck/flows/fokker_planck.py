@@ -175,6 +175,9 @@ class FokkerPlanck:
             return self._solve_path(rho0, times, 1e-6 if tol is None else tol, h0, max_steps, normalise)
         if h0 is not None:
             raise ValueError("h0 is for energy paths; a static energy has no time steps to start")
+        if method == "exact" and dt is not None:
+            raise ValueError("dt is for method='implicit'; the exact solver has no time step (drop dt, or use "
+                             "method='implicit')")
         # the exact solver's parallel sweeps alternate with BLAS calls: BLAS on one thread
         # from the initial density on (see one_blas_thread); eigh (small grids) keeps all cores
         sweeps = method == "exact" and self.grid.size > EIGH_MAX_CELLS

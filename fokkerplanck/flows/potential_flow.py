@@ -260,6 +260,9 @@ def frozen_flow(homotopy, grid, t_freeze, durations, *, cfl: float = 0.2):
     ``U = -log rho_bar(., t_freeze)`` keeps that law (its Gibbs law); this one need not."""
     t_freeze = check_time(t_freeze)
     durations = finite_array(durations, "durations", ndim=1)
+    if durations.size == 0 or durations[0] < 0 or np.any(np.diff(durations) < 0):
+        raise ValueError(f"durations must be a non-empty non-decreasing sequence of numbers >= 0, got "
+                         f"{durations[:5].tolist()}")
     v = weighted_poisson(homotopy, grid, t_freeze).face_velocity
     rate = sum(np.abs(x).max() / h for x, h in zip(v, grid.spacing))
     step = positive_float(cfl, "cfl") / max(rate, 1e-300)
