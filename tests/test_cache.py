@@ -116,3 +116,14 @@ def test_a_cache_folder_writable_by_others_is_not_used(tmp_path):
     run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
     assert "writable by group or others" in run.stderr
     assert run.stdout.split()[0] == "0"  # nothing loaded from that folder's cache
+
+
+def test_the_folder_above_the_cache_is_checked_too(tmp_path):
+    """Whoever can write the folder above the kernel cache can swap the cache for one of
+    their own: that folder is held to the same rule."""
+    env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path))
+    subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    (folder,) = {p.parent for p in tmp_path.rglob("_fpk_kernel_*.py")}
+    os.chmod(folder.parent, 0o777)
+    run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, check=True)
+    assert "writable by group or others" in run.stderr and str(folder.parent) in run.stderr

@@ -180,10 +180,14 @@ _REFUSED: set = set()
 
 
 def _unsafe(folder: str) -> str | None:
-    """Why ``folder`` must not hold code this process runs, or None: it (or numba's
-    ``__pycache__`` in it, which holds pickled indexes) is owned by another user or
-    writable by group or others."""
-    for d in (folder, os.path.join(folder, "__pycache__")):
+    """Why ``folder`` must not hold code this process runs, or None: it, the folder above
+    it (which could rename it), numba's ``__pycache__`` in it (pickled indexes, loaded at
+    the first call) or a ``NUMBA_CACHE_DIR`` that numba would use instead is owned by
+    another user or writable by group or others."""
+    places = [os.path.dirname(folder), folder, os.path.join(folder, "__pycache__")]
+    if getattr(numba.config, "CACHE_DIR", ""):
+        places.append(numba.config.CACHE_DIR)
+    for d in places:
         try:
             st = os.stat(d)
         except FileNotFoundError:
