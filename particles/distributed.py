@@ -102,10 +102,12 @@ def set_threads(threads: int | None) -> None:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
-def _shard_task(kind, spec, x0, start, stop, logrho0, save, kwargs, threads=None):
-    """One shard, in a worker: rebuild the energy, run in-process, return the mergeable parts."""
+def _shard_task(kind, spec, x0, start, stop, logrho0, save, kwargs, threads=None, allow_modules=()):
+    """One shard, in a worker: rebuild the energy, run in-process, return the mergeable parts.
+    ``allow_modules``: the kernel modules of the client's own energy, listed by the client
+    (never read off the spec that travels with the task)."""
     set_threads(threads)
-    energy = E.from_spec(spec, allow_modules=E.custom_modules(spec))
+    energy = E.from_spec(spec, allow_modules=allow_modules)
     X = x0.sample_range(start, stop) if hasattr(x0, "sample_range") else x0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -146,6 +148,7 @@ def run_sharded(kind: str, energy, x0, *, shards: Shards, save: Save, logrho0=No
         raise ValueError(f"a Dask run ships the energy to its workers as a spec (data, never code); {energy!r} is "
                          "given by Python callables: run it in process (no shards)")
     spec = energy.to_spec()
+    allow = tuple(E.custom_modules(energy))   # from the energy object in this process, not from data
     t0 = time.perf_counter()
     futures = []
     # Array shards travel inside their task, not scattered: a task whose worker dies is rerun
@@ -153,7 +156,7 @@ def run_sharded(kind: str, energy, x0, *, shards: Shards, save: Save, logrho0=No
     for a, b in ranges:
         xs = x0 if hasattr(x0, "sample_range") else np.ascontiguousarray(x0[a:b])
         lr = logrho0 if (logrho0 is None or hasattr(logrho0, "logpdf")) else np.ascontiguousarray(logrho0[a:b])
-        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, save, kwargs, shards.threads,
+        futures.append(client.submit(_shard_task, kind, spec, xs, a, b, lr, save, kwargs, shards.threads, allow,
                                      pure=False))
     if progress:
         from dask.distributed import progress as dask_progress
