@@ -543,7 +543,7 @@ class Trajectory:
             if "refinement" in g:
                 tr.refinement = Refinement.read(g["refinement"])
             return tr
-        except (KeyError, json.JSONDecodeError, OSError, TypeError) as exc:
+        except (KeyError, json.JSONDecodeError, OSError, TypeError, RecursionError) as exc:
             raise ValueError(f"{where} is damaged: {type(exc).__name__}: {exc}") from None
         except ValueError as exc:
             if str(exc).startswith(where):

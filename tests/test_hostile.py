@@ -975,3 +975,60 @@ def test_frozen_flow_refuses_negative_and_empty_durations():
     for bad in ([], [-1.0, 0.5], [0.5, 0.1]):
         with pytest.raises(ValueError, match="durations"):
             frozen_flow(H, g, 0.5, bad)
+
+
+def test_a_spec_nested_thousands_deep_is_refused_by_name():
+    spec = {"type": "Quadratic", "A": [[1.0]]}
+    for _ in range(5000):
+        spec = {"type": "Sum", "terms": [{"coef": 1.0, "energy": spec}]}
+    with pytest.raises(ValueError, match="nested deeper than"):
+        E.from_spec(spec)
+
+
+def test_run_file_readers_name_what_they_do_not_read(tmp_path, capsys):
+    """An extra top-level dataset, and a dataset redeclared huge, are named, not read
+    (fpk info would otherwise allocate 74.5 GiB)."""
+    from fokkerplanck.app import cli
+    from fokkerplanck.app.runner import read_run
+
+    cfg = tmp_path / "ou.toml"
+    cfg.write_text("[energy]\ntype = 'Quadratic'\nA = [[1.0]]\n[grid]\nbounds = [[-5.0, 5.0]]\ncells = 50\n"
+                   "[initial]\ntype = 'Gaussian'\nmean = [1.0]\ncov = 0.3\n[times]\nstop = 0.2\nnum = 3\n"
+                   "[fokker_planck]\n")
+    out = tmp_path / "r.h5"
+    assert cli.main(["run", str(cfg), "-o", str(out), "-q"]) == 0
+    with h5py.File(out, "a") as f:
+        f["extra"] = np.arange(3)
+        f.create_group("bulky").create_dataset("huge", shape=(100_000, 100_000), dtype="f8")
+    r = read_run(out)
+    assert "extra" in r["unknown"] and any("bulky/huge" in u for u in r["unknown"])
+    assert cli.main(["info", str(out)]) == 0 and "not read" in capsys.readouterr().out
+
+
+def test_output_names_modes_and_unwritable_folders(tmp_path):
+    """fpk plot v1.2/run.h5 writes v1.2/run.png; a run file gets the mode any new file gets
+    (not 0600)."""
+    from fokkerplanck.app import cli
+
+    d = tmp_path / "v1.2"
+    d.mkdir()
+    tr = FokkerPlanck(E.Quadratic([[1.0]]), Grid([(-5, 5)], 50)).solve(Dn.Gaussian([1.0], 0.3), [0.0, 0.1])
+    tr.save(d / "run.h5")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert (d / "run.h5").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert cli.main(["plot", str(d / "run.h5")]) == 0 and (d / "run.png").exists()
+
+
+def test_an_unwritable_output_folder_is_refused_before_the_run(tmp_path):
+    tr = FokkerPlanck(E.Quadratic([[1.0]]), Grid([(-5, 5)], 50)).solve(Dn.Gaussian([1.0], 0.3), [0.0, 0.1])
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o555)
+    try:
+        if os.access(ro, os.W_OK):   # root ignores the mode bits: nothing to check here
+            pytest.skip("running as a user who can write any folder")
+        with pytest.raises(PermissionError, match="not writable"):
+            tr.save(ro / "x.h5")
+    finally:
+        os.chmod(ro, 0o755)

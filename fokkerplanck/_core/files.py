@@ -131,10 +131,13 @@ class atomic_h5:
             if not self.overwrite and os.path.exists(target):
                 raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite, "
                                       "--overwrite on the command line, or choose another name)")
+            if not os.access(d, os.W_OK | os.X_OK):   # say so now, not after the whole run
+                raise PermissionError(f"cannot write {self.path}: the folder {d} is not writable")
             for stale in stale_temporaries(target):  # left by killed writers of this path
                 os.unlink(stale)
             fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".tmp", dir=d)
             os.close(fd)
+            os.chmod(self.tmp, 0o666 & ~_umask())   # the mode any new file gets here, not mkstemp's 0600
             self.f = h5py.File(self.tmp, "w")
         except BaseException:
             self.lock.release()
@@ -157,3 +160,10 @@ class atomic_h5:
         finally:
             self.lock.release()
         return False
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -93,7 +93,7 @@ def _info(args) -> int:
 
 
 def _plot(args) -> int:
-    out = args.output or str(args.file).rsplit(".", 1)[0] + ".png"
+    out = args.output or os.path.splitext(str(args.file))[0] + ".png"   # v1.2/run.h5 -> v1.2/run.png
     if _run_file(args) is not None:
         plot_run(args.file, out, steps=args.steps)
         print(out)

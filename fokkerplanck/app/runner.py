@@ -139,11 +139,12 @@ def read_run(path) -> dict:
             raise ValueError(f"{path} is not an fpk run file (format attribute {f.attrs.get('format')!r})")
         try:
             out = _read_run(f)
-        except (KeyError, TypeError, ValueError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, OSError, RecursionError) as exc:
             raise ValueError(f"{path} is a damaged fpk run file: {type(exc).__name__}: {exc}") from None
     return out
 
 
+MAX_READ_BYTES = 1 << 28   # 256 MiB: the small arrays fpk info and the figures read
 _STOP_KEYS = {"name": str, "time": (int, float, type(None)), "source": str}  # None: not reached or not reported
 
 
@@ -178,8 +179,12 @@ def _read_run(f) -> dict:
             continue
         d = {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in g.attrs.items()}
 
-        def visit(key, obj):
+        def visit(key, obj, name=name):
             if hasattr(obj, "shape"):
+                size = obj.size * obj.dtype.itemsize if obj.dtype.kind in "biufc" else obj.size * 64
+                if size > MAX_READ_BYTES:   # a run file's own datasets here are small: this one is not ours
+                    out.setdefault("unknown", []).append(f"{name}/{key} ({size / 2**30:.3g} GiB, not read)")
+                    return
                 d[key] = obj[()]
         g.visititems(visit)
         out[name] = d

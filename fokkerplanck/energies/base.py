@@ -387,7 +387,7 @@ def _call_checked(fn: Callable, kwargs: dict, where: str):
         raise ValueError(f"{where}: {exc}") from None
 
 
-def from_spec(spec: dict, *, allow_modules=()) -> Energy:
+def _from_spec(spec: dict, *, allow_modules=()) -> Energy:
     """Rebuild an energy from :meth:`Energy.to_spec` output (a dict, as read from a
     file or a config).  Types come from :data:`ENERGY_TYPES` only.  A :class:`Custom`
     energy's kernels are imported only from modules listed in ``allow_modules``;
@@ -407,6 +407,35 @@ def from_spec(spec: dict, *, allow_modules=()) -> Energy:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"{kind} spec is malformed: {type(exc).__name__} {exc}") from None
     return _call_checked(cls, {k: v for k, v in spec.items() if k != "type"}, f"{kind} energy")
+
+MAX_SPEC_DEPTH = 200
+
+
+def _depth(v, limit: int) -> int:
+    """Nesting depth of dicts and lists, counted without recursion (stops past ``limit``)."""
+    stack, deepest = [(v, 1)], 0
+    while stack:
+        x, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            break
+        if isinstance(x, dict):
+            stack.extend((y, d + 1) for y in x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend((y, d + 1) for y in x)
+    return deepest
+
+
+def from_spec(spec: dict, *, allow_modules=()) -> Energy:
+    """Rebuild an energy from :meth:`Energy.to_spec` output (a dict, as read from a
+    file or a config).  Types come from :data:`ENERGY_TYPES` only.  A :class:`Custom`
+    energy's kernels are imported only from modules listed in ``allow_modules``;
+    otherwise :class:`UnresolvedEnergyError` says which modules it would need.  A spec
+    nested deeper than :data:`MAX_SPEC_DEPTH` is refused before anything is built."""
+    if _depth(spec, MAX_SPEC_DEPTH) > MAX_SPEC_DEPTH:
+        raise ValueError(f"an energy spec nested deeper than {MAX_SPEC_DEPTH} levels is refused")
+    return _from_spec(spec, allow_modules=allow_modules)
+
 
 
 # ---------------------------------------------------------------------------
