@@ -126,13 +126,13 @@ class atomic_h5:
             raise FileNotFoundError(f"cannot write {self.path}: the folder {d} does not exist")
         if os.path.isdir(target):
             raise IsADirectoryError(f"cannot write {self.path}: it is a folder")
+        if not os.access(d, os.W_OK | os.X_OK):   # say so now (not after the run, not as the lock's errno)
+            raise PermissionError(f"cannot write {self.path}: the folder {d} is not writable")
         self.lock = PathLock(target).acquire()
         try:
             if not self.overwrite and os.path.exists(target):
                 raise FileExistsError(f"{self.path} exists; refusing to overwrite it (pass overwrite, "
                                       "--overwrite on the command line, or choose another name)")
-            if not os.access(d, os.W_OK | os.X_OK):   # say so now, not after the whole run
-                raise PermissionError(f"cannot write {self.path}: the folder {d} is not writable")
             for stale in stale_temporaries(target):  # left by killed writers of this path
                 os.unlink(stale)
             fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(target) + ".", suffix=".tmp", dir=d)
