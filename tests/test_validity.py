@@ -201,3 +201,18 @@ def test_trajectory_files_describe_themselves(flows, tmp_path):
     x = fv.to_xarray()
     np.testing.assert_array_equal(x["valid"].values, fv.valid())
     np.testing.assert_allclose(x["kl"].sel(time=TIMES[4]).item(), fv.kl()[4])
+
+
+def test_a_curve_with_no_valid_save_draws_nothing_and_marks_no_stopping_time():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fokkerplanck.app.plots import plot_kl
+
+    fig, ax = plt.subplots()
+    t = np.linspace(0, 1, 5)
+    plot_kl(ax, t, [1.0, 0.5, 0.4, 0.6, 0.9], label="grid", ratio=[0.2, 0.6, 1.1, 1.5, 2.0], valid=np.zeros(5, bool))
+    assert all(not np.isfinite(np.asarray(ln.get_ydata(), dtype=float)).any() for ln in ax.get_lines())
+    plt.close(fig)

@@ -72,7 +72,7 @@ def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "
     if np.isfinite(upper).any():
         ax.plot(times, upper, "v", color=line.get_color(), ms=4, ls="none",
                 label=f"{label}: below resolution, upper bound max(KL, 0) + 2 s.e.")
-    if ratio is not None:
+    if ratio is not None and np.isfinite(line_y).any():
         ok = np.isfinite(line_y)
         td = tau_det(times[ok], np.asarray(ratio, dtype=float)[ok])
         if np.isfinite(td.time):

@@ -59,8 +59,8 @@ def tau_det(times, ratio, *, stderr=None, source: str = "R_t") -> StoppingTime:
     ``se(R) / |dR/dt|`` at the crossing."""
     t = np.asarray(times, dtype=float)
     R = np.asarray(ratio, dtype=float)
-    if t.shape != R.shape or t.ndim != 1:
-        raise ValueError(f"times and ratio must be 1-D arrays of equal length, got {t.shape} and {R.shape}")
+    if t.shape != R.shape or t.ndim != 1 or t.size == 0:
+        raise ValueError(f"times and ratio must be non-empty 1-D arrays of equal length, got {t.shape} and {R.shape}")
     if stderr is not None and np.shape(stderr) != R.shape:
         raise ValueError(f"stderr must have the shape of ratio {R.shape}, got {np.shape(stderr)}")
     above = np.flatnonzero(R >= 1.0)
