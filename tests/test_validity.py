@@ -216,3 +216,19 @@ def test_a_curve_with_no_valid_save_draws_nothing_and_marks_no_stopping_time():
     plot_kl(ax, t, [1.0, 0.5, 0.4, 0.6, 0.9], label="grid", ratio=[0.2, 0.6, 1.1, 1.5, 2.0], valid=np.zeros(5, bool))
     assert all(not np.isfinite(np.asarray(ln.get_ydata(), dtype=float)).any() for ln in ax.get_lines())
     plt.close(fig)
+
+
+def test_fpk_info_and_plot_read_a_sweep_summary(tmp_path, capsys):
+    from fokkerplanck.app import sweep as Sw
+    from fokkerplanck.app.runner import load_config
+
+    cfg = tmp_path / "q.toml"
+    cfg.write_text("[energy]\ntype = 'Quadratic'\nA = [[1.0]]\n[grid]\nbounds = [[-5.0, 5.0]]\ncells = 40\n"
+                   "[initial]\ntype = 'Gaussian'\nmean = [1.0]\ncov = 0.3\n[times]\nstop = 0.2\nnum = 3\n"
+                   "[fokker_planck]\n[continuity]\nmethod = 'finite-volume'\n")
+    Sw.sweep(load_config(cfg), {"cells": [20, 40]}, tmp_path / "sw", log=lambda *a: None)
+    summary = tmp_path / "sw" / "summary.h5"
+    assert cli.main(["info", str(summary)]) == 0
+    text = capsys.readouterr().out
+    assert "fpk sweep summary, 2 points over cells" in text and "finest point cells=40" in text
+    assert cli.main(["plot", str(summary), "-o", str(tmp_path / "sw.png")]) == 0 and (tmp_path / "sw.png").exists()

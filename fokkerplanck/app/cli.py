@@ -11,6 +11,7 @@ import numpy as np
 
 from fokkerplanck.app.plots import plot_trajectory
 from fokkerplanck.app.runner import FORMAT, builtin_configs, info_lines, load_config, load_spec, plot_run, read_run, run
+from fokkerplanck.app import sweep as sweep_summary
 from fokkerplanck.app.sweep import parse_params, sweep
 from fokkerplanck.app.verify import CHECKS, Report, format_table, run_checks, tally, write_summary
 from fokkerplanck.results import Trajectory
@@ -65,6 +66,9 @@ def _info_run(path, r) -> int:
 
 
 def _info(args) -> int:
+    if not args.group and sweep_summary.is_summary(args.file):
+        print("\n".join(sweep_summary.summary_lines(args.file, sweep_summary.read_summary(args.file))))
+        return 0
     r = _run_file(args)
     if r is not None:
         return _info_run(args.file, r)
@@ -94,6 +98,10 @@ def _info(args) -> int:
 
 def _plot(args) -> int:
     out = args.output or os.path.splitext(str(args.file))[0] + ".png"   # v1.2/run.h5 -> v1.2/run.png
+    if not args.group and sweep_summary.is_summary(args.file):
+        sweep_summary.plot_summary(args.file, sweep_summary.read_summary(args.file), out)
+        print(out)
+        return 0
     if _run_file(args) is not None:
         plot_run(args.file, out, steps=args.steps)
         print(out)

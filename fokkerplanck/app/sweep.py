@@ -323,3 +323,92 @@ def _sweep(cfg, params, outdir, *, client, threads, log):
             else:
                 f[c] = np.asarray([str(v) for v in vals], dtype="S")
     return rows
+
+
+SUMMARY_FORMAT = "fokkerplanck.app.sweep"
+
+
+def is_summary(path) -> bool:
+    """Whether ``path`` is a sweep's ``summary.h5``."""
+    try:
+        with h5py.File(path, "r") as f:
+            return f.attrs.get("format") == SUMMARY_FORMAT
+    except OSError:
+        return False
+
+
+def read_summary(path) -> dict:
+    """A sweep's ``summary.h5``: ``params`` (the swept values), ``finest`` and the columns
+    (numbers as float arrays, text as str arrays); a damaged file is a ValueError."""
+    try:
+        with h5py.File(path, "r") as f:
+            params = json.loads(f.attrs["params"])
+            cols = {}
+            for k, v in f.items():
+                if isinstance(v, h5py.Dataset) and v.ndim == 1 and v.size <= 1_000_000:
+                    a = v[()]
+                    cols[k] = a.astype(str) if a.dtype.kind == "S" else a
+            return {"params": params, "finest": str(f.attrs.get("finest", "")), "columns": cols}
+    except (KeyError, TypeError, ValueError, OSError) as exc:
+        raise ValueError(f"{path} is a damaged sweep summary: {type(exc).__name__}: {exc}") from None
+
+
+def summary_lines(path, s: dict) -> list[str]:
+    """The ``fpk info`` text of a sweep summary: one row per point, the swept parameters and
+    the headline numbers, invalid grid values and unresolved particle estimates marked."""
+    cols = s["columns"]
+    keys = [k for k in s["params"] if k in cols]
+    shown = [k for k in ("tau_det_exact", "tau_det_grid", "tau_det_particles", "kl_final_fokker_planck",
+                         "kl_final_continuity", "kl_final_continuity_exact", "kl_final_particles", "wall_time")
+             if k in cols]
+    n = len(next(iter(cols.values()))) if cols else 0
+    width = {k: max(12, len(k)) for k in keys + shown}
+    lines = [f"{path}: fpk sweep summary, {n} points over {', '.join(keys)}; finest point {s['finest']}",
+             "  " + "  ".join(f"{k:>{width[k]}}" for k in keys + shown)]
+    for i in range(n):
+        vals = []
+        for k in keys + shown:
+            v = cols[k][i]
+            txt = f"{v:{width[k]}.6g}" if isinstance(v, (float, np.floating)) else f"{str(v):>{width[k]}}"
+            valid_key = f"{k}_valid" if f"{k}_valid" in cols else f"{k}_resolved" if f"{k}_resolved" in cols else None
+            if valid_key is not None and not cols[valid_key][i]:
+                txt = txt[1:] + "*"
+            vals.append(txt)
+        lines.append("  " + "  ".join(vals))
+    if any(k.endswith(("_valid", "_resolved")) and not np.all(cols[k]) for k in cols):
+        lines.append("  * not valid on the grid, or a particle estimate below its resolution")
+    return lines
+
+
+def plot_summary(path, s: dict, out=None):
+    """The sweep's headline numbers against its first swept parameter, one line per value of
+    the others; values that are not valid are left out."""
+    from fokkerplanck.app.plots import _plt   # local: matplotlib only when a figure is asked for
+
+    plt = _plt()
+    cols = s["columns"]
+    keys = [k for k in s["params"] if k in cols]
+    shown = [k for k in ("tau_det_exact", "tau_det_particles", "kl_final_fokker_planck", "kl_final_continuity_exact",
+                         "kl_final_particles") if k in cols]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(4 * max(1, len(shown)), 3.4), layout="constrained",
+                             squeeze=False)
+    x = np.asarray(cols[keys[0]], dtype=float) if keys else np.arange(len(next(iter(cols.values()))))
+    others = [tuple(str(cols[k][i]) for k in keys[1:]) for i in range(x.size)]
+    for ax, key in zip(axes[0], shown):
+        y = np.asarray(cols[key], dtype=float).copy()
+        flag = f"{key}_valid" if f"{key}_valid" in cols else f"{key}_resolved" if f"{key}_resolved" in cols else None
+        if flag is not None:
+            y[~np.asarray(cols[flag], dtype=bool)] = np.nan
+        for group in dict.fromkeys(others):
+            sel = np.array([o == group for o in others])
+            order = np.argsort(x[sel])
+            label = ", ".join(f"{k}={v}" for k, v in zip(keys[1:], group)) or None
+            ax.plot(x[sel][order], y[sel][order], "o-", label=label)
+        ax.set_xlabel(keys[0] if keys else "point")
+        ax.set_title(key.replace("_", " "), fontsize="small")
+        if len(dict.fromkeys(others)) > 1:
+            ax.legend(fontsize="x-small")
+    fig.suptitle(f"sweep over {', '.join(keys)} (values not valid on the grid are left out)", fontsize="small")
+    if out is not None:
+        fig.savefig(out, dpi=110)
+    return fig
