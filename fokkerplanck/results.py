@@ -270,6 +270,26 @@ class Trajectory:
             masses.append(r.sum(axis=1) * w)
         return np.stack(kls, axis=1), np.stack(masses, axis=1)
 
+    @property
+    def status(self) -> str:
+        """``"valid"`` when every saved time is valid (:meth:`validity`), else
+        ``"partially valid"`` or ``"not valid"``; :attr:`message` says where."""
+        v = self.valid()
+        return "valid" if v.all() else "not valid" if not v.any() else "partially valid"
+
+    @property
+    def message(self) -> str:
+        """In words, which saved times are not valid and why (empty when all are)."""
+        v = self.validity()
+        bad = ~v["valid"]
+        if not bad.any():
+            return ""
+        k = int(np.argmax(bad))
+        why = [w for w, m in (("mass off", ~v["mass_ok"]), ("unresolved on the grid", ~v["resolved"])) if m.any()]
+        return (f"{int(bad.sum())} of {len(self)} saved times are not valid ({', '.join(why)}), the first at "
+                f"t = {self.times[k]:g}: KL, R_t and the other diagnostics there are not those of probability "
+                "laws resolved on the grid")
+
     def valid(self) -> np.ndarray:
         """Per saved time: True where the diagnostics are those of a probability law
         resolved on the grid (:meth:`validity`)."""

@@ -232,3 +232,10 @@ def test_fpk_info_and_plot_read_a_sweep_summary(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "fpk sweep summary, 2 points over cells" in text and "finest point cells=40" in text
     assert cli.main(["plot", str(summary), "-o", str(tmp_path / "sw.png")]) == 0 and (tmp_path / "sw.png").exists()
+
+
+def test_a_trajectory_states_its_status_in_words(flows):
+    fp, fv, lag, _ = flows
+    assert fp.status == "valid" and fp.message == ""
+    assert fv.status == "partially valid" and fv.message.startswith("20 of 21 saved times are not valid")
+    assert "unresolved on the grid" in fv.message and "t = 0.2" in fv.message

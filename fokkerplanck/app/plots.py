@@ -10,7 +10,7 @@ from fokkerplanck.results import Trajectory
 from fokkerplanck.theory.stopping import kl_argmin, tau_det
 from particles.estimators import RESOLUTION_SIGMAS
 
-__all__ = ["drawn_values", "load_trajectories", "plot_kl", "plot_snapshots", "plot_trajectory"]
+__all__ = ["drawn_values", "load_trajectories", "plot_kl", "plot_snapshots", "plot_trajectory", "snapshot_indices"]
 
 
 def _plt():
@@ -91,10 +91,21 @@ def plot_kl(ax, times, kl, *, label: str, stderr=None, ratio=None, flow: str = "
     return ax
 
 
+def snapshot_indices(times, n: int = 4) -> list[int]:
+    """Saves to draw: the start, the end, and between them times spaced geometrically (where
+    the flows change fastest, early on), each the nearest save; evenly spaced when the
+    saves do not start at 0 or are too few."""
+    t = np.asarray(times, dtype=float)
+    if t.size <= n or t[0] != 0 or t[-1] <= 0 or t[1] <= 0:
+        return sorted({int(i) for i in np.linspace(0, t.size - 1, min(n, t.size)).astype(int)})
+    want = np.geomspace(t[1], t[-1], n - 1)
+    return sorted({0, *(int(np.argmin(np.abs(t - w))) for w in want)})
+
+
 def plot_snapshots(fig, trajectory, indices=None):
     """Densities of a 1D or 2D trajectory at a few saved times, one panel each."""
     g = trajectory.grid
-    idx = list(indices) if indices is not None else list(np.linspace(0, len(trajectory) - 1, 4).astype(int))
+    idx = list(indices) if indices is not None else snapshot_indices(trajectory.times)
     axes = fig.subplots(1, len(idx), squeeze=False)[0]
     for ax, j in zip(axes, idx):
         rho = trajectory.densities[j]
@@ -114,7 +125,8 @@ def plot_snapshots(fig, trajectory, indices=None):
         else:
             raise ValueError("snapshots are drawn for 1D and 2D grids only")
         ax.set_title(f"t = {trajectory.times[j]:.3g}")
-    fig.suptitle(f"{trajectory.flow} ({trajectory.scheme.get('method')}), T = {trajectory.temperature:g}")
+    fig.suptitle(f"{trajectory.flow} ({trajectory.scheme.get('method')}), T = {trajectory.temperature:g}, "
+                 f"grid {' x '.join(map(str, g.cells))} on {[tuple(b) for b in g.bounds]}")
     return axes
 
 

@@ -118,16 +118,19 @@ def plot(path, r, steps):
     for key in r:
         if key.startswith("barrier_"):
             g = r[key]
-            ax.plot(g["times"], g["mass"], "-", label=f"{key[8:]}: lambda* = {g['lam']:.3g}")
+            flow = {"fokker_planck": "Fokker-Planck", "continuity": "deterministic flow"}.get(key[8:], key[8:])
+            ax.plot(g["times"], g["mass"], "-", label=f"{flow} with the barrier, lambda* = {g['lam']:.3g}")
             beta = g["beta"]
     ax.plot(r["free"]["times"], r["free"]["mass"], "k--", label="lambda = 0 (Fokker-Planck)")
     if "particles" in r:
         p = r["particles"]
         ax.errorbar(p["times"], p["mass"], yerr=p["mass_se"], fmt="o", ms=3, label=f"{p['n']} particles at lambda*")
-    ax.axhline(beta, color="C3", lw=0.8, label="beta")
+    ax.axhline(beta, color="C3", lw=0.8, label=f"beta = {beta:g} (the allowed mass)")
     ax.set_xlabel("time t")
     ax.set_ylabel("rho_t(unsafe)")
-    ax.legend(fontsize="x-small")
+    ax.set_title("mass in the unsafe set: the smallest barrier weight lambda* that keeps it below beta",
+                 fontsize="small")
+    ax.legend(fontsize="x-small", loc="best")
     return fig
 
 

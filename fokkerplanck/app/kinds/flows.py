@@ -361,6 +361,17 @@ def _snapshot_row(fig, axes, trajectory, ens, cols, label):
         ax.set_title(f"{label}: step {int(ens['steps'][j])}, t = {t:.3g}", fontsize="small")
 
 
+def _setting(cfg: dict) -> str:
+    """The figure's title: the energy, the initial law, the grid and the temperature."""
+    e, i, g = cfg.get("energy", {}), cfg.get("initial", {}), cfg.get("grid", {})
+    init = i.get("type", "?")
+    if init == "Gaussian":
+        init = f"N({i.get('mean')}, {i.get('cov')})"
+    cells = g.get("cells")
+    return (f"{e.get('type', 'energy')} from {init}; grid {cells} cells on {g.get('bounds')}; "
+            f"T = {cfg.get('temperature', 1.0):g}")
+
+
 def plot(path, r, steps):
     with warnings.catch_warnings():  # invalid saves are left out of the figure and counted in its legend
         warnings.filterwarnings("ignore", message=".*grid mass is not 1", category=RuntimeWarning)
@@ -434,7 +445,7 @@ def _plot(path, r, steps):
         ax_kl.set_yscale("log")
         ax_kl.set_ylim(0.5 * grid_kl.min(), 2 * grid_kl.max())
     ax_kl.set_title("KL(rho_t || rho*): exact and valid grid values (lines), particles (+- 2 s.e.)")
-    ax_kl.legend(fontsize="x-small")
+    ax_kl.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)  # off the data
     ax_r.axhline(1.0, color="k", lw=0.8, ls=":")
     ax_r.set_ylim(0, 3)  # what matters is the crossing of 1; R_t grows without bound as the flow concentrates
     if kstar is not None:
@@ -448,6 +459,7 @@ def _plot(path, r, steps):
     ax_r.set_xlabel("time t")
     ax_r.set_ylabel("R_t = T E[lap U] / E[|grad U|^2]")
     ax_r.set_title("R_t of the deterministic flow (tau_det: R_t = 1)")
+    fig.suptitle(_setting(r.get("config", {})), fontsize="small")
     ax_r.legend(fontsize="x-small", loc="lower right")
     return fig
 

@@ -168,7 +168,8 @@ def plot(path, r, steps):
         ax_m.errorbar(sup, pa["magnetisation_freq"][j], yerr=pa["magnetisation_se"][j], fmt="o", color=col, ms=3,
                       label=f"{pa['n']} particles")
     ax_m.set_xlabel("magnetisation")
-    ax_m.set_ylabel("probability")
+    ax_m.set_ylabel("probability (log scale: the error bars of rare values stay visible)")
+    ax_m.set_yscale("log")
     ax_m.legend(fontsize="x-small")
     ax_e.plot(t, ex["mean_energy"], "k-", label="exact")
     ax_e.errorbar(t, pa["mean_energy"], yerr=pa["mean_energy_se"], fmt="o", ms=3, label="particles")
