@@ -144,9 +144,10 @@ class Grid:
             raise ValueError(f"function returned shape {out.shape}, expected ({self.size},)")
         return out.reshape(self.shape)
 
-    def density_from_logpdf(self, logf) -> np.ndarray:
-        """Normalised grid density ``exp(logf) / int exp(logf)`` (``logf`` a callable
-        on (N, d) points or an array of log-values); stable for large magnitudes."""
+    def log_density_from_logpdf(self, logf) -> np.ndarray:
+        """``log`` of the normalised grid density ``exp(logf) / int exp(logf)``, finite where
+        the density itself underflows (``logf`` a callable on (N, d) points or an array of
+        log-values)."""
         L = self.evaluate(logf) if callable(logf) else finite_array(logf, "log-density")
         L = np.asarray(L, dtype=float).reshape(self.shape)
         if np.any(np.isnan(L)) or np.any(L == np.inf):
@@ -154,7 +155,12 @@ class Grid:
         lz = logsumexp(L) + math.log(self.cell_volume)
         if not np.isfinite(lz):
             raise ValueError("density is zero on every cell")
-        return np.exp(L - lz)
+        return L - lz
+
+    def density_from_logpdf(self, logf) -> np.ndarray:
+        """Normalised grid density ``exp(logf) / int exp(logf)`` (``logf`` a callable
+        on (N, d) points or an array of log-values); stable for large magnitudes."""
+        return np.exp(self.log_density_from_logpdf(logf))
 
     def density_from_function(self, f) -> np.ndarray:
         """Normalised grid density from a non-negative function (or array of values)."""

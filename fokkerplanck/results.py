@@ -38,7 +38,6 @@ from functools import cached_property
 
 import h5py
 import numpy as np
-from scipy.special import logsumexp
 
 from fokkerplanck import diagnostics as D, energies as E
 from fokkerplanck._core.files import atomic_h5, open_h5
@@ -160,10 +159,8 @@ class Trajectory:
         """Log of the normalised discrete Gibbs density (finite where it underflows)."""
         L = -self.energy_values / self.temperature
         if self.is_path:
-            flat = L.reshape(len(self), -1)
-            norm = logsumexp(flat, axis=1) + np.log(self.grid.cell_volume)
-            return (flat - norm[:, None]).reshape(L.shape)
-        return L - (logsumexp(L) + np.log(self.grid.cell_volume))
+            return np.stack([self.grid.log_density_from_logpdf(x) for x in L])
+        return self.grid.log_density_from_logpdf(L)
 
     @cached_property
     def gibbs(self) -> np.ndarray:

@@ -174,6 +174,16 @@ class Shards:
             object.__setattr__(self, "threads", positive_int(self.threads, "Shards.threads"))
 
 
+def _object_or_keywords(obj, cls, name: str, given: dict, where: str):
+    """``obj`` (checked to be a ``cls``) when given, refusing keywords given beside it."""
+    if not isinstance(obj, cls):
+        raise ValueError(f"{where}: {name} must be a particles.{cls.__name__}, got {type(obj).__name__}")
+    if given:
+        raise ValueError(f"{where}: {', '.join(f'{k}=' for k in given)} given together with {name}=; "
+                         f"put it in the {cls.__name__}")
+    return obj
+
+
 def save_from_keywords(save, where: str, *, save_every=None, store=None, summaries=None, histogram=None,
                        summary_block=None) -> Save:
     """``save=`` or the older keywords, as one :class:`Save` (``None`` for a keyword: not given).
@@ -181,12 +191,7 @@ def save_from_keywords(save, where: str, *, save_every=None, store=None, summari
     given = {k: v for k, v in (("save_every", save_every), ("store", store), ("summaries", summaries),
                                ("histogram", histogram), ("summary_block", summary_block)) if v is not None}
     if save is not None:
-        if not isinstance(save, Save):
-            raise ValueError(f"{where}: save must be a particles.Save, got {type(save).__name__}")
-        if given:
-            raise ValueError(f"{where}: {', '.join(f'{k}=' for k in given)} given together with save=; "
-                             "put it in the Save")
-        return save
+        return _object_or_keywords(save, Save, "save", given, where)
     fields = dict(every=save_every, times=None, store="memory" if store is None else store,
                   summaries=True if summaries is None else summaries, histogram=histogram,
                   summary_block=BLOCK if summary_block is None else summary_block)
@@ -201,12 +206,7 @@ def shards_from_keywords(shards, where: str, *, client=None, shard_size=None, sh
     given = {k: v for k, v in (("client", client), ("shard_size", shard_size), ("shard_threads", shard_threads))
              if v is not None}
     if shards is not None:
-        if not isinstance(shards, Shards):
-            raise ValueError(f"{where}: shards must be a particles.Shards, got {type(shards).__name__}")
-        if given:
-            raise ValueError(f"{where}: {', '.join(f'{k}=' for k in given)} given together with shards=; "
-                             "put it in the Shards")
-        return shards
+        return _object_or_keywords(shards, Shards, "shards", given, where)
     if client is None:
         if given:
             raise ValueError(f"{where}: {', '.join(f'{k}=' for k in given)} without client= (no cluster to shard on)")

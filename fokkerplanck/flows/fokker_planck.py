@@ -41,7 +41,6 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 import scipy.sparse.linalg as spla
-from scipy.special import logsumexp
 
 from fokkerplanck._core.jit import one_blas_thread
 from fokkerplanck._core.validate import check_times, positive_float
@@ -268,12 +267,8 @@ class FokkerPlanck:
         (:class:`~fokkerplanck.operators.propagator.ReversiblePropagator`): uniformisation of
         the stencil while the chi-square to the Gibbs law is large, then eigh (up to
         2000 cells) or Chebyshev sweeps of the symmetric stencil."""
-        n, vol = self.grid.size, self.grid.cell_volume
-        pi_n = self.gibbs.ravel()
-        log_pi = np.log(pi_n, out=np.full(n, -np.inf), where=pi_n > 0)
-        if np.any(pi_n == 0):  # underflow at the walls: the exact log, not log(0)
-            lp = -self.U.ravel() / self.temperature
-            log_pi = lp - (logsumexp(lp) + math.log(vol))
+        vol = self.grid.cell_volume
+        log_pi = self.grid.log_density_from_logpdf(-self.U / self.temperature).ravel()   # finite where pi underflows
         return ReversiblePropagator(self.generator_stencil, lambda: self.symmetric, self._sqrt_pi, log_pi,
                                     lam_max=self.lam_max, spectral_gap=self.spectral_gap,
                                     sym_operator=self.stencil, weight=vol, eigh_max=EIGH_MAX_CELLS)
