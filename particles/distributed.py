@@ -43,9 +43,16 @@ import numpy as np
 import fokkerplanck.energies as E
 from fokkerplanck._core.rng import STREAM_INIT, normals
 from fokkerplanck.densities import Gaussian
-
 from particles import summaries as sm
-from particles.ensemble import Ensemble, check_particles, run_gradient_flow, run_langevin, summary_arrays, warn_lost
+from particles.ensemble import (
+    Ensemble,
+    check_particles,
+    run_gradient_flow,
+    run_langevin,
+    summary_arrays,
+    warn_lost,
+    warn_overflow,
+)
 from particles.options import Save, Shards
 
 __all__ = ["GaussianInit", "shard_ranges", "run_sharded"]
@@ -186,5 +193,10 @@ def run_sharded(kind: str, energy, x0, *, shards: Shards, save: Save, logrho0=No
     escaped, nonfinite = warn_lost(status)
     alive = np.sum([p["alive"] for p in parts], axis=0)
     hist = np.sum([p["histograms"] for p in parts], axis=0) if first["histograms"] is not None else None
+    over = None
+    if stats is not None:  # live particles the summaries left out (values overflow), as in process
+        over = alive - np.array([int(np.sum(S[:, 0])) for S in stats], dtype=np.int64)
+        warn_overflow(over, np.asarray(first["times"]), n)
+        meta["overflowed"] = int(over.max()) if over.size else 0
     return Ensemble(first["times"], first["steps"], positions, logs, summ, alive, escaped, nonfinite, acc, meta, None,
-                    stats, status, hist)
+                    stats, status, hist, over)

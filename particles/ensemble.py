@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fokkerplanck._core.validate import check_memory, finite_array, positive_float
 from fokkerplanck import energies as E
 from fokkerplanck._core.files import atomic_h5
+from fokkerplanck._core.jit import call_compiled
+from fokkerplanck._core.rng import seed_key
+from fokkerplanck._core.validate import check_memory, finite_array, positive_float
 from fokkerplanck.energies.base import lenient
 from fokkerplanck.energies.blocks import block_kernels, block_params
-
 from particles import summaries as sm
-from particles.options import Save, check_seed
 from particles.integrators import FLOW_SCHEMES, LANGEVIN_SCHEMES, flow_kernel, langevin_kernel
+from particles.options import Save, check_seed
 from particles.vectorised import flow_stepper, langevin_stepper
-from fokkerplanck._core.rng import seed_key
 
 __all__ = ["Ensemble", "EnsembleInterrupted", "Chunks", "run_langevin", "run_gradient_flow", "check_particles",
            "summary_arrays", "warn_lost", "warn_overflow", "CHUNK_WORK"]
@@ -69,19 +69,6 @@ class EnsembleInterrupted(KeyboardInterrupt):
         self.partial, self.done, self.total = partial, int(done), int(total)
 
 
-def _interrupted(exc: BaseException) -> bool:
-    """True when ``exc`` was caused by a KeyboardInterrupt: Ctrl-C that lands while a compiled
-    function calls back into Python (numba unpickling a closure's constants at the start of a
-    call) comes out of the call as a SystemError caused by the KeyboardInterrupt."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
 def chunk_done(chunks: Chunks) -> None:
     """Called after every bounded compiled call of :class:`Chunks` (does nothing).  A test
     replaces it to deliver an interrupt at a known point of a run, whatever the load."""
@@ -114,12 +101,7 @@ class Chunks:
             m = min(self.size, stop - a)
             b = stop if m == stop - a else a + m   # the last piece ends exactly at stop
             tc = time.perf_counter()
-            try:
-                advance(a, b)
-            except SystemError as exc:
-                if _interrupted(exc):
-                    raise KeyboardInterrupt from None
-                raise
+            call_compiled(advance, a, b)
             el = time.perf_counter() - tc
             if m == self.size and el > 0:  # aim at CHUNK_SECONDS per call (the thread barrier then costs < 1%)
                 new = min(4 * m, m * CHUNK_SECONDS / el)

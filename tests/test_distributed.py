@@ -249,3 +249,19 @@ def test_bad_shards_fields_name_the_field(client, tmp_path):
     with pytest.raises(ValueError, match="Save.store must be 'memory' or 'summaries'"):
         particles.gradient_flow(U, x0, 1e-2, 5, shards=particles.Shards(client),
                                 save=particles.Save(store=tmp_path / "x.h5"))
+
+
+def test_sharded_run_counts_overflowed_particles_as_in_process(client):
+    """Summaries leave out particles whose values overflow and count them per save; a sharded
+    run counted none (Ensemble.overflowed was empty)."""
+    U = E.Quadratic(np.eye(2))
+    x0 = np.random.default_rng(1).normal(size=(3 * BLOCK, 2))
+    x0[BLOCK + 5: BLOCK + 9] = 1e200      # in the second shard
+    with pytest.warns(RuntimeWarning, match="4 of"):
+        one = particles.langevin(U, x0, 1e-3, 10, seed=0)
+    with pytest.warns(RuntimeWarning, match="4 of"):
+        many = particles.langevin(U, x0, 1e-3, 10, seed=0, client=client, shard_size=BLOCK, shard_threads=1)
+    assert one.overflowed.tolist() == [4, 4]
+    np.testing.assert_array_equal(many.overflowed, one.overflowed)
+    assert many.meta["overflowed"] == 4
+    _same(one, many)

@@ -1032,3 +1032,76 @@ def test_an_unwritable_output_folder_is_refused_before_the_run(tmp_path):
             tr.save(ro / "x.h5")
     finally:
         os.chmod(ro, 0o755)
+
+
+# --- sizes, raw errors and interrupts on the remaining paths ------------------------------------
+def test_vpfb_quantities_work_in_bounded_blocks(monkeypatch):
+    """logpdf with 1e7 data points built one (N, M, d) array of 149 GiB: the NumPy quantities
+    now run on row blocks of at most CHUNK_ELEMENTS floats, with the same values."""
+    import tracemalloc
+
+    from fokkerplanck.energies import paths as Pth
+
+    rng = np.random.default_rng(0)
+    data, x = rng.normal(size=(4000, 2)), rng.normal(size=(2000, 2))
+    h = VPFBHomotopy(data, 1.3, 0.7)
+    small = VPFBHomotopy(data[:7], 1.3, 0.7)
+    whole = (small.logpdf(x, 0.4), small.dt_logpdf(x, 0.4))
+    monkeypatch.setattr(Pth, "CHUNK_ELEMENTS", 50)   # 3 rows per block, and a ragged last block
+    np.testing.assert_array_equal(small.logpdf(x, 0.4), whole[0])
+    np.testing.assert_array_equal(small.dt_logpdf(x, 0.4), whole[1])
+    monkeypatch.setattr(Pth, "CHUNK_ELEMENTS", 1 << 16)
+    tracemalloc.start()
+    try:
+        h.logpdf(x, 0.4)
+        h.dt_logpdf(x, 0.4)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak   # the whole (2000, 4000, 2) array would be 128 MiB
+
+
+def test_from_torch_refuses_strings_and_non_differentiable_modules():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(TypeError, match="from_torch needs a torch module.*got str"):
+        E.from_torch("model.pt", 2)
+
+    class Detached(torch.nn.Module):
+        def forward(self, x):
+            return (x.detach() ** 2).sum(1)
+
+    U = E.from_torch(Detached(), 2)
+    np.testing.assert_allclose(U.value(np.ones((3, 2))), 2.0)   # values need no gradient
+    with pytest.raises(ValueError, match="autograd cannot differentiate"):
+        U.grad(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="autograd cannot differentiate"):
+        U.laplacian(np.ones((3, 2)))
+
+
+def test_from_jax_refuses_a_non_callable():
+    pytest.importorskip("jax")
+    with pytest.raises(TypeError, match="from_jax needs a JAX function.*got int"):
+        E.from_jax(3, 2)
+
+
+def test_characteristics_turn_an_interrupt_in_a_compiled_call_into_keyboard_interrupt(monkeypatch):
+    """Ctrl-C during numba's call set-up comes out as a SystemError caused by the
+    KeyboardInterrupt; integrate_characteristics called directly raised that SystemError."""
+    from fokkerplanck.flows import lagrangian as Lg
+
+    def interrupted_run(*args):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as exc:
+            raise SystemError("<numba function> returned a result with an exception set") from exc
+
+    monkeypatch.setattr(Lg, "_build", lambda kernels: interrupted_run)
+    with pytest.raises(KeyboardInterrupt):
+        Lg.integrate_characteristics(Q2, np.zeros((3, 2)), [0.0, 0.1])
+
+    def broken_run(*args):
+        raise SystemError("a real SystemError")
+
+    monkeypatch.setattr(Lg, "_build", lambda kernels: broken_run)
+    with pytest.raises(SystemError, match="a real SystemError"):   # other SystemErrors pass through
+        Lg.integrate_characteristics(Q2, np.zeros((3, 2)), [0.0, 0.1])

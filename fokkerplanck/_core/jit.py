@@ -36,6 +36,30 @@ def jit(fn=None, *, cache: bool = False, parallel: bool = False, inline: str = "
     return wrap if fn is None else wrap(fn)
 
 
+def interrupted(exc: BaseException) -> bool:
+    """True when ``exc`` was caused by a KeyboardInterrupt: Ctrl-C that lands while a compiled
+    function calls back into Python (numba unpickling a closure's constants at the start of a
+    call) comes out of the call as a SystemError caused by the KeyboardInterrupt."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def call_compiled(fn, *args):
+    """``fn(*args)`` for a compiled ``fn``, a Ctrl-C during the call raised as the
+    KeyboardInterrupt it is (not numba's SystemError)."""
+    try:
+        return fn(*args)
+    except SystemError as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise
+
+
 def one_blas_thread():
     """A context in which BLAS (OpenBLAS, MKL) runs on one thread.  Loops that alternate
     numba ``prange`` sweeps with BLAS calls (the Chebyshev sweep and its block products)

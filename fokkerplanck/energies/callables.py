@@ -268,6 +268,11 @@ def _rademacher(n, d, k, seed):
     return rng.integers(0, 2, size=(k, n, d)).astype(np.float64) * 2.0 - 1.0
 
 
+def _need_callable(f, where: str, what: str) -> None:
+    if not callable(f):
+        raise TypeError(f"{where} needs {what}, got {type(f).__name__} {f!r:.60}")
+
+
 def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
                hutchinson_samples: int = HUTCHINSON_SAMPLES, seed: int = 0, name: str | None = None,
                batch: int = BATCH) -> CallableEnergy:
@@ -284,6 +289,7 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
         import torch
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise ImportError("from_torch needs PyTorch: pip install 'fokkerplanck[torch]'") from exc
+    _need_callable(module, "from_torch", "a torch module or a function of a (N, d) tensor")
     nm = name or (type(module).__name__ if isinstance(module, torch.nn.Module) else _name(module))
     params = list(module.parameters()) if isinstance(module, torch.nn.Module) else []
     p_dtype = params[0].dtype if params else None
@@ -330,16 +336,24 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
         with torch.no_grad():
             return _batched(lambda Y: out(forward(tensor(Y))), X, batch)
 
+    def differentiable(x):
+        u = forward(x)
+        if not u.requires_grad:
+            raise ValueError(f"torch module {nm!r} returned a value that autograd cannot differentiate with "
+                             "respect to its input (computed under torch.no_grad, detached, or through NumPy); "
+                             "its gradient and Laplacian need a differentiable module")
+        return u
+
     def grad(X):
         def one(Y):
             x = tensor(Y, True)
-            (g,) = torch.autograd.grad(forward(x).sum(), x)
+            (g,) = torch.autograd.grad(differentiable(x).sum(), x)
             return out(g)
         return _batched(one, X, batch)
 
     def hess_rows(Y):
         x = tensor(Y, True)
-        (g,) = torch.autograd.grad(forward(x).sum(), x, create_graph=True)
+        (g,) = torch.autograd.grad(differentiable(x).sum(), x, create_graph=True)
         rows = []
         for a in range(d):
             (ha,) = torch.autograd.grad(g[:, a].sum(), x, retain_graph=a < d - 1, allow_unused=True)
@@ -352,7 +366,7 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
     def hutchinson(Y):
         V = _rademacher(Y.shape[0], d, hutchinson_samples, seed)
         x = tensor(Y, True)
-        (g,) = torch.autograd.grad(forward(x).sum(), x, create_graph=True)
+        (g,) = torch.autograd.grad(differentiable(x).sum(), x, create_graph=True)
         est = []
         for k in range(hutchinson_samples):
             v = tensor(V[k])
@@ -386,6 +400,7 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
         import jax.numpy as jnp
     except ImportError as exc:  # pragma: no cover - depends on the extra
         raise ImportError("from_jax needs JAX: pip install 'fokkerplanck[jax]'") from exc
+    _need_callable(fn, "from_jax", "a JAX function of one point")
     nm = name or _name(fn)
     if not jax.config.jax_enable_x64:
         raise ValueError(f"from_jax({nm!r}) computes in float64, but JAX runs in float32: call "

@@ -619,6 +619,10 @@ def _vpfb_hess(x, t, q, out):
 
 _VPFB_KERNELS = PathKernels(_vpfb_value, _vpfb_grad, _vpfb_lap, _vpfb_hess)
 
+# The NumPy quantities of VPFBHomotopy work on (rows, M, d) blocks of at most this many
+# floats (128 MiB), so any number of points and data points fits in memory.
+CHUNK_ELEMENTS = 1 << 24
+
 
 class VPFBHomotopy(EnergyPath):
     """The marginal VPFB homotopy of ``data`` (M, d) with prior std ``w`` and likelihood std
@@ -684,21 +688,33 @@ class VPFBHomotopy(EnergyPath):
         L = -0.5 * r2 / s2 - 0.5 * self.dim * math.log(2 * math.pi * s2) - math.log(self.data.shape[0])
         return D, r2, L, m, s2
 
+    def _by_rows(self, X, fn) -> np.ndarray:
+        """``fn`` on row blocks of ``X`` whose (rows, M, d) intermediates stay within
+        ``CHUNK_ELEMENTS`` (one row at least): the result does not depend on the split."""
+        M, d = self.data.shape
+        rows = max(1, CHUNK_ELEMENTS // (M * d))
+        if X.shape[0] <= rows:
+            return fn(X)
+        return np.concatenate([fn(X[i:i + rows]) for i in range(0, X.shape[0], rows)])
+
     def logpdf(self, x, t) -> np.ndarray:
         """``log rho_bar(x, t)``."""
         X, _ = points(x, self.dim)
-        return logsumexp(self._parts(X, t)[2], axis=1)
+        return self._by_rows(X, lambda Xb: logsumexp(self._parts(Xb, t)[2], axis=1))
 
     def dt_logpdf(self, x, t) -> np.ndarray:
         """``d_t log rho_bar(x, t)`` (exact): each component contributes
         ``(x - m_j) . m_j' / s^2 + (|x - m_j|^2 / s^2 - d) s'/(2 s^2) * ...`` weighted by its
         responsibility."""
         X, _ = points(x, self.dim)
-        D, r2, L, m, s2 = self._parts(X, t)
-        w = np.exp(L - logsumexp(L, axis=1)[:, None])
         dm, ds2 = self.dmu(t), self.dsigma2(t)
-        comp = np.einsum("nmd,md->nm", D, dm * self.data) / s2 + 0.5 * ds2 * (r2 / s2 ** 2 - self.dim / s2)
-        return np.sum(w * comp, axis=1)
+
+        def block(Xb):
+            D, r2, L, m, s2 = self._parts(Xb, t)
+            w = np.exp(L - logsumexp(L, axis=1)[:, None])
+            comp = np.einsum("nmd,md->nm", D, dm * self.data) / s2 + 0.5 * ds2 * (r2 / s2 ** 2 - self.dim / s2)
+            return np.sum(w * comp, axis=1)
+        return self._by_rows(X, block)
 
     def dt_density(self, x, t) -> np.ndarray:
         """``d_t rho_bar(x, t)`` (exact)."""

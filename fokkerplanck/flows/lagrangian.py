@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from fokkerplanck._core.jit import closure_jit
+from fokkerplanck._core.jit import call_compiled, closure_jit
 from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
 __all__ = ["integrate_characteristics", "CharacteristicsError"]
@@ -199,10 +199,11 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
         run = _build(energy.path_kernels)  # NoKernelsError for a path of callables, with the reason
         q = energy.path_params
         if direction == "forward":
-            Z, L, status, fail_t, first_escaped = run(X0, times, sign, q, *opts, 0.0, 1.0 / duration)
+            Z, L, status, fail_t, first_escaped = call_compiled(run, X0, times, sign, q, *opts, 0.0, 1.0 / duration)
             escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
         else:  # one integration per output time, from t down to 0
-            parts = [run(X0, np.array([tj]), sign, q, *opts, tj / duration, -1.0 / duration) for tj in times]
+            parts = [call_compiled(run, X0, np.array([tj]), sign, q, *opts, tj / duration, -1.0 / duration)
+                     for tj in times]
             n = X0.shape[0]
             Z = np.concatenate([o[0] for o in parts]) if parts else np.empty((0, n, X0.shape[1]))
             L = np.concatenate([o[1] for o in parts]) if parts else np.empty((0, n))
@@ -215,7 +216,7 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
             extra = (0.0, 0.0)
         else:
             run, extra = _vectorised(energy), ()
-        Z, L, status, fail_t, first_escaped = run(X0, times, sign, energy.params, *opts, *extra)
+        Z, L, status, fail_t, first_escaped = call_compiled(run, X0, times, sign, energy.params, *opts, *extra)
         escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
     bad = np.flatnonzero(status == STATUS_FAILED)
     if bad.size:
