@@ -1,3 +1,5 @@
+import os
+
 import matplotlib
 import numpy as np
 import pytest
@@ -42,3 +44,14 @@ def grad(x, p, out):
 def lap(x, p):
     return p[0]
 '''
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With FPK_REQUIRE_EXTRAS=1 (CI's step that installs torch and JAX), a test of an optional
+    extra that skips because the extra cannot be imported fails instead: that step must run them."""
+    outcome = yield
+    rep = outcome.get_result()
+    if (os.environ.get("FPK_REQUIRE_EXTRAS") == "1" and rep.skipped and item.get_closest_marker("extras")
+            and "could not import" in str(rep.longrepr)):
+        rep.outcome = "failed"

@@ -152,6 +152,7 @@ def test_langevin_of_a_callable_reaches_its_gibbs_law(rng):
 
 
 # ---------------------------------------------------------------------------
+@pytest.mark.extras
 def test_torch_energy_autograd_and_particles():
     torch = pytest.importorskip("torch")
 
@@ -175,6 +176,7 @@ def test_torch_energy_autograd_and_particles():
     np.testing.assert_allclose(b.positions, a.positions, rtol=0, atol=1e-10)
 
 
+@pytest.mark.extras
 def test_torch_hutchinson_error_bars_are_honest():
     """d = 12 > EXACT_LAP_MAX_DIM: U = x'Ax/2 has lap = tr A; Hutchinson's Rademacher estimate
     has variance 2 sum_{i != j} A_ij^2 / k, and its reported standard error must cover it."""
@@ -193,6 +195,7 @@ def test_torch_hutchinson_error_bars_are_honest():
     assert abs(z.mean()) < 4 / np.sqrt(z.size) and abs(z.std() - 1) < 0.05
 
 
+@pytest.mark.extras
 def test_torch_bad_modules_are_named():
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))  # float32
@@ -208,6 +211,7 @@ def test_torch_bad_modules_are_named():
         E.from_torch(lambda x: x.sum(1), 2, device="meta" if not torch.cuda.is_available() else "xpu")
 
 
+@pytest.mark.extras
 def test_jax_energy():
     jax = pytest.importorskip("jax")
     import jax.numpy as jnp

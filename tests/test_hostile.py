@@ -1061,6 +1061,7 @@ def test_vpfb_quantities_work_in_bounded_blocks(monkeypatch):
     assert peak < 16 * 2**20, peak   # the whole (2000, 4000, 2) array would be 128 MiB
 
 
+@pytest.mark.extras
 def test_from_torch_refuses_strings_and_non_differentiable_modules():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="from_torch needs a torch module.*got str"):
@@ -1078,6 +1079,7 @@ def test_from_torch_refuses_strings_and_non_differentiable_modules():
         U.laplacian(np.ones((3, 2)))
 
 
+@pytest.mark.extras
 def test_from_jax_refuses_a_non_callable():
     pytest.importorskip("jax")
     with pytest.raises(TypeError, match="from_jax needs a JAX function.*got int"):
