@@ -15,8 +15,6 @@ import re
 import sys
 import textwrap
 import warnings
-import threading
-import time
 import _thread
 
 import h5py
