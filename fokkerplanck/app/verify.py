@@ -22,8 +22,8 @@ import textwrap
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -34,7 +34,6 @@ from fokkerplanck.app.kinds.barrier import bump, disc, plot as plot_barrier
 from fokkerplanck.app.plots import _plt, plot_kl, plot_trajectory
 from fokkerplanck.app.runner import plot_run, read_run, run
 from fokkerplanck.discrete import mixed as Mx
-from particles import mixed as mixed_particles
 from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy
 from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
 from fokkerplanck.flows.fokker_planck import FokkerPlanck
@@ -55,7 +54,7 @@ from fokkerplanck.theory.stopping import bakry_emery, kl_argmin, tau_det, tau_la
 from fokkerplanck.theory.theorem import composed_energies, composition_check, nonstationarity_check
 from fokkerplanck.theory.thermo import ti_log_z
 from fokkerplanck.wasserstein import gaussian_w2, gaussian_w2_nd, w2_grid, w2_linearised
-from particles import estimators as est, jumps
+from particles import estimators as est, jumps, mixed as mixed_particles
 from particles.thermo import thermodynamic_integration
 
 __all__ = ["CHECKS", "COMPARISONS", "Check", "Report", "at_least", "at_most", "format_table", "near", "register",
@@ -166,6 +165,62 @@ def register(fn):
     return fn
 
 
+# Gaussian closed forms (DESIGN.md, section 1), written out here from the formulas rather than
+# taken from fokkerplanck.diagnostics: a check shares no code with what it checks.
+def _rotation(*degrees) -> np.ndarray:
+    """A rotation of R^2 by one angle, or of R^3 by three angles (about z, then y, then x)."""
+    c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
+    if len(degrees) == 1:
+        return np.array([[c[0], -s[0]], [s[0], c[0]]])
+    Rz = np.array([[c[0], -s[0], 0.0], [s[0], c[0], 0.0], [0.0, 0.0, 1.0]])
+    Ry = np.array([[c[1], 0.0, s[1]], [0.0, 1.0, 0.0], [-s[1], 0.0, c[1]]])
+    Rx = np.array([[1.0, 0.0, 0.0], [0.0, c[2], -s[2]], [0.0, s[2], c[2]]])
+    return Rz @ Ry @ Rx
+
+
+def _rotated(eigenvalues, *degrees) -> np.ndarray:
+    """``R diag(eigenvalues) R^T``: an anisotropic SPD matrix whose axes are rotated."""
+    R = _rotation(*degrees) if len(eigenvalues) > 1 else np.eye(1)
+    return R @ np.diag(np.asarray(eigenvalues, dtype=float)) @ R.T
+
+
+def _gaussian_law(A, m0, S0, T, t, *, noise: bool = True):
+    """Mean and covariance at time ``t`` of the law started at ``N(m0, S0)`` under the
+    Fokker-Planck flow (``noise``) or the continuity flow of ``U = x^T A x / 2``:
+    ``m = e^{-At} m0``, ``S = e^{-At} S0 e^{-At} (+ T A^{-1} (I - e^{-2At}))``."""
+    lam, Q = np.linalg.eigh(np.atleast_2d(A))
+    P = (Q * np.exp(-lam * t)) @ Q.T
+    S = P @ np.atleast_2d(S0) @ P
+    if noise:
+        S = S + T * (Q * (-np.expm1(-2 * lam * t) / lam)) @ Q.T
+    return P @ np.atleast_1d(m0), 0.5 * (S + S.T)
+
+
+def _gaussian_kl(m, S, A, T) -> float:
+    """``KL(N(m, S) || N(0, T A^{-1}))``, the Gibbs law of ``U = x^T A x / 2``."""
+    AS = np.atleast_2d(A) @ S / T
+    return float(0.5 * (np.trace(AS) + m @ np.atleast_2d(A) @ m / T - m.size - np.linalg.slogdet(AS)[1]))
+
+
+def _gaussian_fisher(m, S, A, T) -> float:
+    """``I(N(m, S) || N(0, T A^{-1})) = E|grad log rho - grad log rho*|^2 = tr(P S P) + |A m / T|^2``,
+    ``P = A / T - S^{-1}``."""
+    A = np.atleast_2d(A)
+    P = A / T - np.linalg.inv(S)
+    return float(np.trace(P @ S @ P) + np.sum((A @ m / T) ** 2))
+
+
+def _gaussian_ratio(m, S, A, T) -> float:
+    """``R = T E[lap U] / E[|grad U|^2] = T tr(A) / (tr(A S A) + |A m|^2)`` under ``N(m, S)``."""
+    A = np.atleast_2d(A)
+    return float(T * np.trace(A) / (np.trace(A @ S @ A) + np.sum((A @ m) ** 2)))
+
+
+def _richardson(coarse, fine):
+    """The second-order Richardson extrapolation from cell sizes ``h`` and ``h / 2``."""
+    return (4 * np.asarray(fine) - np.asarray(coarse)) / 3
+
+
 @register
 def check_energies(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Closed-form log-partition functions against grid quadrature; numba kernels
@@ -272,8 +327,8 @@ def write_summary(report: Report, checks: list[Check], *, quick: bool, seconds: 
 
     warned = _warned(checks)
     lines = [f"# fpk verify{' --quick' if quick else ''}: {tally(checks)}",
-             "", f"fokkerplanck {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
-             f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s.", "",
+             "", (f"fokkerplanck {__version__}, Python {platform.python_version()}, numpy {np.__version__}, "
+                  f"{time.strftime('%Y-%m-%d %H:%M:%S')}, {seconds:.0f} s."), "",
              ("The tolerance column is the comparison that decides each check: `<= b` (x <= b), `< b`, `>= b`, "
               "`> b`, `= a +- b` (|x - a| <= b), `|x - a| < b`. A result marked * ran with a warning, listed below "
               "its table."),
@@ -333,6 +388,103 @@ def check_fokker_planck(quick: bool = True, report: Report | None = None) -> lis
     out.append(at_most("ring: |dKL/dt + T I| / T I at t = 1", abs(dkl + I) / I, 1e-7))
     st = fp.solve(fp.gibbs, [10.0]).densities[-1]
     out.append(at_most("ring: Gibbs law drift in L1 over t = 10", np.abs(st - fp.gibbs).sum() * g.cell_volume, 1e-12))
+    return out
+
+
+@register
+def check_gaussian(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Closed forms of the quadratic energy U = x^T A x / 2 with A anisotropic and rotated
+    (non-diagonal) at temperatures T != 1: from a Gaussian initial law both flows stay Gaussian,
+    so KL(rho_t || rho*), the relative Fisher information I and R_t are known at every time.
+    Fokker-Planck grid values (Richardson from h and h/2, boxes and cells different along each
+    axis) against them in 1D, 2D and 3D, with the observed order in h, and d/dt KL = -T I at
+    T != 1; the continuity flow's KL, R_t and tau_det (where R_t = 1, at the KL minimum)
+    against theirs."""
+    from scipy.optimize import brentq  # local: ~0.1 s of every fpk start-up, for this check only
+
+    out = []
+    A2 = _rotated([2.5, 0.4], 35.0)
+    A3 = _rotated([2.0, 1.0, 0.5], 30.0, 40.0, 20.0)
+    k = 1 if quick else 2
+    # (name, A, T, m0, S0, box, coarse cells, times, tolerance of the relative Richardson errors);
+    # the boxes leave < 1e-6 of the mass within two cells of the walls at every time.  Measured
+    # (quick): 1D 1.3e-6, 2D 3.8e-4 (KL), 3.2e-4 (I), 3.3e-4 (R_t), 3D 7.3e-4; the remainder is
+    # O(h^4) on the coarse grid, where the initial law spans two to three cells
+    cases = (("1D", [[1.7]], 2.5, [2.0], [[0.1]], [(-7.0, 7.5)], (150 * k,), [0.05, 0.2, 0.5, 1.0], 1e-5),
+             ("2D", A2, 0.6, [1.2, -0.8], [[0.3, 0.1], [0.1, 0.2]], [(-7.0, 7.0), (-6.5, 7.5)], (40 * k, 36 * k),
+              [0.1, 0.25, 0.5, 1.0, 2.0], 1e-3),
+             ("3D", A3, 0.8, [0.8, -0.5, 0.4], np.diag([0.3, 0.4, 0.25]), [(-7.0, 7.0), (-6.4, 6.4), (-6.8, 7.0)],
+              (24 * k, 21 * k, 22 * k), [0.2, 0.6], 2e-3))
+    for name, A, T, m0, S0, box, cells, times, tol in cases:
+        A, m0, S0 = np.atleast_2d(A), np.asarray(m0, dtype=float), np.atleast_2d(S0)
+        grids = [Grid(box, [c * r for c in cells]) for r in (1, 2)]
+        trs = [FokkerPlanck(E.Quadratic(A), g, T).solve(densities.Gaussian(m0, S0), times) for g in grids]
+        laws = [_gaussian_law(A, m0, S0, T, t) for t in times]
+        kl = np.array([_gaussian_kl(m, S, A, T) for m, S in laws])
+        size = " -> ".join("x".join(map(str, g.cells)) for g in grids)
+        what = f"OU {name}{', rotated anisotropic A' if len(m0) > 1 else ''}, T = {T:g}, Fokker-Planck"
+        err = [np.abs(tr.kl() - kl) for tr in trs]
+        rich = _richardson(trs[0].kl(), trs[1].kl())
+        out.append(at_most(f"{what}: max_t |KL(rho_t||rho*) - closed form| / KL, Richardson {size}",
+                           float(np.max(np.abs(rich - kl) / kl)), tol,
+                           f"t = {', '.join(f'{t:g}' for t in times)}; closed form {', '.join(f'{v:.4g}' for v in kl)}"))
+        out.append(near(f"{what}: observed order in h of the KL error, {size}",
+                        float(np.log2(err[0].sum() / err[1].sum())), 2.0, 0.2,
+                        f"sum_t |KL error| {err[0].sum():.2e}, {err[1].sum():.2e}"))
+        if name != "2D":
+            continue
+        fisher = np.array([_gaussian_fisher(m, S, A, T) for m, S in laws])
+        ratio = np.array([_gaussian_ratio(m, S, A, T) for m, S in laws])
+        out.append(at_most(f"{what}: max_t |I(rho_t||rho*) - closed form| / I, Richardson {size}",
+                           float(np.max(np.abs(_richardson(trs[0].fisher(), trs[1].fisher()) - fisher) / fisher)), tol))
+        out.append(at_most(f"{what}: max_t |R_t - closed form|, Richardson {size}",
+                           float(np.max(np.abs(_richardson(trs[0].ratio(), trs[1].ratio()) - ratio))), tol))
+        fp = FokkerPlanck(E.Quadratic(A), grids[1], T)
+        kk = fp.solve(densities.Gaussian(m0, S0), [0.5 - 2e-3, 0.5 - 1e-3, 0.5 + 1e-3, 0.5 + 2e-3]).kl()
+        dkl = (4 * (kk[2] - kk[1]) / 2e-3 - (kk[3] - kk[0]) / 4e-3) / 3  # Richardson: O(dt^4)
+        TI = T * trs[1].fisher()[times.index(0.5)]
+        # measured 1e-11: the time differences' O(dt^4) and round-off
+        out.append(at_most(f"{what}: |dKL/dt + T I| / T I at t = 0.5, {size.split(' -> ')[1]} (the identity of "
+                           "the semi-discrete flow)", abs(dkl + TI) / TI, 1e-9))
+
+    # the continuity flow: the Lagrangian grid solver (characteristics to ODE tolerance, then the
+    # midpoint rule, exponentially accurate for a Gaussian well inside the box) in 2D
+    T, m0, S0 = 0.6, np.array([1.2, -0.8]), np.array([[1.3, 0.4], [0.4, 0.9]])
+    times = np.linspace(0.0, 0.5, 21)
+    g = Grid([(-9.0, 9.0), (-8.5, 9.0)], (58, 48))
+    tr = Continuity(E.Quadratic(A2), g, method="lagrangian", temperature=T).solve(densities.Gaussian(m0, S0), times)
+    laws = [_gaussian_law(A2, m0, S0, T, t, noise=False) for t in times]
+    kl = np.array([_gaussian_kl(m, S, A2, T) for m, S in laws])
+    ratio = np.array([_gaussian_ratio(m, S, A2, T) for m, S in laws])
+    what = f"OU 2D, rotated anisotropic A, T = {T:g}, continuity (Lagrangian 58x48)"
+    # measured 4e-10 and 4e-11: the ODE tolerance (rtol 1e-10)
+    out.append(at_most(f"{what}: max_t |KL(rho_t||rho*) - closed form| / KL", float(np.max(np.abs(tr.kl() - kl) / kl)),
+                       1e-8, f"KL from {kl[0]:.4g} to {kl.min():.4g} (minimum) to {kl[-1]:.4g}"))
+    out.append(at_most(f"{what}: max_t |R_t - closed form|", float(np.max(np.abs(tr.ratio() - ratio))), 1e-9,
+                       f"R_t from {ratio[0]:.3g} to {ratio[-1]:.3g}"))
+    exact = brentq(lambda t: _gaussian_ratio(*_gaussian_law(A2, m0, S0, T, t, noise=False), A2, T) - 1.0, 0.0, 0.5,
+                   xtol=1e-14)
+    td, am = tau_det(times, tr.ratio()).time, kl_argmin(times, tr.kl()).time
+    # both interpolate between saves 0.025 apart (error O(dt^2): measured -2.9e-4 and +2.1e-4)
+    out.append(near(f"{what}: tau_det (R_t = 1, linear between saves 0.025 apart) vs the closed-form root", td, exact,
+                    1e-3, f"closed form {exact:.6f}"))
+    out.append(near(f"{what}: argmin KL (parabola through the saves) vs the closed-form root of R_t = 1", am, exact,
+                    1e-3, f"closed form {exact:.6f}"))
+    # the continuity flow by finite volumes (MUSCL, SSP Runge-Kutta) in 1D: second order
+    a, T, m0, S0 = 1.7, 2.5, np.array([2.0]), np.array([[0.8]])
+    times = [0.1, 0.3, 0.5]
+    kl = np.array([_gaussian_kl(*_gaussian_law([[a]], m0, S0, T, t, noise=False), np.array([[a]]), T) for t in times])
+    cells = (200 * k, 400 * k)
+    kls = [Continuity(E.Quadratic([[a]]), Grid([(-7.0, 7.5)], n), temperature=T).solve(
+        densities.Gaussian(m0, S0), times).kl() for n in cells]
+    what = f"OU 1D, T = {T:g}, continuity (finite volumes)"
+    # measured 3e-5 (quick): the O(h^4) remainder
+    out.append(at_most(f"{what}: max_t |KL(rho_t||rho*) - closed form| / KL, Richardson {cells[0]} -> {cells[1]}",
+                       float(np.max(np.abs(_richardson(*kls) - kl) / kl)), 1e-4,
+                       f"t = {', '.join(f'{t:g}' for t in times)}; closed form {', '.join(f'{v:.4g}' for v in kl)}"))
+    err = [np.abs(v - kl).sum() for v in kls]
+    out.append(near(f"{what}: observed order in h of the KL error, {cells[0]} -> {cells[1]}",
+                    float(np.log2(err[0] / err[1])), 2.0, 0.2, f"sum_t |KL error| {err[0]:.2e}, {err[1]:.2e}"))
     return out
 
 
@@ -625,8 +777,8 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
     times = np.linspace(0, 1.5, 7)
     tr = FokkerPlanck(E.Quadratic([[a]]), g, T).solve(densities.Gaussian([1.0], 0.25), times)
     w = tr.w2()
-    ref = [gaussian_w2(*(lambda m, S: (m[0], np.sqrt(S[0, 0])))(*D.ou_moments([[a]], [0.0], [1.0], [[0.25]], T, t)),
-                       0.0, np.sqrt(T / a)) for t in times]
+    laws = [_gaussian_law([[a]], [1.0], [[0.25]], T, t) for t in times]
+    ref = [gaussian_w2(m[0], np.sqrt(S[0, 0]), 0.0, np.sqrt(T / a)) for m, S in laws]
     out.append(at_most("OU Fokker-Planck, 1200 cells: max |W2(rho_t, rho*) - closed form|",
                        float(np.max(np.abs(w - ref))), 2e-4))
     S = np.array([[1.0, 0.3], [0.3, 0.6]])
