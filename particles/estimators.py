@@ -24,9 +24,27 @@ from scipy.special import digamma, gammaln
 
 from fokkerplanck._core.validate import points, positive_int
 
-__all__ = ["Estimate", "knn_entropy", "kl_knn", "kl_kde", "kl_histogram", "kl_binned", "kl_tracked", "ratio", "moments",
-           "bootstrap", "RESOLUTION_SIGMAS", "FrequencyErrors", "wilson_interval", "frequency_errors",
-           "autocorrelation_time", "effective_sample_size", "batch_means_se", "split_rhat"]
+__all__ = [
+    "RESOLUTION_SIGMAS",
+    "DuplicatePointsError",
+    "Estimate",
+    "FrequencyErrors",
+    "autocorrelation_time",
+    "batch_means_se",
+    "bootstrap",
+    "effective_sample_size",
+    "frequency_errors",
+    "kl_binned",
+    "kl_histogram",
+    "kl_kde",
+    "kl_knn",
+    "kl_tracked",
+    "knn_entropy",
+    "moments",
+    "ratio",
+    "split_rhat",
+    "wilson_interval",
+]
 
 RESOLUTION_SIGMAS = 2.0  # a KL estimate with value - RESOLUTION_SIGMAS * stderr <= 0 is below resolution
 
@@ -77,6 +95,10 @@ def _log_z(energy, T, log_partition):
         raise ValueError(f"KL needs log Z: {exc}; pass log_partition=...") from None
 
 
+class DuplicatePointsError(ValueError):
+    """Points repeated exactly: the k-NN estimators take logs of distances, and need distinct points."""
+
+
 def _knn_log_dist(X, k: int, workers: int = -1):
     from scipy.spatial import cKDTree  # 0.3 s to import: only where a k-NN estimate is asked for
 
@@ -84,7 +106,7 @@ def _knn_log_dist(X, k: int, workers: int = -1):
     dist, _ = tree.query(X, k=[k + 1], workers=workers)
     dist = dist[:, 0]
     if np.any(dist == 0):
-        raise ValueError(f"{int(np.sum(dist == 0))} points have a duplicate at distance 0: "
+        raise DuplicatePointsError(f"{int(np.sum(dist == 0))} points have a duplicate at distance 0: "
                          "the k-NN entropy estimator needs distinct points")
     return np.log(dist)
 
@@ -101,8 +123,9 @@ def _kl_entropy_terms(X, k: int) -> np.ndarray:
 
 
 def knn_entropy(x, k: int = 1) -> Estimate:
-    """Kozachenko-Leonenko: ``H = psi(N) - psi(k) + log V_d + d mean(log eps_k)``."""
-    X, _ = points(x, None)
+    """Kozachenko-Leonenko: ``H = psi(N) - psi(k) + log V_d + d mean(log eps_k)``; ``x`` of
+    shape (N, d), or (N,) for N points on the line (as :func:`kl_knn` takes them for a 1D energy)."""
+    X, _ = points(x, 1 if np.ndim(x) == 1 else None)
     terms = _kl_entropy_terms(X, k)
     return Estimate(float(terms.mean()), _se(terms), f"kNN(k={k})")
 
@@ -256,19 +279,51 @@ def moments(x) -> dict:
     return {"mean": m, "mean_se": Y.std(axis=0, ddof=1) / math.sqrt(n), "cov": C, "cov_se": se_c}
 
 
-def bootstrap(estimator, x, *args, n_boot: int = 50, seed=0, **kw) -> Estimate:
-    """Bootstrap standard error of any ``estimator(x, *args, **kw) -> Estimate``."""
+def bootstrap(estimator, x, *args, n_boot: int = 50, seed=0, resample: str | None = None, **kw) -> Estimate:
+    """Resampling standard error of any ``estimator(x, *args, **kw) -> Estimate`` (the value is
+    the estimator's on all of ``x``).
+
+    ``resample='replacement'``: the bootstrap, ``n_boot`` resamples of N points drawn with
+    replacement; for estimators that are smooth in the empirical law (means, moments, the KDE
+    and histogram plug-ins).  ``resample='half'``: half-sampling (the delete-d jackknife with
+    d = N - N//2), ``n_boot`` subsets of m = N//2 distinct points, ``se = sd(values)
+    sqrt(m / (N - m))``: exactly the standard error of a mean (the finite-population factor),
+    and for the k-NN estimators conservative by at most ``sqrt(2)`` (their local noise is
+    drawn afresh in each half).  The k-NN estimators need it: a resample with replacement
+    repeats points, a repeated point's nearest neighbour is its own copy, and the estimate
+    is no longer about the law.  Default: ``'half'`` for :func:`knn_entropy` and
+    :func:`kl_knn`, ``'replacement'`` otherwise."""
+    if resample is None:
+        resample = "half" if estimator in (knn_entropy, kl_knn) else "replacement"
+    if resample not in ("replacement", "half"):
+        raise ValueError(f"resample must be 'replacement' or 'half', got {resample!r}")
+    n_boot = positive_int(n_boot, "n_boot")
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be >= 2 for a spread, got {n_boot}")
     X = np.asarray(x)
+    n = X.shape[0]
     rng = np.random.default_rng(seed)
     base = estimator(X, *args, **kw)
     vals = []
-    for _ in range(n_boot):
-        Xb = X[rng.integers(0, X.shape[0], X.shape[0])]
-        Xb = Xb + 1e-12 * rng.standard_normal(Xb.shape)  # break exact duplicates for k-NN
-        vals.append(estimator(Xb, *args, **kw).value)
-    se = float(np.std(vals, ddof=1))
+    if resample == "half":
+        m = n // 2
+        if m < 2:
+            raise ValueError(f"half-sampling needs at least 4 points, got {n}")
+        for _ in range(n_boot):
+            vals.append(estimator(X[np.sort(rng.choice(n, m, replace=False))], *args, **kw).value)
+        se = float(np.std(vals, ddof=1) * math.sqrt(m / (n - m)))
+        label = f", half-sampling({n_boot})"
+    else:
+        for _ in range(n_boot):
+            try:
+                vals.append(estimator(X[rng.integers(0, n, n)], *args, **kw).value)
+            except DuplicatePointsError as exc:
+                raise ValueError(f"{exc}; a resample with replacement repeats points: "
+                                 "use bootstrap(..., resample='half')") from None
+        se = float(np.std(vals, ddof=1))
+        label = f", bootstrap({n_boot})"
     flag = None if base.below_resolution is None else _below_resolution(base.value, se)
-    return Estimate(base.value, se, base.method + f", bootstrap({n_boot})", flag)
+    return Estimate(base.value, se, base.method + label, flag)
 
 
 # --- frequencies of a discrete law: binomial error bars ------------------------------------
