@@ -13,6 +13,8 @@ figures (PNG) in the report folder, and :func:`write_summary` writes
 """
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import math
@@ -512,6 +514,106 @@ def check_refine(quick: bool = True, report: Report | None = None) -> list[Check
         # round-off of the Chebyshev segments before the jump: measured 7e-13
         at_most("double well 4000 cells: mass error at t = 1e7 (exact solver)", abs(long.mass()[-1] - 1), 1e-11),
     ]
+
+
+@contextlib.contextmanager
+def _setting(module, name: str, value):
+    """``module.name = value`` inside the block, the old value restored after it (also on error)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+def _sg_generator(U, spacing, T) -> np.ndarray:
+    """Dense ``L`` (``d rho / dt = L rho`` on C-ordered cells) of the Scharfetter-Gummel scheme
+    with zero-flux walls, from the face flux ``J = (T/h) [B(delta) rho_i - B(-delta) rho_j]``,
+    ``delta = (U_j - U_i) / T``, ``B(z) = z / (e^z - 1)``, ``d rho_i / dt = -(J_out - J_in) / h``
+    (DESIGN.md, section 3)."""
+    from scipy.special import exprel  # local: scipy.special loads with the solvers anyway
+
+    U = np.asarray(U, dtype=float)
+    idx = np.arange(U.size).reshape(U.shape)
+    L = np.zeros((U.size, U.size))
+    for a, h in enumerate(spacing):
+        i = np.take(idx, np.arange(U.shape[a] - 1), axis=a).ravel()
+        j = np.take(idx, np.arange(1, U.shape[a]), axis=a).ravel()
+        delta = (U.ravel()[j] - U.ravel()[i]) / T
+        forward, back = T / h**2 / exprel(delta), T / h**2 / exprel(-delta)   # rates i -> j and j -> i
+        np.add.at(L, (j, i), forward)
+        np.add.at(L, (i, i), -forward)
+        np.add.at(L, (i, j), back)
+        np.add.at(L, (j, j), -back)
+    return L
+
+
+@register
+def check_propagator(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """The exact Fokker-Planck propagator exp(t L) rho0 along each of its paths, forced on a
+    small grid (eight Gaussians, T = 0.7, 20 x 18 cells) and compared with exp(t L) rho0 for
+    the Scharfetter-Gummel generator assembled here from the flux formula (a truncated Taylor
+    series, then an eigendecomposition once the law is near the Gibbs law): the
+    generator itself; uniformisation (while the law is far from the Gibbs law in chi^2); the
+    dense eigendecomposition (grids up to 2000 cells); one Chebyshev sweep (larger grids);
+    Chebyshev sweeps restarted in segments, then the Gibbs law once the rest has decayed by
+    the spectral gap (long times)."""
+    import scipy.sparse  # local: ~0.1 s of every fpk start-up, for this check only
+    from scipy.sparse.linalg import expm_multiply
+
+    from fokkerplanck.operators import expm as X
+
+    T = 0.7
+    g = Grid([(-7.0, 7.0), (-6.5, 7.5)], (20, 18))
+    fp = FokkerPlanck(E.GaussianMixture.ring(), g, T)
+    U = g.evaluate(fp.energy).reshape(g.shape)
+    L = _sg_generator(U, g.spacing, T)
+    out = [at_most(f"Fokker-Planck generator, 20x18 cells, T = {T:g}: max |L - flux formula| / max |L|",
+                   float(np.abs(fp.generator.toarray() - L).max() / np.abs(L).max()), 1e-13)]
+    vol = g.cell_volume
+    p0 = densities.Gaussian([0.0, 0.0], 0.05).on_grid(g).ravel()  # at the centre of the ring, where rho* is small
+    p0 = p0 / (p0.sum() * vol)
+    times = np.array([0.01, 0.05, 0.3, 2.0, 10.0, 60.0])
+    # the reference: a truncated Taylor series (scipy's expm_multiply) up to t = 2, where the law
+    # is near the Gibbs law in chi^2, then the eigendecomposition of D^{-1/2} L D^{1/2}, D = diag(e^{-U/T})
+    # (symmetric by detailed balance), from there; the Gibbs law (the null vector of L) at t = 2e4
+    short = times <= 2.0
+    ref = np.array([expm_multiply(t * scipy.sparse.csr_matrix(L), p0) for t in times[short]])
+    d = np.exp(-(U.ravel() - U.min()) / (2 * T))
+    S = L * d[None, :] / d[:, None]
+    lam, V = np.linalg.eigh(0.5 * (S + S.T))
+    w = V.T @ (ref[-1] / d)
+    ref = np.vstack([ref, (np.exp(np.outer(times[~short] - times[short][-1], lam)) * w) @ V.T * d,
+                     d**2 / (np.sum(d**2) * vol)])
+    long = np.append(times, 2e4)  # 2e4 spectral gaps' worth of e-foldings (gap 0.0036): the Gibbs law
+
+    def err(res, n):
+        return float(np.max(np.abs(res[:n] - ref[:n]).sum(axis=1) * vol)) if n else math.nan
+
+    res, info = fp.propagator(p0, times, tol=1e-14)
+    n_unif = int(np.sum(times < info["uniformisation_until"]))
+    forced = copy.copy(fp.propagator)  # the same operators, the dense path switched off
+    forced.eigh_max = 0
+    res_c, info_c = forced(p0, times, tol=1e-14)
+    with _setting(X, "KMAX", 128):  # segments of at most 128 Chebyshev terms
+        res_s, info_s = forced(p0, long, tol=1e-14)
+    # measured 1e-15 .. 6e-14 (the dense reference's own round-off included)
+    tol = 1e-12
+    for what, value, taken, note in (
+            ("uniformisation (outputs while sqrt(1 + chi^2) > 10)", err(res, n_unif), n_unif > 0,
+             (f"{n_unif} outputs before t = {info['uniformisation_until']:.3g}, "
+              f"{info['uniformisation_matvecs']} products")),
+            ("dense eigendecomposition", err(res, times.size), info["exact"] == "eigh", ""),
+            ("one Chebyshev sweep", err(res_c, times.size),
+             info_c["exact"] == "chebyshev" and info_c.get("segments") == 1,
+             f"{info_c.get('chebyshev_matvecs')} products"),
+            ("Chebyshev segments of 128 terms, then the Gibbs law at t = 2e4", err(res_s, long.size),
+             info_s["exact"] == "chebyshev" and info_s.get("segments", 0) > 1 and info_s.get("gibbs_jump_outputs", 0) > 0,
+             f"{info_s.get('segments')} segments, {info_s.get('gibbs_jump_outputs')} output(s) set to the Gibbs law")):
+        out.append(at_most(f"exact propagator by {what}: max_t L1 error vs exp(t L) rho0", value if taken else math.inf,
+                           tol, note if taken else "this path was not taken"))
+    return out
 
 
 @register
