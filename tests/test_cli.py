@@ -119,7 +119,7 @@ def test_verify_report_states_comparisons_and_warnings(tmp_path, capsys, monkeyp
     md = (rep / "summary.md").read_text()
     assert md.startswith(f"# fpk verify --quick: {len(checks)} passed, 0 failed, 3 with warnings")
     assert md.count("| PASS\\* |") == 3 and "synthetic: the box is too small" in md
-    assert "| <= 0.001 | PASS |" in md and "| >= 0.9 | PASS\\* |" in md and "| = 0.5 +- 0.001 | PASS\\* |" in md
+    assert "| <= 1e-13 | PASS |" in md and "| >= 0.9 | PASS\\* |" in md and "| = 0.5 +- 0.001 | PASS\\* |" in md
     assert "| \\|x - 2\\| < 0.2 | PASS |" in md
     lines = out.splitlines()
     assert max(len(line) for line in lines) <= 100
