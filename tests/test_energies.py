@@ -245,3 +245,20 @@ def test_custom_energy(rng):
 def test_bad_input(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("d", [1, 2, 3])
+def test_mixture_with_a_zero_weight_component_equals_the_mixture_without_it(d):
+    """A component of weight 0 made every compiled kernel NaN (its log-weight -inf started the
+    online log-sum-exp at exp(-inf + inf)); the vectorised paths from 4096 points too."""
+    rng = np.random.default_rng(3)
+    means = rng.normal(size=(3, d))
+    U = E.GaussianMixture(means, 0.7, weights=[0.0, 2.0, 1.0])
+    V = E.GaussianMixture(means[1:], 0.7, weights=[2.0, 1.0])
+    X = rng.normal(size=(5000, d))
+    for f in ("value", "grad", "laplacian"):
+        np.testing.assert_allclose(getattr(U, f)(X), getattr(V, f)(X), rtol=1e-13, atol=1e-13, err_msg=f)
+    ku, kv = U.eval_kernels(X[:7]), V.eval_kernels(X[:7])
+    for key in kv:
+        np.testing.assert_allclose(ku[key], kv[key], rtol=1e-13, atol=1e-13, err_msg=key)
+    assert U.log_partition() == pytest.approx(V.log_partition(), abs=1e-12)

@@ -504,8 +504,11 @@ class GaussianMixture(Energy):
         logc = np.log(np.where(w > 0, w, 1e-300)) - 0.5 * np.linalg.slogdet(2 * np.pi * S)[1]
         logc[w == 0] = -np.inf
         self._logc = _frozen(logc)
-        blocks = [np.concatenate([[self._logc[k]], means[k], self.precisions[k].ravel()]) for k in range(K)]
-        self.params = np.concatenate([[float(K)]] + blocks)
+        # the compiled kernels see the components of positive weight only: a log-weight of
+        # -inf would start their online log-sum-exp at exp(-inf - (-inf)) = NaN
+        live = np.flatnonzero(w > 0)
+        blocks = [np.concatenate([[self._logc[k]], means[k], self.precisions[k].ravel()]) for k in live]
+        self.params = np.concatenate([[float(live.size)]] + blocks)
 
     # constructors -------------------------------------------------------------
     @classmethod
