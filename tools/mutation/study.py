@@ -1,0 +1,236 @@
+"""Mutation study: plant each bug of ``mutants.py`` in a copy of the repository, one at a time,
+and record which tests and which ``fpk verify --quick`` checks kill it.
+
+    python tools/mutation/study.py                 # every mutant (about an hour on 2 cores)
+    python tools/mutation/study.py --only ID ...   # some of them
+    python tools/mutation/study.py --list          # the mutants, without running anything
+
+For each mutant, in a fresh copy of the committed tree (``git archive HEAD``):
+
+1. the test files named by the mutant run first (``-m "not slow"``); a mutant they miss
+   then meets the whole default tier (``python -m pytest -q -n 2``): a test failure, a
+   collection error or a time-out kills it, a pass means it survived the default tier;
+2. ``fpk verify --quick --only <groups>`` runs the verify groups that cover the mutated
+   code (a failed check or an error kills it); a mutant no group covers is "n/a" for verify.
+
+Results are appended to ``results.jsonl`` as each mutant ends (a study that is cut off
+resumes where it stopped; ``--rerun`` runs the named mutants again), and ``results.md``
+holds the table and the kill rates.  The unmutated tree is run first as a baseline: the
+study refuses to run when the baseline fails, since every mutant would look killed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(HERE))
+
+from mutants import MUTANTS, Mutant  # noqa: E402
+
+TEST_TIMEOUT = 900      # seconds for one pytest run (a hang counts as a kill)
+VERIFY_TIMEOUT = 900
+FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
+CHECK_FAIL = re.compile(r"^\s+(.+?)\s{2,}.*\bFAIL\*?\s*$", re.M)
+
+
+def area(m: Mutant) -> str:
+    return m.id.split("-")[0]
+
+
+def copy_tree(dest: pathlib.Path) -> str:
+    """The committed tree at HEAD in ``dest``; returns the commit."""
+    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True, capture_output=True,
+                         text=True).stdout.strip()
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return rev
+
+
+def env_for(tree: pathlib.Path) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(tree)          # the copy's packages before the installed (editable) ones
+    env.pop("FPK_REQUIRE_EXTRAS", None)
+    return env
+
+
+def run(cmd, tree, timeout) -> tuple[str, str]:
+    """``(outcome, output)``: outcome "pass", "fail" (a failure, an error, or a collection
+    error) or "timeout"."""
+    try:
+        p = subprocess.run(cmd, cwd=tree, env=env_for(tree), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        return "timeout", out
+    return ("pass" if p.returncode == 0 else "fail"), p.stdout + p.stderr
+
+
+def pytest_cmd(files=(), *, full=False):
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider", "-x", "-n", "2"]
+    return cmd if full else cmd + list(files)
+
+
+def killers_of(output: str, pattern=FAILED) -> list[str]:
+    return list(dict.fromkeys(pattern.findall(output)))[:3]
+
+
+def test_mutant(tree: pathlib.Path, m: Mutant, full: bool = True) -> dict:
+    t0 = time.perf_counter()
+    outcome, out = run(pytest_cmd(m.tests), tree, TEST_TIMEOUT)
+    stage = "named tests"
+    if outcome == "pass" and full:
+        outcome, out = run(pytest_cmd(full=True), tree, TEST_TIMEOUT)
+        stage = "default tier"
+    survived = "survived" if stage == "default tier" else "survived named tests"
+    res = {"tests": survived if outcome == "pass" else "killed", "tests_stage": stage,
+           "tests_by": killers_of(out) if outcome == "fail" else (["time-out"] if outcome == "timeout" else []),
+           "tests_seconds": round(time.perf_counter() - t0, 1)}
+    if outcome == "fail" and not res["tests_by"]:
+        res["tests_by"] = [_last_line(out)]
+    return res
+
+
+def verify_mutant(tree: pathlib.Path, m: Mutant) -> dict:
+    if not m.verify:
+        return {"verify": "n/a", "verify_by": []}
+    t0 = time.perf_counter()
+    outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--no-report", "--only",
+                        *m.verify], tree, VERIFY_TIMEOUT)
+    by = killers_of(out, CHECK_FAIL) if outcome == "fail" else (["time-out"] if outcome == "timeout" else [])
+    if outcome == "fail" and not by:
+        by = [_last_line(out)]
+    return {"verify": "survived" if outcome == "pass" else "killed", "verify_by": by,
+            "verify_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def _last_line(out: str) -> str:
+    lines = [ln.strip() for ln in out.strip().splitlines() if ln.strip()]
+    return lines[-1][:120] if lines else "(no output)"
+
+
+def apply(tree: pathlib.Path, m: Mutant) -> str:
+    """Plant ``m`` in ``tree``; returns the original text to restore."""
+    f = tree / m.path
+    text = f.read_text()
+    if text.count(m.old) != 1:
+        raise SystemExit(f"mutant {m.id}: its text occurs {text.count(m.old)} times in {m.path} (must be once); "
+                         "update tools/mutation/mutants.py to the current code")
+    f.write_text(text.replace(m.old, m.new))
+    return text
+
+
+def baseline(tree: pathlib.Path, mutants) -> None:
+    files = sorted({f for m in mutants for f in m.tests})
+    groups = sorted({g for m in mutants for g in m.verify})
+    print(f"baseline: {len(files)} test files, verify groups {groups}", flush=True)
+    outcome, out = run(pytest_cmd(files), tree, 4 * TEST_TIMEOUT)
+    if outcome != "pass":
+        raise SystemExit(f"the unmutated tree fails its tests ({outcome}); fix that first:\n{out[-3000:]}")
+    if groups:
+        outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--no-report", "--only",
+                            *groups], tree, 2 * VERIFY_TIMEOUT)
+        if outcome != "pass":
+            raise SystemExit(f"the unmutated tree fails fpk verify ({outcome}); fix that first:\n{out[-3000:]}")
+
+
+def table(rows: list[dict], rev: str) -> str:
+    n = len(rows)
+    kt = sum(r["tests"] == "killed" for r in rows)
+    cov = [r for r in rows if r["verify"] != "n/a"]
+    kv = sum(r["verify"] == "killed" for r in cov)
+    pct = (lambda a, b: f"{100 * a / b:.0f} %" if b else "-")
+    lines = [f"# Mutation study (tree {rev})", "",
+             "Produced by `python tools/mutation/study.py`: each planted bug of `tools/mutation/mutants.py` "
+             "in a copy of the committed tree, one at a time.", "",
+             f"- mutants: {n}",
+             f"- killed by the default test tier: {kt} of {n} ({pct(kt, n)})",
+             f"- killed by `fpk verify --quick` (its groups covering the code): {kv} of {len(cov)} covered "
+             f"({pct(kv, len(cov))}); {n - len(cov)} mutants lie in code no verify group covers", "",
+             "| mutant | the bug | tests | killed by (first) | verify | killed by (first) |",
+             "|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: r["id"]):
+        def cell(xs):
+            return "<br>".join(f"`{x}`" for x in xs[:2]).replace("|", "\\|")
+        lines.append(f"| `{r['id']}` | {r['what']} | {r['tests']} | {cell(r['tests_by'])} | {r['verify']} | "
+                     f"{cell(r['verify_by'])} |")
+    by_area = {}
+    for r in rows:
+        a = by_area.setdefault(r["id"].split("-")[0], [0, 0, 0, 0])
+        a[0] += 1
+        a[1] += r["tests"] == "killed"
+        a[2] += r["verify"] != "n/a"
+        a[3] += r["verify"] == "killed"
+    lines += ["", "| area | mutants | killed by tests | covered by verify | killed by verify |", "|---|---|---|---|---|"]
+    lines += [f"| {k} | {v[0]} | {v[1]} | {v[2]} | {v[3]} |" for k, v in sorted(by_area.items())]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", nargs="+", metavar="ID", help="run only these mutants")
+    ap.add_argument("--rerun", action="store_true", help="run mutants again that results.jsonl already holds")
+    ap.add_argument("--list", action="store_true", help="list the mutants and stop")
+    ap.add_argument("--no-verify", action="store_true", help="skip the fpk verify part")
+    ap.add_argument("--named-only", action="store_true",
+                    help="run only each mutant's named test files (a first pass; rerun its survivors without it)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run (when it just passed)")
+    ap.add_argument("--out", type=pathlib.Path, default=HERE / "results", help="folder for results.jsonl and .md")
+    args = ap.parse_args(argv)
+    ids = [m.id for m in MUTANTS]
+    if len(set(ids)) != len(ids):
+        raise SystemExit("mutant ids must be unique")
+    chosen = MUTANTS
+    if args.only:
+        unknown = sorted(set(args.only) - set(ids))
+        if unknown:
+            raise SystemExit(f"unknown mutant(s): {unknown}")
+        chosen = [m for m in MUTANTS if m.id in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.id:38s} {m.path}: {m.what}")
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "results.jsonl"
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            done[r["id"]] = r
+    todo = [m for m in chosen if args.rerun or m.id not in done]
+    with tempfile.TemporaryDirectory(prefix="fpk-mutants-") as tmp:
+        tree = pathlib.Path(tmp)
+        rev = copy_tree(tree)
+        if todo and not args.no_baseline:
+            baseline(tree, todo)
+        for i, m in enumerate(todo, 1):
+            original = apply(tree, m)
+            try:
+                r = {"id": m.id, "path": m.path, "what": m.what, "rev": rev}
+                r.update(test_mutant(tree, m, full=not args.named_only))
+                r.update({"verify": "skipped", "verify_by": []} if args.no_verify else verify_mutant(tree, m))
+            finally:
+                (tree / m.path).write_text(original)
+                shutil.rmtree(tree / ".pytest_cache", ignore_errors=True)
+            done[m.id] = r
+            with log.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            print(f"[{i}/{len(todo)}] {m.id}: tests {r['tests']} {r['tests_by'][:1]}, verify {r['verify']} "
+                  f"{r['verify_by'][:1]}", flush=True)
+    rows = [done[m.id] for m in MUTANTS if m.id in done]
+    (args.out / "results.md").write_text(table(rows, rows[-1]["rev"] if rows else "?"))
+    print(f"wrote {args.out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
