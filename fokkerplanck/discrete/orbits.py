@@ -264,16 +264,20 @@ def _mark_canonical(tab, qm, n_hi, mask):   # pragma: no cover - compiled
 
 @jit(cache=True)
 def _images_min_and_fixed(code, tab, qm):   # pragma: no cover - compiled
-    # (smallest image of code over the group, number of group elements fixing it)
+    # (smallest image of code over the group, number of group elements fixing it); the
+    # chunks are extracted once (divisions), then each element costs nch look-ups
     nch, _, ng = tab.shape
+    v = np.empty(nch, np.int64)
+    r = code
+    for k in range(nch):
+        v[k] = r % qm
+        r //= qm
     best = code
     fixed = 0
     for g in range(ng):
         img = 0
-        r = code
         for k in range(nch):
-            img += tab[k, r % qm, g]
-            r //= qm
+            img += tab[k, v[k], g]
         if img < best:
             best = img
         if img == code:
@@ -294,12 +298,15 @@ def _fill_table(reps, tab, qm, table):   # pragma: no cover - compiled
     for a in prange(reps.size):
         code = reps[a]
         table[code] = a
+        v = np.empty(nch, np.int64)
+        r = code
+        for k in range(nch):
+            v[k] = r % qm
+            r //= qm
         for g in range(ng):
             img = 0
-            r = code
             for k in range(nch):
-                img += tab[k, r % qm, g]
-                r //= qm
+                img += tab[k, v[k], g]
             table[img] = a
 
 
