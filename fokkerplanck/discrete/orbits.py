@@ -69,15 +69,20 @@ from scipy.special import logsumexp
 
 from fokkerplanck._core.jit import jit, pjit
 from fokkerplanck._core.validate import available_memory, check_memory, finite_array, positive_float
-from fokkerplanck.discrete.finite import (
-    MAX_STATES,
-    MasterEquation,
-    PairEnergy,
-    TooManyStatesError,
-)
+from fokkerplanck.discrete.finite import MAX_STATES, MasterEquation, PairEnergy, TooManyStatesError, _fills_zeros
 
-__all__ = ["MAX_ORBITS", "SYMMETRIES", "lattice_symmetries", "burnside_count", "orbit_memory", "SymmetricSpace",
-           "lumped_glauber", "lumped_metropolis", "LUMPED_DYNAMICS", "SymmetricMasterEquation"]
+__all__ = [
+    "LUMPED_DYNAMICS",
+    "MAX_ORBITS",
+    "SYMMETRIES",
+    "SymmetricMasterEquation",
+    "SymmetricSpace",
+    "burnside_count",
+    "lattice_symmetries",
+    "lumped_glauber",
+    "lumped_metropolis",
+    "orbit_memory",
+]
 
 MAX_ORBITS = 1 << 22     # orbits (states of the lumped chain): the same limit as FiniteSpace's states
 MAX_GROUP = 4096         # group elements (look-up tables of |G| x n/m x 256 entries)
@@ -278,8 +283,7 @@ def _images_min_and_fixed(code, tab, qm):   # pragma: no cover - compiled
         img = 0
         for k in range(nch):
             img += tab[k, v[k], g]
-        if img < best:
-            best = img
+        best = min(best, img)
         if img == code:
             fixed += 1
     return best, fixed
@@ -319,15 +323,21 @@ def _orbit_of(code, reps, table, tab, qm):   # pragma: no cover - compiled
 
 
 @pjit(cache=True)
-def _lumped_rates(reps, q, n, beta_E, table, tab, qm, kind, src, dst, rate):   # pragma: no cover - compiled
-    # For every representative A, site s and other letter a: the orbit B of the changed
-    # state and the rate A -> that state (Glauber: kind 0, Metropolis: kind 1).  Energies
-    # are the orbits' (E is invariant), so beta_E[B] is E/T of the new state.
+def _lumped_columns(reps, q, n, beta_E, table, tab, qm, kind, rows, vals, counts):   # pragma: no cover - compiled
+    # Column A of the lumped generator, in slots A (k+1) .. A (k+1) + counts[A]: for every
+    # site s and other letter a, the orbit B of the changed state and the rate of the move
+    # (Glauber: kind 0, Metropolis: kind 1), summed over equal B (sum_{j in B} L[j, i]),
+    # moves inside A dropped (the lumped chain does not see them) and the diagonal minus
+    # the sum of the rest; rows sorted.  Energies are the orbits' (E is invariant), so
+    # beta_E[B] is E/T of the new state.
     k = n * (q - 1)
     for A in prange(reps.size):
         code = reps[A]
         orb = np.empty(q, np.int64)
         be = np.empty(q, np.float64)
+        dst = np.empty(k + 1, np.int64)
+        rate = np.empty(k + 1, np.float64)
+        m = 0
         w = np.int64(1)
         for s in range(n - 1, -1, -1):          # site s has weight q^(n-1-s)
             c = (code // w) % q
@@ -344,14 +354,67 @@ def _lumped_rates(reps, q, n, beta_E, table, tab, qm, kind, src, dst, rate):   #
                     z += math.exp(lo - be[a])
             for t in range(1, q):
                 a = (c + t) % q
-                j = A * k + s * (q - 1) + (t - 1)
-                src[j] = A
-                dst[j] = orb[a]
+                if orb[a] == A:
+                    continue
+                dst[m] = orb[a]
                 if kind == 0:
-                    rate[j] = math.exp(lo - be[a]) / z
+                    rate[m] = math.exp(lo - be[a]) / z
                 else:
-                    rate[j] = math.exp(min(0.0, be[c] - be[a])) / (q - 1)
+                    rate[m] = math.exp(min(0.0, be[c] - be[a])) / (q - 1)
+                m += 1
             w *= q
+        out = 0.0
+        for i in range(m):
+            out += rate[i]
+        dst[m] = A
+        rate[m] = -out
+        m += 1
+        for i in range(1, m):                   # insertion sort by row (k + 1 entries)
+            d, r = dst[i], rate[i]
+            j = i - 1
+            while j >= 0 and dst[j] > d:
+                dst[j + 1] = dst[j]
+                rate[j + 1] = rate[j]
+                j -= 1
+            dst[j + 1] = d
+            rate[j + 1] = r
+        base = A * (k + 1)
+        c = 0
+        for i in range(m):
+            if c > 0 and rows[base + c - 1] == dst[i]:
+                vals[base + c - 1] += rate[i]
+            else:
+                rows[base + c] = dst[i]
+                vals[base + c] = rate[i]
+                c += 1
+        counts[A] = c
+
+
+@pjit(cache=True)
+def _compact(rows, vals, counts, width, indptr, out_rows, out_vals):   # pragma: no cover - compiled
+    for A in prange(counts.size):
+        for i in range(counts[A]):
+            out_rows[indptr[A] + i] = rows[A * width + i]
+            out_vals[indptr[A] + i] = vals[A * width + i]
+
+
+@pjit(cache=True)
+def _dirichlet_rows(indptr, indices, data, p, log_pi, out):   # pragma: no cover - compiled
+    # out[j] = sum_{i != j, p_i, p_j > 0} flux (lf_j - lf_i), flux = L[j, i] (pi_i/pi_j p_j - p_i)
+    # (finite.dirichlet_form's terms, grouped by row; summed outside: the same bits on any
+    # number of threads)
+    for j in prange(indptr.size - 1):
+        acc = 0.0
+        if p[j] > 0:
+            lfj = math.log(p[j]) - log_pi[j]
+            for e in range(indptr[j], indptr[j + 1]):
+                i = indices[e]
+                if i == j or p[i] <= 0:
+                    continue
+                r = data[e]
+                flux = r * math.exp(log_pi[i] - log_pi[j]) * p[j] - r * p[i]
+                acc += flux * (lfj - (math.log(p[i]) - log_pi[i]))
+        out[j] = acc
 
 
 @pjit(cache=True)
@@ -607,18 +670,21 @@ def _support(values, rtol: float = 1e-9):
 
 # ------------------------------------------------------------------------------- generators
 def _lumped(space: SymmetricSpace, kind: int) -> sp.csr_matrix:
-    q, n = space.q, space.n_sites
-    m = space.size * n * (q - 1)
-    check_memory(24.0 * m * 2, f"a lumped generator with {m} transitions")
-    src = np.empty(m, dtype=np.int64)
-    dst = np.empty(m, dtype=np.int64)
-    rate = np.empty(m)
-    _lumped_rates(space.reps, np.int64(q), np.int64(n), space.E / space.temperature, space._table, space._tab,
-                  np.int64(space._qm), np.int64(kind), src, dst, rate)
-    off = src != dst    # moves within an orbit: the lumped chain does not see them
-    Lo = sp.csr_matrix((rate[off], (dst[off], src[off])), shape=(space.size, space.size))
-    out = np.asarray(Lo.sum(axis=0)).ravel()
-    return (Lo - sp.diags(out)).tocsr()
+    q, n, N = space.q, space.n_sites, space.size
+    width = n * (q - 1) + 1
+    check_memory(2 * 16.0 * N * width, f"a lumped generator with {N * width} entries")
+    rows = np.empty(N * width, dtype=np.int64)
+    vals = np.empty(N * width)
+    counts = np.empty(N, dtype=np.int64)
+    _lumped_columns(space.reps, np.int64(q), np.int64(n), space.E / space.temperature, space._table, space._tab,
+                    np.int64(space._qm), np.int64(kind), rows, vals, counts)
+    indptr = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    out_rows = np.empty(indptr[-1], dtype=np.int64)
+    out_vals = np.empty(indptr[-1])
+    _compact(rows, vals, counts, np.int64(width), indptr, out_rows, out_vals)
+    del rows, vals
+    return sp.csc_matrix((out_vals, out_rows, indptr), shape=(N, N)).tocsr()
 
 
 def lumped_glauber(space: SymmetricSpace) -> sp.csr_matrix:
@@ -655,6 +721,24 @@ class SymmetricMasterEquation(MasterEquation):
             raise ValueError(f"dynamics must be one of {sorted(LUMPED_DYNAMICS)}, got {dynamics!r}")
         super().__init__(space, LUMPED_DYNAMICS[dynamics](space))   # a matrix: checked (detailed balance)
         self.dynamics = dynamics
+
+    def dirichlet(self, P) -> np.ndarray:
+        """The Dirichlet form of :func:`~.finite.dirichlet_form` (the same terms, ``inf`` where
+        the flow fills zeros of ``p``), each law summed by a compiled loop over the rows of
+        ``Lt`` (4x4 Potts q = 3, 1.1e7 entries: 0.05 s a law instead of 1.6 s)."""
+        L = self.L
+        lp = np.ascontiguousarray(self.space.log_pi)
+        out = []
+        for p in np.atleast_2d(P):
+            p = np.ascontiguousarray(p, dtype=float)
+            if _fills_zeros(L, p):
+                out.append(math.inf)
+                continue
+            terms = np.empty(p.size)
+            _dirichlet_rows(L.indptr.astype(np.int64, copy=False), L.indices.astype(np.int64, copy=False), L.data,
+                            p, lp, terms)
+            out.append(0.5 * float(np.sum(terms)))
+        return np.array(out)
 
     def law(self, values, P):
         """The law of an invariant observable (one value per orbit) under each law of ``P``:
