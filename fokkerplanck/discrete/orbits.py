@@ -499,6 +499,8 @@ class SymmetricSpace:
         if table:
             self._table = np.full(self.n_states, -1, dtype=np.int32)
             _fill_table(self.reps, self._tab, self._qm, self._table)
+            if self._table.min() < 0:    # a code no representative reaches: a bug, never a result
+                raise RuntimeError(f"{what}: {int(np.sum(self._table < 0))} codes in no orbit")
         self.codes = self.decode(self.reps)
         self.E = energy.energy(self.codes)
         lw = np.log(self.orbit_size) - self.E / self.temperature
@@ -680,6 +682,8 @@ def _lumped(space: SymmetricSpace, kind: int) -> sp.csr_matrix:
     out_vals = np.empty(indptr[-1])
     _compact(rows, vals, counts, np.int64(width), indptr, out_rows, out_vals)
     del rows, vals
+    if out_rows.size and (out_rows.min() < 0 or out_rows.max() >= N):   # a failed look-up: a bug, never a result
+        raise RuntimeError(f"the lumped generator of {space!r} has moves to no orbit")
     return sp.csc_matrix((out_vals, out_rows, indptr), shape=(N, N)).tocsr()
 
 
