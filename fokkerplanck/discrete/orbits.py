@@ -12,8 +12,7 @@ moving letters, ``(g c)_{g(i)} = c_i``.  A :class:`~.finite.PairEnergy` (one pai
 on every edge, one field table on every site) is invariant, ``E(g c) = E(c)``, and so
 are the Glauber and Metropolis rates: ``L[g j, g i] = L[j, i]``.  Letter permutations
 (spin flip, colour exchange) are symmetries of the energy at zero field but not of an
-all-up start, so they are not in ``G`` unless given explicitly (as site permutations
-they are not expressible; they are simply left out).
+all-up start: they are not site permutations, and ``G`` never contains them.
 
 Lumpability.  The orbits ``A = G i`` partition the ``q^n`` states.  For orbits ``A, B``
 the rate ``sum_{j in B} L[j, i]`` is the same for every ``i`` in ``A`` (apply ``g`` with
@@ -22,7 +21,7 @@ Markov chain (strong lumpability) with generator
 
     Lt[B, A] = sum_{j in B} L[j, i]      (any i in A),
 
-and when ``p_0`` is constant on orbits (a *symmetric* law) so is ``p_t``, with
+(moves inside ``A`` are invisible: ``Lt[A, A] = -sum_{B != A} Lt[B, A]``), and when ``p_0`` is constant on orbits (a *symmetric* law) so is ``p_t``, with
 ``p_t(i) = pt_t(A) / |A|`` and ``pt_t = exp(t Lt) pt_0`` exactly.
 
 Weights.  The lumped law of ``pi`` is ``pit(A) = |A| pi(i) = |A| e^{-E_A/T} / Z`` with
@@ -56,7 +55,9 @@ entries a table).  One pass over all ``q^n`` codes keeps those that no ``g`` mak
 smaller, leaving as soon as one does (two or three group elements for almost every
 code); neighbours of a representative are found by a table of the orbit of every code
 (4 bytes a code) or, where that does not fit, by canonicalising them and a binary search
-in the sorted representatives.
+in the sorted representatives.  5x5 Ising: 172112 orbits of the 200 symmetries, the
+space in ~3 s, the lumped Glauber generator (4.4e6 entries) in ~2 s, 0.7 GiB in all;
+4x4 Potts q = 3: 359955 orbits of 128, 1.1e7 entries, 1.2 GiB (2 cores).
 """
 from __future__ import annotations
 
@@ -474,9 +475,9 @@ class SymmetricSpace:
             raise TooManyStatesError(
                 f"{what}: more than the {MAX_ORBITS} orbits ({MAX_ORBITS:.3g}) whose master equation this toolkit "
                 f"solves exactly (it would need about {need / 2**30:.3g} GiB and a pass over {self.n_states:.3g} codes). "
-                "Within reach: 5x5 Ising (~1.7e5 orbits), 4x4 Potts q = 3 (~3.4e5), 3x4 q = 4, rings of up to "
-                "~27 Ising spins; out of reach: 6x6 Ising (~2.4e8 orbits), 5x6 Ising (~9e6), 4x4 Potts q = 4 "
-                "(~3.4e7), 5x5 Potts q = 3 (~4e9). Use particles (particles.jumps) for these")
+                "Within reach: 5x5 Ising (1.7e5 orbits), 4x4 Potts q = 3 (3.6e5), 3x4 q = 4 (3.7e5), rings of "
+                "up to 27 Ising spins (2.5e6); out of reach: 5x6 Ising (9.0e6 orbits), 6x6 Ising (2.4e8), 4x4 "
+                "Potts q = 4 (3.4e7), 4x5 q = 3 (4.4e7), 5x5 q = 3 (4.2e9). Use particles (particles.jumps) for these")
         if self.n_states >= 2 ** 62:
             raise TooManyStatesError(f"{what}: codes past 2^62 cannot be enumerated")
         if lookup == "auto":
