@@ -8,7 +8,17 @@ the conditional log-homotopy ``rho(x | xbar, t) ~ q(x) N(xbar; x, v^2 I)^t``,
     rho(x | xbar, t) = N(x; mu(t) xbar, sigma(t)^2 I),
     mu(t) = t w^2 / (v^2 + t w^2),   sigma(t)^2 = w^2 v^2 / (v^2 + t w^2),
 
-so the prior at ``t = 0`` and the posterior at ``t = 1``.  For data ``xbar_1..xbar_M``
+so the prior at ``t = 0`` and the posterior at ``t = 1``.  That is the linear schedule of
+the general log-homotopy ``alpha(t) log q(x) + beta(t) log p(xbar | x)``
+(:class:`VPFBSchedule`), whose kernel is ``N(mu xbar, sigma^2 I)`` with
+
+    mu(t) = beta w^2 / (alpha v^2 + beta w^2) = sigmoid(log(beta w^2 / (alpha v^2))),
+    sigma(t)^2 = w^2 v^2 / (alpha v^2 + beta w^2) = v^2 mu / beta;
+
+optimal-transport flow matching (``alpha = w^2 / (1 - t)``, ``beta = v^2 t / (1 - t)^2``)
+gives ``mu = t``, ``sigma = 1 - t``.  Every quantity below is exact for every schedule, and
+from ``t_max`` on the homotopy is frozen: its law is the Boltzmann equilibrium of the steady
+energy :meth:`VPFBHomotopy.tail_energy`.  For data ``xbar_1..xbar_M``
 the marginal homotopy ``rho_bar(x, t) = (1/M) sum_j N(x; mu(t) xbar_j, sigma(t)^2 I)``
 is a Gaussian mixture with moving means and a shrinking common variance; its time
 derivative is exact (:meth:`VPFBHomotopy.dt_density`).  For one data point the potential
@@ -50,7 +60,7 @@ from fokkerplanck.energies.callables import from_callable
 from fokkerplanck.energies.custom import Custom
 from fokkerplanck.energies.families import GaussianMixture
 
-__all__ = ["EnergyPath", "VPFBHomotopy", "LinearHomotopy", "ConstantPath", "SumPath", "KernelPath", "CallablePath",
+__all__ = ["EnergyPath", "VPFBHomotopy", "VPFBSchedule", "LinearHomotopy", "ConstantPath", "SumPath", "KernelPath", "CallablePath",
            "ScheduledPath", "PathKernels", "schedule", "check_time"]
 
 
@@ -528,21 +538,45 @@ class LinearHomotopy(EnergyPath):
         return f"LinearHomotopy({self.U0!r} -> {self.U1!r})"
 
 
-# -- the VPFB marginal homotopy's kernels: q = [w^2, v^2, data (M x d, row-major)] --------
+# -- the VPFB marginal homotopy's kernels ------------------------------------------------
+# q = [schedule kind, schedule parameter, t_max, w^2, v^2, data (M x d, row-major)]
+_VH = 5                     # header length of q
+_LINEAR, _OT_FM, _GEOMETRIC = 0, 1, 2   # the schedules with kernels (VPFBSchedule.kind)
+
+
+@jit(cache=True)
+def _vpfb_alpha_beta(kind, r, w2, v2, t):
+    """``(alpha, beta, alpha', beta')`` of the closed-form schedules at ``t``."""
+    if kind == 1:      # optimal-transport flow matching
+        u = 1.0 - t
+        return w2 / u, v2 * t / (u * u), w2 / (u * u), v2 * (1.0 + t) / (u * u * u)
+    if kind == 2:      # geometric: beta = (r^t - 1) / (r - 1)
+        return 1.0, math.expm1(t * math.log(r)) / (r - 1.0), 0.0, math.exp(t * math.log(r)) * math.log(r) / (r - 1.0)
+    return 1.0, t, 0.0, 1.0
+
+
+@jit(cache=True)
+def _vpfb_mu_s2(t, q):
+    """``(mu, sigma^2)`` at ``t`` (frozen from ``t_max`` on): ``mu = beta w^2 / D``,
+    ``sigma^2 = w^2 v^2 / D`` with ``D = alpha v^2 + beta w^2``."""
+    w2, v2 = q[3], q[4]
+    a, b, _, _ = _vpfb_alpha_beta(int(q[0]), q[1], w2, v2, min(t, q[2]))
+    den = a * v2 + b * w2
+    return b * w2 / den, w2 * v2 / den
+
+
 @jit(cache=True)
 def _vpfb_pass(x, t, q, ybar):
     """One point: ``(log sum_j exp(l_j), s^2, E_r|y|^2)`` with ``y_j = x - mu xbar_j``,
     ``l_j = -|y_j|^2 / (2 s^2)``, responsibilities ``r_j``; ``ybar = E_r y`` written out."""
     d = x.shape[0]
-    M = (q.shape[0] - 2) // d
-    w2, v2 = q[0], q[1]
-    den = v2 + t * w2
-    m, s2 = t * w2 / den, w2 * v2 / den
+    M = (q.shape[0] - _VH) // d
+    m, s2 = _vpfb_mu_s2(t, q)
     lmax = -np.inf
     for j in range(M):
         r2 = 0.0
         for a in range(d):
-            y = x[a] - m * q[2 + j * d + a]
+            y = x[a] - m * q[_VH + j * d + a]
             r2 += y * y
         lmax = max(lmax, -0.5 * r2 / s2)
     tot = 0.0
@@ -552,13 +586,13 @@ def _vpfb_pass(x, t, q, ybar):
     for j in range(M):
         r2 = 0.0
         for a in range(d):
-            y = x[a] - m * q[2 + j * d + a]
+            y = x[a] - m * q[_VH + j * d + a]
             r2 += y * y
         w = math.exp(-0.5 * r2 / s2 - lmax)
         tot += w
         yy += w * r2
         for a in range(d):
-            ybar[a] += w * (x[a] - m * q[2 + j * d + a])
+            ybar[a] += w * (x[a] - m * q[_VH + j * d + a])
     for a in range(d):
         ybar[a] /= tot
     return lmax + math.log(tot), s2, yy / tot
@@ -567,7 +601,7 @@ def _vpfb_pass(x, t, q, ybar):
 @jit(cache=True)
 def _vpfb_value(x, t, q):
     d = x.shape[0]
-    M = (q.shape[0] - 2) // d
+    M = (q.shape[0] - _VH) // d
     lse, s2, _ = _vpfb_pass(x, t, q, np.empty(d))
     return -lse + 0.5 * d * math.log(2.0 * math.pi * s2) + math.log(M)
 
@@ -594,24 +628,23 @@ def _vpfb_lap(x, t, q):
 def _vpfb_hess(x, t, q, out):
     """``I / s^2 - Cov_r(y) / s^4``."""
     d = x.shape[0]
-    M = (q.shape[0] - 2) // d
+    M = (q.shape[0] - _VH) // d
     ybar = np.empty(d)
     lse, s2, _ = _vpfb_pass(x, t, q, ybar)
-    w2, v2 = q[0], q[1]
-    m = t * w2 / (v2 + t * w2)
+    m, _ = _vpfb_mu_s2(t, q)
     for a in range(d):
         for b in range(d):
             out[a, b] = -ybar[a] * ybar[b]
     for j in range(M):
         r2 = 0.0
         for a in range(d):
-            y = x[a] - m * q[2 + j * d + a]
+            y = x[a] - m * q[_VH + j * d + a]
             r2 += y * y
         r = math.exp(-0.5 * r2 / s2 - lse)
         for a in range(d):
-            ya = x[a] - m * q[2 + j * d + a]
+            ya = x[a] - m * q[_VH + j * d + a]
             for b in range(d):
-                out[a, b] += r * ya * (x[b] - m * q[2 + j * d + b])
+                out[a, b] += r * ya * (x[b] - m * q[_VH + j * d + b])
     for a in range(d):
         for b in range(d):
             out[a, b] = (1.0 if a == b else 0.0) / s2 - out[a, b] / (s2 * s2)
@@ -624,47 +657,160 @@ _VPFB_KERNELS = PathKernels(_vpfb_value, _vpfb_grad, _vpfb_lap, _vpfb_hess)
 CHUNK_ELEMENTS = 1 << 24
 
 
-class VPFBHomotopy(EnergyPath):
-    """The marginal VPFB homotopy of ``data`` (M, d) with prior std ``w`` and likelihood std
-    ``v`` (module docstring)."""
+class VPFBSchedule:
+    """The weights ``alpha(t)``, ``beta(t)`` (monotone, ``alpha > 0``, ``beta >= 0``) of the
+    log-homotopy ``h(x | xbar, t) = alpha(t) log q(x) + beta(t) log p(xbar | x)``, with their
+    derivatives.  Build one with :meth:`linear`, :meth:`ot_fm`, :meth:`geometric` (closed
+    forms, with compiled kernels) or :meth:`custom` (your callables; no compiled path
+    kernels).  ``alpha`` and ``beta`` may depend on the prior and likelihood variances
+    ``w2``, ``v2`` (the flow-matching schedule does)."""
 
-    def __init__(self, data, prior_std: float = 1.0, likelihood_std: float = 0.5):
+    def __init__(self, name: str, kind: int, param: float = 0.0, functions=None, t_end: float = 1.0):
+        self.name, self.kind, self.param, self._f, self.t_end = name, kind, float(param), functions, t_end
+
+    @classmethod
+    def linear(cls) -> "VPFBSchedule":
+        """``alpha = 1``, ``beta = t``: ``rho(x | xbar, t) ~ q(x) p(xbar | x)^t``."""
+        return cls("linear", _LINEAR)
+
+    @classmethod
+    def ot_fm(cls) -> "VPFBSchedule":
+        """Optimal-transport flow matching: ``alpha = w^2 / (1 - t)``, ``beta = v^2 t / (1 - t)^2``,
+        so ``mu(t) = t`` and ``sigma(t) = 1 - t`` (``t < 1``: the kernel is a point mass at 1)."""
+        return cls("ot-fm", _OT_FM, t_end=1.0 - 1e-12)
+
+    @classmethod
+    def geometric(cls, ratio: float = 100.0) -> "VPFBSchedule":
+        """``alpha = 1``, ``beta = (r^t - 1) / (r - 1)``: the likelihood weight grows
+        geometrically from 0 to 1 (``r > 1``: slowly at first; ``r < 1``: fast at first)."""
+        r = positive_float(ratio, "ratio")
+        if abs(r - 1.0) < 1e-8:
+            raise ValueError(f"a geometric schedule needs ratio != 1 (ratio 1 is the linear one), got {ratio!r}")
+        return cls(f"geometric({r:g})", _GEOMETRIC, r)
+
+    @classmethod
+    def custom(cls, alpha, beta, dalpha, dbeta, name: str = "custom") -> "VPFBSchedule":
+        """Your schedule: callables ``alpha(t)``, ``beta(t)`` and their derivatives (floats of a
+        float).  Every NumPy quantity of the homotopy is exact for it; the compiled path kernels
+        (Lagrangian characteristics along the path) need a closed-form schedule."""
+        for f, nm in ((alpha, "alpha"), (beta, "beta"), (dalpha, "dalpha"), (dbeta, "dbeta")):
+            if not callable(f):
+                raise TypeError(f"custom schedule: {nm} must be a callable of t, got {type(f).__name__}")
+        return cls(str(name), -1, functions=(alpha, beta, dalpha, dbeta))
+
+    @classmethod
+    def named(cls, name: str) -> "VPFBSchedule":
+        """A closed-form schedule by name (configs): ``linear``, ``ot-fm`` or ``geometric``."""
+        table = {"linear": cls.linear, "ot-fm": cls.ot_fm, "geometric": cls.geometric}
+        if name not in table:
+            raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(table)}")
+        return table[name]()
+
+    def weights(self, t: float, w2: float, v2: float) -> tuple[float, float, float, float]:
+        """``(alpha, beta, alpha', beta')`` at ``t``."""
+        if self._f is None:
+            return tuple(float(v) for v in _vpfb_alpha_beta(self.kind, self.param, w2, v2, float(t)))
+        try:
+            a, b, da, db = (float(f(float(t))) for f in self._f)
+        except ArithmeticError as exc:
+            raise ValueError(f"schedule {self.name!r} fails at t = {t:g}: {exc}") from exc
+        if not all(math.isfinite(v) for v in (a, b, da, db)) or a <= 0 or b < 0:
+            raise ValueError(f"schedule {self.name!r} at t = {t:g} gives alpha = {a!r}, beta = {b!r}, alpha' = {da!r}, "
+                             f"beta' = {db!r}: alpha must be positive, beta non-negative, all finite")
+        return a, b, da, db
+
+    def __repr__(self):
+        return f"VPFBSchedule.{self.name}"
+
+
+class VPFBHomotopy(EnergyPath):
+    """The marginal VPFB homotopy of ``data`` (M, d) with prior std ``w``, likelihood std
+    ``v`` and a :class:`VPFBSchedule` (module docstring; the linear one by default), frozen
+    from ``t_max`` on: for ``t >= t_max`` the law is the Boltzmann equilibrium
+    ``rho_bar(., t_max) = exp(-U_tail)`` of :meth:`tail_energy` (``d_t`` of everything is 0)."""
+
+    def __init__(self, data, prior_std: float = 1.0, likelihood_std: float = 0.5, schedule=None,
+                 t_max: float = 1.0):
         X = point_set(data, "data", "M")
         self.data, self.dim = X, X.shape[1]
         self.w2 = positive_float(prior_std, "prior_std") ** 2
         self.v2 = positive_float(likelihood_std, "likelihood_std") ** 2
+        sch = VPFBSchedule.linear() if schedule is None else schedule
+        if isinstance(sch, str):
+            sch = VPFBSchedule.named(sch)
+        if not isinstance(sch, VPFBSchedule):
+            raise TypeError(f"schedule must be a VPFBSchedule or one of 'linear', 'ot-fm', 'geometric'; got {sch!r}")
+        self.schedule = sch
+        self.t_max = check_time(t_max, "t_max")
+        if self.t_max > sch.t_end:
+            raise ValueError(f"the {sch.name} schedule reaches a point mass at t = 1: give t_max < 1 "
+                             f"(the stationary tail starts there), got t_max = {t_max!r}")
+        if self.t_max == 0.0:
+            raise ValueError("t_max must be positive (the homotopy would never leave the prior)")
+        for tt in (0.0, self.t_max):   # a custom schedule fails here, not inside a solver
+            self._moments(tt)
+
+    def _moments(self, t) -> tuple[float, float, float, float]:
+        """``(mu, sigma^2, mu', (sigma^2)')`` at ``t``; the derivatives vanish on the tail."""
+        t = check_time(t)
+        a, b, da, db = self.schedule.weights(min(t, self.t_max), self.w2, self.v2)
+        w2, v2 = self.w2, self.v2
+        den = a * v2 + b * w2
+        if not den > 0:
+            raise ValueError(f"schedule {self.schedule.name!r} gives alpha v^2 + beta w^2 = {den!r} at t = {t:g}")
+        if t > self.t_max:   # the stationary tail
+            return b * w2 / den, w2 * v2 / den, 0.0, 0.0
+        dden = da * v2 + db * w2
+        return b * w2 / den, w2 * v2 / den, w2 * (db * den - b * dden) / den ** 2, -w2 * v2 * dden / den ** 2
 
     def mu(self, t):
-        t = check_time(t)
-        return t * self.w2 / (self.v2 + t * self.w2)
+        return self._moments(t)[0]
 
     def sigma2(self, t):
-        t = check_time(t)
-        return self.w2 * self.v2 / (self.v2 + t * self.w2)
+        return self._moments(t)[1]
 
     def dmu(self, t):
-        t = check_time(t)
-        return self.w2 * self.v2 / (self.v2 + t * self.w2) ** 2
+        return self._moments(t)[2]
 
     def dsigma2(self, t):
-        t = check_time(t)
-        return -self.w2 ** 2 * self.v2 / (self.v2 + t * self.w2) ** 2
+        return self._moments(t)[3]
 
     def at(self, t) -> GaussianMixture:
         """``U_t = -log rho_bar(., t)`` (normalised: ``log Z = 0``)."""
-        return GaussianMixture(self.mu(t) * self.data, math.sqrt(self.sigma2(t)))
+        m, s2, _, _ = self._moments(t)
+        return GaussianMixture(m * self.data, math.sqrt(s2))
+
+    def tail_energy(self) -> GaussianMixture:
+        """The steady energy of the tail, ``U_tail = -log rho_bar(., t_max)``: Langevin on it at
+        ``T = 1`` (e.g. ``particles.langevin(H.tail_energy(), X, dt, n)``) keeps the homotopy's
+        end law as its Boltzmann equilibrium."""
+        return self.at(self.t_max)
+
+    def tail_w2_to_data(self) -> tuple[float, bool]:
+        """``W2`` between the tail's equilibrium ``rho_bar(., t_max)`` and the data law
+        ``(1/M) sum_j delta_{xbar_j}``: ``(value, exact)``.  Coupling component ``j`` with
+        ``xbar_j`` gives ``W2^2 <= (1/M) sum_j ((1 - mu)^2 |xbar_j|^2 + d sigma^2)``, equal to
+        ``W2^2`` for one data point (``exact`` True) and an upper bound otherwise."""
+        m, s2, _, _ = self._moments(self.t_max)
+        w2sq = float(np.mean((1.0 - m) ** 2 * np.sum(self.data ** 2, axis=1)) + self.dim * s2)
+        return math.sqrt(w2sq), self.data.shape[0] == 1
 
     @property
     def has_kernels(self) -> bool:
         return True
+
+    def _build_path_kernels(self):
+        if self.schedule.kind < 0:
+            raise NoKernelsError(f"the path kernels of VPFBHomotopy take a closed-form schedule (linear, ot-fm, "
+                                 f"geometric); {self.schedule.name!r} is given by Python callables")
+        return _VPFB_KERNELS
 
     def param_rows(self, ts) -> np.ndarray:
         """``at(t).params`` for every ``t`` of ``ts`` as rows, without building the mixtures
         (a mixture per step was the annealed Langevin's Python cost: 0.1 ms a step)."""
         ts = np.asarray(ts, dtype=float)
         M, d = self.data.shape
-        den = self.v2 + ts * self.w2
-        m, s2 = ts * self.w2 / den, self.w2 * self.v2 / den
+        m, s2 = np.array([self._moments(t)[:2] for t in ts]).reshape(ts.size, 2).T
         rows = np.empty((ts.size, 1 + M * (1 + d + d * d)))
         rows[:, 0] = M
         comp = rows[:, 1:].reshape(ts.size, M, 1 + d + d * d)
@@ -675,14 +821,12 @@ class VPFBHomotopy(EnergyPath):
 
     @property
     def path_params(self):
-        """``[w^2, v^2, data...]``."""
-        return np.concatenate([[self.w2, self.v2], self.data.ravel()])
-
-    def _build_path_kernels(self):
-        return _VPFB_KERNELS
+        """``[schedule kind, schedule parameter, t_max, w^2, v^2, data...]``."""
+        return np.concatenate([[float(self.schedule.kind), self.schedule.param, self.t_max, self.w2, self.v2],
+                               self.data.ravel()])
 
     def _parts(self, X, t):
-        m, s2 = self.mu(t), self.sigma2(t)
+        m, s2, _, _ = self._moments(t)
         D = X[:, None, :] - m * self.data[None]          # (N, M, d)
         r2 = np.sum(D * D, axis=2)
         L = -0.5 * r2 / s2 - 0.5 * self.dim * math.log(2 * math.pi * s2) - math.log(self.data.shape[0])
@@ -759,5 +903,7 @@ class VPFBHomotopy(EnergyPath):
         return self.mu(t) * self.data[j] + math.sqrt(self.sigma2(t)) * rng.standard_normal((int(n), self.dim))
 
     def __repr__(self):
+        extra = "" if self.schedule.kind == _LINEAR else f", schedule={self.schedule.name}"
+        extra += "" if self.t_max == 1.0 else f", t_max={self.t_max:g}"
         return (f"VPFBHomotopy(M={self.data.shape[0]}, d={self.dim}, w={math.sqrt(self.w2):g}, "
-                f"v={math.sqrt(self.v2):g})")
+                f"v={math.sqrt(self.v2):g}{extra})")
