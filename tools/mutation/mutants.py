@@ -540,8 +540,8 @@ MUTANTS = [
 
     # ------------------------------------------------------------------ paths / homotopies
     Mutant("paths-vpfb-kernel-sigma2", "fokkerplanck/energies/paths.py",
-           "    m, s2 = t * w2 / den, w2 * v2 / den\n",
-           "    m, s2 = t * w2 / den, v2 / den\n",
+           "    return b * w2 / den, w2 * v2 / den\n",
+           "    return b * w2 / den, v2 / den\n",
            "VPFB kernels' sigma^2 drops the prior variance w^2 (right only for prior_std = 1)",
            ("tests/test_path_kernels.py", "tests/test_homotopy.py"), ("homotopy",)),
     Mutant("paths-vpfb-kernel-lap-mean", "fokkerplanck/energies/paths.py",
@@ -550,9 +550,9 @@ MUTANTS = [
            "VPFB Laplacian kernel uses E|y|^2 instead of the variance E|y|^2 - |E y|^2",
            ("tests/test_path_kernels.py", "tests/test_homotopy.py"), ("homotopy",)),
     Mutant("paths-vpfb-dmu-likelihood", "fokkerplanck/energies/paths.py",
-           "return self.w2 * self.v2 / (self.v2 + t * self.w2) ** 2",
-           "return self.w2 / (self.v2 + t * self.w2) ** 2",
-           "d mu / dt without the likelihood variance v^2 (right only for likelihood_std = 1)",
+           "return b * w2 / den, w2 * v2 / den, w2 * (db * den - b * dden) / den ** 2, -w2 * v2 * dden / den ** 2",
+           "return b * w2 / den, w2 * v2 / den, (db * den - b * dden) / den ** 2, -w2 * v2 * dden / den ** 2",
+           "d mu / dt without the prior variance w^2 (right only for prior_std = 1)",
            ("tests/test_homotopy.py",), ("homotopy",)),
     Mutant("paths-vpfb-dt-logpdf-dim", "fokkerplanck/energies/paths.py",
            "0.5 * ds2 * (r2 / s2 ** 2 - self.dim / s2)",
