@@ -51,10 +51,10 @@ def _knn_bias_bound(d, k, n):
     """Bound on |bias| of the k-NN entropy (hence KL) for these Gaussians.  Theory: the bias
     is O((k/n)^{2/d}) in d = 3 and O(k/n) up to logs in d <= 2 (Berrett, Samworth & Yuan
     2019, Ann. Statist. 47); at the n used here the measured decay is no faster than
-    (k/n)^{1/2} (n = 200 .. 1e5, k = 1 .. 4, 12-2000 repetitions each): |bias| =
+    (k/n)^{1/2} (n = 200 .. 1e5, k = 1 .. 4, 12-2000 repetitions each): |bias| <~
     c (k/n)^{1/2} with c = 0.1 (1D, within the noise), 0.3 (2D), 1.0 (3D; the entropy
-    is underestimated).  The bound is twice that; test_knn_entropy_bias_3d measures it
-    at two n."""
+    is underestimated; between n = 250 and 4000 it decays like n^{-0.4}).  The bound is
+    twice that; test_knn_entropy_bias_3d measures it at two n."""
     return {1: 0.2, 2: 0.6, 3: 2.0}[d] * math.sqrt(k / n)
 
 
@@ -89,18 +89,20 @@ def test_knn_entropy_and_kl_match_the_gaussian_closed_forms(d, k):
 
 
 def test_knn_entropy_bias_3d():
-    """The 3D k-NN entropy bias at n = 500 (400 repetitions) and n = 4000 (100): negative,
-    within the bound of _knn_bias_bound at both, and shrinking by a factor between
-    8^{1/3} = 2 and 8^{2/3} = 4 (order 1/3 .. 2/3; (k/n)^{1/2} gives 2.8) within the
-    noise (ratio known to ~15%).  An n-independent offset (a constant of the estimator
-    off) gives a ratio near 1."""
+    """The 3D k-NN entropy bias measured at n = 250 (800 repetitions) and n = 4000 (400):
+    negative (the entropy is underestimated) beyond 4 of its noise at n = 250, within the
+    bound of _knn_bias_bound at both, and shrinking 16-fold n by a factor in [1.5, 8]
+    (orders 0.15 .. 0.75; measured 3.0 +- 0.45, order 0.4, for two seed sets: pre-asymptotic,
+    the theory's 2/3 is approached from below, and the bound's 1/2 covers it beyond n ~ 1e7).
+    An n-independent offset (a constant of the estimator off) gives a ratio near 1."""
     _, _, _, m, S = _law(3)
     bias, noise = {}, {}
-    for n, reps in ((500, 400), (4000, 100)):
+    for n, reps in ((250, 800), (4000, 400)):
         v = np.array([est.knn_entropy(_draw(m, S, n, seed=1000 * n + r)).value for r in range(reps)])
         bias[n], noise[n] = v.mean() - _entropy(S), v.std(ddof=1) / math.sqrt(reps)
-        assert -_knn_bias_bound(3, 1, n) < bias[n] < -3 * noise[n], (n, bias[n], noise[n])
-    assert 1.6 < bias[500] / bias[4000] < 5.0, (bias, noise)
+        assert abs(bias[n]) < _knn_bias_bound(3, 1, n), (n, bias[n], noise[n])
+    assert bias[250] < -4 * noise[250], (bias, noise)
+    assert 1.5 < bias[250] / bias[4000] < 8.0, (bias, noise)
 
 
 def test_knn_kl_on_a_subsample():
