@@ -103,9 +103,17 @@ def verify_mutant(tree: pathlib.Path, m: Mutant) -> dict:
     if not m.verify:
         return {"verify": "n/a", "verify_by": []}
     t0 = time.perf_counter()
-    outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--no-report", "--only",
-                        *m.verify], tree, VERIFY_TIMEOUT)
-    by = killers_of(out, CHECK_FAIL) if outcome == "fail" else (["time-out"] if outcome == "timeout" else [])
+    report = tree / "_verify_report"
+    shutil.rmtree(report, ignore_errors=True)
+    outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--report", str(report),
+                        "--only", *m.verify], tree, VERIFY_TIMEOUT)
+    by = ["time-out"] if outcome == "timeout" else []
+    if outcome == "fail":
+        try:   # the failed checks by name (the table may wrap long names)
+            checks = json.loads((report / "checks.json").read_text())
+            by = [f"{c['group']}: {c['name']}" for c in checks if not c["passed"]][:3]
+        except (OSError, ValueError, KeyError):
+            by = killers_of(out, CHECK_FAIL)
     if outcome == "fail" and not by:
         by = [_last_line(out)]
     return {"verify": "survived" if outcome == "pass" else "killed", "verify_by": by,
