@@ -800,12 +800,14 @@ def check_stopping(quick: bool = True, report: Report | None = None) -> list[Che
         for eps in (1e-2, 1e-4):
             tau = tau_lang(eps, kl0, c).time
             k = [f.solve(rho0, [tau]).kl()[0] for f in fps]
-            exact = _gaussian_kl(*_gaussian_law(A, m0, S0, T, tau), A, T) / eps
+            # the closed form at the closed-form stopping time log(KL_0 / eps) / (2 kappa), kappa = min eig A
+            t_cf = math.log(_gaussian_kl(m0, S0, A, T) / eps) / (2 * np.linalg.eigvalsh(A)[0])
+            exact = _gaussian_kl(*_gaussian_law(A, m0, S0, T, t_cf), A, T) / eps
             out.append(at_most(f"OU, T = {T:g}: KL(tau_Lang(eps={eps:g})) / eps, {c.source}, {cells[1]}^2", k[1] / eps,
                                1.0))
             out.append(near(f"OU, T = {T:g}: KL(tau_Lang(eps={eps:g})) / eps, Richardson {cells[0]}^2 -> {cells[1]}^2, "
-                            "vs the closed form", _richardson(*k) / eps, exact, tol * exact,
-                            f"tau_Lang = {tau:.4g}; tolerance {tol:g} relative"))
+                            "vs the closed form at log(KL_0 / eps) / (2 min eig A)", _richardson(*k) / eps, exact,
+                            tol * exact, f"tau_Lang = {tau:.6g}, closed form {t_cf:.6g}; tolerance {tol:g} relative"))
         shown = (fp, c, kl0) if T == 1.0 else shown
     fp, c, kl0 = shown  # the figure: T = 1
     if report is not None:
