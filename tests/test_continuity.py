@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from scipy.optimize import brentq
 
-from fokkerplanck import Continuity, Grid, densities, energies as E, forward_lagrangian
-from fokkerplanck import diagnostics as D
+from fokkerplanck import Continuity, Grid, densities, diagnostics as D, energies as E, forward_lagrangian
 from fokkerplanck.flows.lagrangian import CharacteristicsError, integrate_characteristics
 from fokkerplanck.theory.stopping import kl_argmin, tau_det
 from fokkerplanck.theory.theorem import nonstationarity_check
@@ -15,51 +14,100 @@ M0, S0 = np.array([1.0, -0.5]), np.array([[2.0, 0.3], [0.3, 1.5]])
 T = 1.0
 
 
-def closed(t):
+def closed(t, T=T):
     m, S = D.ou_moments(A, [0, 0], M0, S0, T, t, flow="continuity")
     return m, S, D.gaussian_kl(m, S, [0, 0], T * np.linalg.inv(A)), D.gaussian_ratio(m, S, A, [0, 0], T)[2]
 
 
-def test_forward_lagrangian_quadratic_closed_forms():
+@pytest.mark.parametrize("temp", [1.0, 0.4, 2.5])
+def test_forward_lagrangian_quadratic_closed_forms(temp):
+    """KL and R_t of the exact flow against the closed forms with ``rho* = N(0, T A^-1)`` at
+    T = 1, 0.4, 2.5 (Gauss-Hermite is exact for these polynomial integrands: what is left is
+    the ODE tolerance rtol = 1e-11; measured relative errors <= 5.3e-12 on KL, 3.3e-12 on R_t,
+    1.5e-12 on tau_det; was rel 1e-8 at T = 1 only)."""
     times = np.array([0.0, 0.1, 0.3, 0.7, 1.5])
-    fl = forward_lagrangian(E.Quadratic(A), densities.Gaussian(M0, S0), times, nodes=4)
+    fl = forward_lagrangian(E.Quadratic(A), densities.Gaussian(M0, S0), times, nodes=4, temperature=temp)
     for j, t in enumerate(times):
-        _, _, kl, R = closed(t)
-        assert fl.kl[j] == pytest.approx(kl, rel=1e-8)
-        assert fl.ratio[j] == pytest.approx(R, rel=1e-8)
+        _, _, kl, R = closed(t, temp)
+        assert fl.kl[j] == pytest.approx(kl, rel=2e-11)
+        assert fl.ratio[j] == pytest.approx(R, rel=2e-11)
     # tau_det: the root of R_t = 1 from the Lagrangian ratio equals the closed-form one
     U, rho0 = E.Quadratic(A), densities.Gaussian(M0, S0)
-    exact = brentq(lambda t: closed(t)[3] - 1, 0, 5, xtol=1e-14)
-    lag = brentq(lambda t: forward_lagrangian(U, rho0, [t], nodes=4).ratio[0] - 1, 0, 5, xtol=1e-14)
-    assert lag == pytest.approx(exact, rel=1e-8)
+    exact = brentq(lambda t: closed(t, temp)[3] - 1, 0, 5, xtol=1e-14)
+    lag = brentq(lambda t: forward_lagrangian(U, rho0, [t], nodes=4, temperature=temp).ratio[0] - 1, 0, 5,
+                 xtol=1e-14)
+    assert lag == pytest.approx(exact, rel=1e-11)
     # ... and there KL is minimal: d/dt KL = E[lap U] - E|grad U|^2 / T changes sign
     eps = 1e-3
-    d = forward_lagrangian(U, rho0, [exact - eps, exact + eps], nodes=4).dkl_dt()
+    d = forward_lagrangian(U, rho0, [exact - eps, exact + eps], nodes=4, temperature=temp).dkl_dt()
     assert d[0] < 0 < d[1]
 
 
 def test_backward_lagrangian_density_exact():
-    g = Grid([(-9, 9)] * 2, 48)
+    """Backward characteristics give the exact density at the cell centres to the ODE
+    tolerance (measured max error 3.7e-11 of the largest value at t = 1); the grid's KL and
+    R_t of those densities against rho* = N(0, T A^-1) at T = 0.6 are then exact up to the
+    midpoint rule, which is spectrally accurate for a Gaussian well inside the box (measured
+    relative errors <= 6.1e-11 at t = 0.5, 1 on 96^2 cells)."""
+    g = Grid([(-9, 9)] * 2, 96)
     times = [0.0, 0.5, 1.0]
-    tr = Continuity(E.Quadratic(A), g, method="lagrangian").solve(densities.Gaussian(M0, S0), times)
+    temp = 0.6
+    tr = Continuity(E.Quadratic(A), g, method="lagrangian", temperature=temp).solve(densities.Gaussian(M0, S0),
+                                                                                  times)
     for j, t in enumerate(times):
-        m, S, _, _ = closed(t)
-        err = np.abs(tr.densities[j] - D.ou_density(g, m, S)).max()
-        assert err < 1e-10, (t, err)
+        m, S, kl, R = closed(t, temp)
+        ref = D.ou_density(g, m, S)
+        err = np.abs(tr.densities[j] - ref).max()
+        assert err < 1e-10 * ref.max(), (t, err)
+        if t > 0:  # at t = 0 the box's cut of N(M0, S0) (7e-9 of its mass) moves KL by 2.6e-7
+            assert tr.kl()[j] == pytest.approx(kl, rel=1e-9)
+            assert tr.ratio()[j] == pytest.approx(R, rel=1e-9)
 
 
 def test_finite_volume_second_order_before_collapse():
-    errs = []
+    """MUSCL (MC limiter) + SSP-RK3 on the 2D OU flow of a Gaussian, 32^2 .. 128^2 cells: L1
+    orders measured 1.92, 1.82 (the limiter clips at the extremum: not yet asymptotic), the
+    mean's error falls at third order (ratios 7.1, 7.8), the covariance's at second (max-entry
+    ratios 4.4, 3.5).  Was: L1 orders >= 1.8 only."""
+    errs, mean_err, cov_err = [], [], []
     ns = [32, 64, 128]
     for n in ns:
         g = Grid([(-9, 9)] * 2, n)
         tr = Continuity(E.Quadratic(A), g).solve(densities.Gaussian(M0, S0), [0.0, 0.5])
         m, S, _, _ = closed(0.5)
         errs.append(np.abs(tr.densities[-1] - D.ou_density(g, m, S)).sum() * g.cell_volume)
+        mean_err.append(np.abs(tr.mean()[-1] - m).max())
+        cov_err.append(np.abs(tr.cov()[-1] - S).max())
         assert tr.densities.min() >= 0
         assert abs(tr.mass()[-1] - tr.mass()[0]) < 1e-13
     orders = np.log2(np.array(errs[:-1]) / np.array(errs[1:]))
-    assert np.all(orders >= 1.8), (errs, orders)
+    assert np.all((orders >= 1.8) & (orders < 2.1)), (errs, orders)
+    mean_ratio = np.array(mean_err[:-1]) / np.array(mean_err[1:])
+    cov_ratio = np.array(cov_err[:-1]) / np.array(cov_err[1:])
+    assert np.all((mean_ratio > 6.5) & (mean_ratio < 9)), mean_ratio
+    assert np.all((cov_ratio > 3.3) & (cov_ratio < 4.8)), cov_ratio
+
+
+def test_finite_volume_1d_orders_against_the_gaussian_closed_form():
+    """1D: ``U = 1.3 x^2 / 2`` maps N(1, 0.5) to N(e^{-at}, e^{-2at} 0.5) (no noise).  On 256,
+    512, 1024 cells (asymptotic here; 64 -> 128 -> 256 gave 1.82, 1.79) the measured orders are
+    L1 2.002, 2.021; variance 1.969, 1.986; mean 2.75, 2.82 (superconvergent).  A first-order
+    step anywhere (an unlimited upwind face, a forward-Euler stage) gives order 1."""
+    a, t = 1.3, 0.5
+    m, S = np.exp(-a * t) * 1.0, np.exp(-2 * a * t) * 0.5
+    l1, mean_err, var_err = [], [], []
+    ns = [256, 512, 1024]
+    for n in ns:
+        g = Grid([(-5, 5)], n)
+        tr = Continuity(E.Quadratic([[a]]), g).solve(densities.Gaussian([1.0], 0.5), [0.0, t])
+        l1.append(np.abs(tr.densities[-1] - D.ou_density(g, [m], [[S]])).sum() * g.cell_volume)
+        mean_err.append(abs(tr.mean()[-1][0] - m))
+        var_err.append(abs(tr.cov()[-1][0, 0] - S))
+    o = {k: np.log2(np.array(v[:-1]) / np.array(v[1:])) for k, v in (("l1", l1), ("mean", mean_err),
+                                                                      ("var", var_err))}
+    assert np.all(np.abs(o["l1"] - 2) < 0.06), o
+    assert np.all((o["var"] > 1.93) & (o["var"] < 2.05)), o
+    assert np.all((o["mean"] > 2.6) & (o["mean"] < 3.0)), o
 
 
 def test_finite_volume_cfl_error_names_largest_step():
