@@ -188,6 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", nargs="+", metavar="ID", help="run only these mutants")
     ap.add_argument("--rerun", action="store_true", help="run mutants again that results.jsonl already holds")
     ap.add_argument("--list", action="store_true", help="list the mutants and stop")
+    ap.add_argument("--table", action="store_true", help="write results.md from results.jsonl and stop")
     ap.add_argument("--no-verify", action="store_true", help="skip the fpk verify part")
     ap.add_argument("--named-only", action="store_true",
                     help="run only each mutant's named test files (a first pass; rerun its survivors without it)")
@@ -214,8 +215,10 @@ def main(argv=None) -> int:
         for line in log.read_text().splitlines():
             r = json.loads(line)
             done[r["id"]] = r
-    todo = [m for m in chosen if args.rerun or m.id not in done]
+    todo = [] if args.table else [m for m in chosen if args.rerun or m.id not in done]
     with tempfile.TemporaryDirectory(prefix="fpk-mutants-") as tmp:
+        if not todo:
+            return _write_table(args.out, done)
         tree = pathlib.Path(tmp)
         rev = copy_tree(tree)
         if todo and not args.no_baseline:
@@ -234,9 +237,14 @@ def main(argv=None) -> int:
                 f.write(json.dumps(r) + "\n")
             print(f"[{i}/{len(todo)}] {m.id}: tests {r['tests']} {r['tests_by'][:1]}, verify {r['verify']} "
                   f"{r['verify_by'][:1]}", flush=True)
+    return _write_table(args.out, done)
+
+
+def _write_table(out: pathlib.Path, done: dict) -> int:
     rows = [done[m.id] for m in MUTANTS if m.id in done]
-    (args.out / "results.md").write_text(table(rows, rows[-1]["rev"] if rows else "?"))
-    print(f"wrote {args.out / 'results.md'}")
+    revs = sorted({r["rev"] for r in rows})
+    (out / "results.md").write_text(table(rows, ", ".join(revs) or "?"))
+    print(f"wrote {out / 'results.md'} ({len(rows)} mutants)")
     return 0
 
 
