@@ -19,10 +19,13 @@ def test_ising_chain_partition_function_is_the_transfer_matrix(J, h, T):
     assert abs(space.log_z - Dz.ising_chain_log_partition(n, J, h, T)) < 1e-12 * abs(space.log_z)
     if h == 0:
         assert abs(space.mean(space.E) - Dz.ising_chain_mean_energy(n, J, T)) < 1e-12 * n
-    # the magnetisation is d log Z / d(h / T), by a central difference of the closed form
+    # the magnetisation is d log Z / d(h / T), by a central difference of the closed form: its
+    # error is the O(dh^2) truncation (1.4e-10 at dh = 1e-5, measured from dh = 1e-3, 1e-4:
+    # ratio 100) plus the round-off eps |log Z| / dh ~ 1e-10; measured <= 1.7e-10 in all
+    # (was < 1e-6, 6000x that)
     dh = 1e-5
     m = T * (Dz.ising_chain_log_partition(n, J, h + dh, T) - Dz.ising_chain_log_partition(n, J, h - dh, T)) / (2 * dh)
-    assert abs(space.mean(space.magnetisation()) - m) < 1e-7 * n
+    assert abs(space.mean(space.magnetisation()) - m) < 5e-11 * n
 
 
 @pytest.mark.parametrize("n", [6, 9])
@@ -57,15 +60,16 @@ def test_kl_derivative_is_minus_the_dirichlet_form(dyn):
     P = me.solve(p0, times)
     D = me.dirichlet(P)
     assert np.all(D > 0)
-    # the identity itself, at any law: <L p, log(p / pi)> = -D(p), to round-off
-    np.testing.assert_allclose(me.kl_rate(P), -D, rtol=1e-11)
+    # the identity itself, at any law: <L p, log(p / pi)> = -D(p), to round-off (measured
+    # 7e-16; was rtol 1e-11)
+    np.testing.assert_allclose(me.kl_rate(P), -D, rtol=1e-13)
     # and the propagated laws follow it: central differences converge at second order
     errs = []
     for dlt in (2e-2, 1e-2):
         kl = me.kl(me.solve(p0, np.sort(np.concatenate([times - dlt, times + dlt]))))
         errs.append(np.abs((kl[1::2] - kl[0::2]) / (2 * dlt) + D) / D)
-    ratio = errs[0] / errs[1]
-    assert np.all((ratio > 3.5) & (ratio < 4.5)), ratio
+    ratio = errs[0] / errs[1]   # measured 4.0001 .. 4.15 (the largest at t = 0.05, near the start)
+    assert np.all((ratio > 3.98) & (ratio < 4.2)), ratio
     # KL decreases (Lyapunov), mass is kept, and p >= 0 up to the round-off of the spectral
     # phase (entries of size 1e-16 relative; the uniformisation phase is positive exactly)
     kl = me.kl(P)
@@ -98,7 +102,7 @@ def test_jump_particles_match_the_exact_laws(dyn):
     ens = jumps.simulate(energy, np.tile(start, (N, 1)), times, dynamics=dyn, temperature=T, seed=5)
     M = space.magnetisation()
     for s in range(1, times.size):
-        sup, f, se = ens.histogram("magnetisation", s, support=np.arange(-9, 10, 2))
+        _, f, se = ens.histogram("magnetisation", s, support=np.arange(-9, 10, 2))
         _, exact = space.distribution(M, P[s])
         z = np.abs(f - exact) / np.maximum(se, 1 / N)
         assert z.max() < 4.5, (s, z.max())
