@@ -9,8 +9,14 @@ from scipy.integrate import solve_ivp
 import particles
 from fokkerplanck import Grid, densities, energies as E
 from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy, check_time, schedule
-from fokkerplanck.flows.potential_flow import (gaussian_velocity_error, homotopy_kl, potential_flow, potential_flow_particles, weighted_poisson)
 from fokkerplanck.flows.paths import solve_path
+from fokkerplanck.flows.potential_flow import (
+    gaussian_velocity_error,
+    homotopy_kl,
+    potential_flow,
+    potential_flow_particles,
+    weighted_poisson,
+)
 from particles.annealed import annealed_langevin
 
 DATA3 = np.array([[1.0, 2.0], [-2.0, 0.5], [0.0, -1.5]])
@@ -31,7 +37,7 @@ def test_vpfb_closed_forms(rng):
     assert abs(H.mu(1) - 2.25 / 2.5) < 1e-15 and abs(H.sigma2(1) - 2.25 * 0.25 / 2.5) < 1e-15
     np.testing.assert_allclose(-H.at(t).value(X), H.logpdf(X, t), atol=1e-13)
     H1 = VPFBHomotopy(DATA3[:1], 1.5, 0.5)
-    flux = lambda Y: np.exp(H1.logpdf(Y, t))[:, None] * H1.gaussian_velocity(Y, t)  # noqa: E731
+    flux = lambda Y: np.exp(H1.logpdf(Y, t))[:, None] * H1.gaussian_velocity(Y, t)
     div = sum((flux(X + e * np.eye(2)[a])[:, a] - flux(X - e * np.eye(2)[a])[:, a]) / (2 * e) for a in range(2))
     np.testing.assert_allclose(div, -H1.dt_density(X, t), atol=1e-8)
     grad_phi = np.stack([(H1.gaussian_potential(X + e * np.eye(2)[a], t) - H1.gaussian_potential(X - e * np.eye(2)[a], t))
@@ -61,7 +67,7 @@ def test_weighted_poisson_is_second_order_against_the_gaussian_potential():
     for cells in (32, 64):
         sol = weighted_poisson(H1, Grid([(-5, 5)] * 2, cells), 0.3)
         assert sol.residual < 1e-9 and abs(sol.wall_flux) < 1e-8
-    assert errs[1] < 3e-3 and 3.5 < errs[0] / errs[1] < 4.5  # measured 1.0e-2, 2.5e-3
+    assert errs[1] < 3e-3 and 3.9 < errs[0] / errs[1] < 4.3  # measured 1.0e-2, 2.5e-3: ratio 4.11 (64 -> 128: 4.01)
 
 
 @pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
@@ -74,7 +80,7 @@ def test_homotopy_matching_converges_with_resolution():
     kls = []
     for cells in (32, 64):
         g = Grid([(-6, 6)] * 2, cells)
-        dens, info = potential_flow(H, g, times)
+        dens, _ = potential_flow(H, g, times)
         np.testing.assert_allclose(dens.sum(axis=(1, 2)) * g.cell_volume, 1.0, atol=1e-12)
         assert dens.min() >= 0
         kls.append(homotopy_kl(H, g, dens, times)[-1])
@@ -144,11 +150,13 @@ def test_stationary_boltzmann_claim_and_long_run_ode_versus_langevin():
     from fokkerplanck import FokkerPlanck
     from fokkerplanck.flows.potential_flow import boltzmann_residual, frozen_flow
 
-    for xbar, want in (([1.0, 0.5], 1 / np.sqrt(2)), ([0.0, 0.0], 0.0)):
+    # measured errors on 32^2, 64^2 (128^2): xbar != 0 3.2e-4, 2.0e-5 (1.2e-6), ratios 16.0, 16.0 (fourth
+    # order); xbar = 0 3.5e-2, 8.8e-3 (2.2e-3), ratios 4.02, 4.00.  Was: < 1e-2 and ratio > 3.5 for both
+    for xbar, want, bound, window in (([1.0, 0.5], 1 / np.sqrt(2), 3e-5, (14, 18)), ([0.0, 0.0], 0.0, 1e-2, (3.9, 4.1))):
         H1 = VPFBHomotopy(np.array([xbar]), 1.0, 0.5)
         assert abs(H1.gaussian_boltzmann_residual(1.0) - want) < 1e-12
         errs = [abs(boltzmann_residual(H1, Grid([(-5, 5)] * 2, c), 1.0)["relative_residual"] - want) for c in (32, 64)]
-        assert errs[1] < 1e-2 and errs[0] / errs[1] > 3.5
+        assert errs[1] < bound and window[0] < errs[0] / errs[1] < window[1], (xbar, errs)
     H = VPFBHomotopy(DATA3, 1.0, 1.0)
     g = Grid([(-6, 6)] * 2, 48)
     assert boltzmann_residual(H, g, 1.0)["relative_residual"] > 0.5  # the mixture's potential is far from one
@@ -226,7 +234,7 @@ def test_gradient_flow_particles_along_a_path_carry_the_exact_log_density():
     l0 = mvn([-1, 1], 0.8 * np.eye(2)).logpdf(x0)
     errs = []
     for dt in (0.01, 0.005):
-        r = path_gradient_flow(path, x0, dt, int(round(1.0 / dt)), duration=1.0, logrho0=l0)
+        r = path_gradient_flow(path, x0, dt, round(1.0 / dt), duration=1.0, logrho0=l0)
         exact = mvn(ref[:2], ref[2:].reshape(2, 2)).logpdf(r.positions[-1])
         errs.append(np.abs(r.logdensity[-1] - exact).max())
     assert errs[0] < 0.25 and 1.8 < errs[0] / errs[1] < 2.2
@@ -244,7 +252,7 @@ def test_homotopy_matching_in_one_dimension_converges():
         dens, _ = potential_flow(H, g, times)
         assert np.allclose(dens.sum(axis=1) * g.cell_volume, 1.0, atol=1e-12) and dens.min() >= 0
         kls.append(homotopy_kl(H, g, dens, times)[-1])
-    assert kls[1] < 2e-5 and kls[0] / kls[1] > 6
+    assert kls[1] < 1e-5 and 9 < kls[0] / kls[1] < 13   # ratio 10.9 (128 -> 256: 12.2); was > 6
 
 
 @pytest.mark.slow  # 8 s warm (24^3 cells, a conjugate-gradient Poisson solve per stage)
@@ -253,8 +261,8 @@ def test_homotopy_matching_in_one_dimension_converges():
 def test_homotopy_matching_in_three_dimensions_converges():
     """3D: KL(rho_Phi(1) || rho_bar(1)) 0.069 -> 0.0045 on 12^3 -> 24^3 cells (measured), the
     weighted Poisson solve by Jacobi-preconditioned CG, which agrees with sparse LU."""
-    from fokkerplanck.operators.fluxes import faces
     from fokkerplanck.flows.potential_flow import _face_points
+    from fokkerplanck.operators.fluxes import faces
     from fokkerplanck.operators.poisson import solve_pinned, weighted_laplacian
 
     H = VPFBHomotopy(np.array([[1.0, 0.5, 0.0], [-1.0, 0.0, 1.0]]), 1.0, 0.7)
@@ -343,8 +351,7 @@ def test_a_path_solution_is_a_trajectory_against_the_moving_gibbs_law():
     solution (densities, KL, R_t, Fisher); along a moving path each diagnostic is taken
     against the discrete Gibbs law of ``U(., t)`` at its own time, computed independently
     here from the frozen energy."""
-    from fokkerplanck import FokkerPlanck
-    from fokkerplanck import diagnostics as Dg
+    from fokkerplanck import FokkerPlanck, diagnostics as Dg
     from fokkerplanck.energies.paths import ConstantPath
 
     U0, U1 = E.Quadratic([[1.0]]), E.Quadratic([[3.0]], mean=[1.5])
