@@ -388,8 +388,9 @@ def frequency_errors(counts, exact=None, *, sigmas: float = 1.0) -> FrequencyErr
     p = np.asarray(exact, dtype=float)
     if p.shape != c.shape:
         raise ValueError(f"exact must have one probability per bin, shape {c.shape}, got {p.shape}")
-    if np.any(p < 0) or np.any(p > 1) or not np.all(np.isfinite(p)):
-        raise ValueError("exact probabilities must lie in [0, 1]")
+    if np.any(p < -1e-12) or np.any(p > 1 + 1e-12) or not np.all(np.isfinite(p)):
+        raise ValueError(f"exact probabilities must lie in [0, 1], got values in [{p.min():.6g}, {p.max():.6g}]")
+    p = np.clip(p, 0.0, 1.0)   # a law summed from exact probabilities can end 1e-16 past 1
     se = np.sqrt(p * (1 - p) / n)
     d = f - p
     z = np.zeros_like(d)

@@ -31,10 +31,11 @@ from fokkerplanck.discrete.orbits import (
                                           lattice_symmetries,
                                           lumped_glauber,
                                           lumped_metropolis,
+                                          orbit_memory,
 )
 
 __all__ = ["MAX_STATES", "Lattice", "PairEnergy", "TableEnergy", "ising", "potts", "FiniteSpace", "glauber",
            "metropolis", "DYNAMICS", "MasterEquation", "kl", "dirichlet_form", "ising_chain_log_partition",
            "ising_chain_mean_energy", "TooManyStatesError", "n_states", "JointMixture", "MixedSpace",
            "MAX_ORBITS", "SymmetricSpace", "SymmetricMasterEquation", "lattice_symmetries", "burnside_count",
-           "lumped_glauber", "lumped_metropolis", "LUMPED_DYNAMICS"]
+           "lumped_glauber", "lumped_metropolis", "LUMPED_DYNAMICS", "orbit_memory"]
