@@ -100,24 +100,28 @@ def test_mutant(tree: pathlib.Path, m: Mutant, full: bool = True) -> dict:
 
 
 def verify_mutant(tree: pathlib.Path, m: Mutant) -> dict:
+    """``fpk verify --quick`` on the mutant's groups, one group at a time, stopping at the
+    first group with a failed check (or an error, or a time-out): that group killed it."""
     if not m.verify:
         return {"verify": "n/a", "verify_by": []}
     t0 = time.perf_counter()
     report = tree / "_verify_report"
-    shutil.rmtree(report, ignore_errors=True)
-    outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--report", str(report),
-                        "--only", *m.verify], tree, VERIFY_TIMEOUT)
-    by = ["time-out"] if outcome == "timeout" else []
-    if outcome == "fail":
-        try:   # the failed checks by name (the table may wrap long names)
-            checks = json.loads((report / "checks.json").read_text())
-            by = [f"{c['group']}: {c['name']}" for c in checks if not c["passed"]][:3]
-        except (OSError, ValueError, KeyError):
-            by = killers_of(out, CHECK_FAIL)
-    if outcome == "fail" and not by:
-        by = [_last_line(out)]
-    return {"verify": "survived" if outcome == "pass" else "killed", "verify_by": by,
-            "verify_seconds": round(time.perf_counter() - t0, 1)}
+    for group in m.verify:
+        shutil.rmtree(report, ignore_errors=True)
+        outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--report", str(report),
+                            "--only", group], tree, VERIFY_TIMEOUT)
+        if outcome == "pass":
+            continue
+        by = ["time-out"] if outcome == "timeout" else []
+        if outcome == "fail":
+            try:   # the failed checks by name (the table may wrap long names)
+                checks = json.loads((report / "checks.json").read_text())
+                by = [f"{c['group']}: {c['name']}" for c in checks if not c["passed"]][:3]
+            except (OSError, ValueError, KeyError):
+                by = []
+            by = by or killers_of(out, CHECK_FAIL) or [f"{group}: {_last_line(out)}"]
+        return {"verify": "killed", "verify_by": by, "verify_seconds": round(time.perf_counter() - t0, 1)}
+    return {"verify": "survived", "verify_by": [], "verify_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def _last_line(out: str) -> str:
