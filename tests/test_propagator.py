@@ -31,6 +31,24 @@ ROUND_OFF = 1e-12   # measured 1e-15 .. 3e-13 (the dense reference's own error: 
 pytestmark = pytest.mark.filterwarnings("ignore:density mass .* within two cells of the walls:RuntimeWarning")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These operators are tiny (<= 2112 states): BLAS and numba on one thread each.  On a
+    shared loaded machine their thread pools, spinning for cores, made this file 100 s
+    instead of 6 s; the results are the same to round-off (the stencil sweeps bit for bit)."""
+    import numba
+
+    from fokkerplanck._core.jit import one_blas_thread
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with one_blas_thread():
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
 def rotation(theta):
     c, s = np.cos(theta), np.sin(theta)
     return np.array([[c, -s], [s, c]])
