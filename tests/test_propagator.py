@@ -302,8 +302,8 @@ def test_propagator_paths_against_dense_expm(path, problem, monkeypatch):
 def test_chebyshev_kernel_against_dense_expm(rng):
     """``chebyshev_expm_multiply`` on a random symmetric negative semi-definite matrix at many
     times in one sweep (unsorted, repeated, 0): within ``tol ||v||`` of ``expm(t S) v``
-    (measured 2e-15 at tol 1e-14; 3e-9 at tol 1e-8, the truncation bound being honoured but
-    not by orders of magnitude)."""
+    (measured 5.1e-15 at tol 1e-14, against 1e-12; 5.6e-9 at tol 1e-8: the truncation bound
+    is honoured, not by orders of magnitude)."""
     n = 60
     Q, _ = np.linalg.qr(rng.normal(size=(n, n)))
     lam = -np.concatenate([[0.0], rng.uniform(0.01, 40.0, n - 1)])
@@ -322,7 +322,8 @@ def test_chebyshev_kernel_against_dense_expm(rng):
 
 def test_uniformisation_kernel_against_dense_expm(rng):
     """``uniformization_multiply`` on a random rate matrix (not reversible): positive, mass
-    kept, within ``tol ||v||_1`` of ``expm(t L) v`` in L1 (measured 1e-16 at tol 1e-14)."""
+    kept, close to ``expm(t L) v`` in L1 (measured 3.0e-14 at tol 1e-14, the mass to 3.0e-14:
+    dense expm's and the sum's round-off; window 1e-13)."""
     n = 40
     R = rng.uniform(0, 3, size=(n, n)) * (rng.uniform(size=(n, n)) < 0.3)
     np.fill_diagonal(R, 0)
