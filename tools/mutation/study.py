@@ -37,8 +37,8 @@ sys.path.insert(0, str(HERE))
 
 from mutants import MUTANTS, Mutant  # noqa: E402
 
-TEST_TIMEOUT = 900      # seconds for one pytest run (a hang counts as a kill)
-VERIFY_TIMEOUT = 900
+TEST_TIMEOUT = 600      # seconds for one pytest run (a hang counts as a kill)
+VERIFY_TIMEOUT = 300    # one verify group (each takes under a minute; a mutant that hangs one is caught)
 FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
 CHECK_FAIL = re.compile(r"^\s+(.+?)\s{2,}.*\bFAIL\*?\s*$", re.M)
 
