@@ -262,3 +262,16 @@ def test_mixture_with_a_zero_weight_component_equals_the_mixture_without_it(d):
     for key in kv:
         np.testing.assert_allclose(ku[key], kv[key], rtol=1e-13, atol=1e-13, err_msg=key)
     assert U.log_partition() == pytest.approx(V.log_partition(), abs=1e-12)
+
+
+@pytest.mark.parametrize("T", [0.6, 2.5])
+def test_residual_is_T_lap_minus_grad_squared_at_any_temperature(T):
+    """h = T lap U - |grad U|^2 for U = x^T A x / 2 (shifted): T tr A - |A (x - m)|^2, closed form
+    (the theorem's coefficient; a lost T only shows at T != 1)."""
+    A = np.array([[1.5, 0.4, 0.0], [0.4, 0.9, -0.2], [0.0, -0.2, 2.0]])
+    m = np.array([0.3, -0.5, 1.0])
+    U = E.Quadratic(A, m)
+    X = np.random.default_rng(5).normal(size=(50, 3))
+    want = T * np.trace(A) - np.sum(((X - m) @ A) ** 2, axis=1)
+    np.testing.assert_allclose(U.residual(X, T), want, rtol=1e-12, atol=1e-12)
+    assert U.residual(X[0], T) == pytest.approx(want[0], rel=1e-12)
