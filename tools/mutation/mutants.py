@@ -83,7 +83,7 @@ MUTANTS = [
            "h = T * self._lap(X) - np.sum(self._grad(X) ** 2, axis=1)",
            "h = self._lap(X) - np.sum(self._grad(X) ** 2, axis=1)",
            "residual h = lap U - |grad U|^2 without T (right only at T = 1)",
-           ("tests/test_continuity.py", "tests/test_hostile.py"), ("deterministic",)),
+           ("tests/test_energies.py", "tests/test_continuity.py", "tests/test_hostile.py"), ("deterministic",)),
     Mutant("energies-sum-hess-kernel-coef", "fokkerplanck/energies/base.py",
            "out[i, j] = p[1] * out[i, j] + p[2] * tmp[i, j]",
            "out[i, j] = p[1] * out[i, j] + p[1] * tmp[i, j]",
