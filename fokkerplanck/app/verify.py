@@ -36,7 +36,7 @@ from fokkerplanck.app.kinds.barrier import bump, disc, plot as plot_barrier
 from fokkerplanck.app.plots import _plt, plot_kl, plot_trajectory
 from fokkerplanck.app.runner import plot_run, read_run, run
 from fokkerplanck.discrete import mixed as Mx
-from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy
+from fokkerplanck.energies.paths import LinearHomotopy, VPFBHomotopy, VPFBSchedule
 from fokkerplanck.flows.continuity import Continuity, forward_lagrangian
 from fokkerplanck.flows.fokker_planck import FokkerPlanck
 from fokkerplanck.flows.paths import solve_path, solve_path_continuity
@@ -1186,4 +1186,199 @@ def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Che
                         strict=True))
     out.append(at_most("past t = 1: Langevin keeps rho_bar(1) (|KL| at s = 2)", abs(float(fp.kl()[-1])), 1e-12,
                        strict=True))  # round-off: measured 9e-15
+    return out
+
+
+@register
+def check_schedules(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Every schedule of the VPFB log-homotopy at prior std w = 1.3 != likelihood std v = 0.6:
+    optimal-transport flow matching against its closed forms (mu = t, sigma = 1 - t, the
+    one-point velocity (xbar - x) / (1 - t), W2 to t = 0 = t sqrt(|xbar|^2 + d)); the kernel
+    of the linear, flow-matching and geometric schedules against the completed square of
+    alpha log q + beta log p computed by quadrature (mean and variance); d_t log rho_bar
+    against central differences; the compiled path kernels against the mixture; the
+    stationary tail frozen (d_t = 0) and equal to exp(-U_tail)."""
+    out = []
+    w, v, t = 1.3, 0.6, 0.45
+    xbar = np.array([[1.5, -0.7]])
+    H = VPFBHomotopy(xbar, w, v, schedule="ot-fm", t_max=0.95)
+    X = np.random.default_rng(0).normal(size=(64, 2)) * 2
+    err = max(abs(H.mu(t) - t), abs(math.sqrt(H.sigma2(t)) - (1 - t)), abs(H.dmu(t) - 1),
+              abs(H.dsigma2(t) + 2 * (1 - t)))
+    out.append(at_most("OT flow matching, w != v: max |mu - t|, |sigma - (1 - t)| and derivatives", err, 1e-12))
+    out.append(at_most("OT flow matching: one-point velocity vs (xbar - x) / (1 - t), max abs",
+                       float(np.abs(H.gaussian_velocity(X, t) - (xbar - X) / (1 - t)).max()), 1e-10))
+    w2 = gaussian_w2_nd(H.mu(t) * xbar[0], H.sigma2(t) * np.eye(2), H.mu(0) * xbar[0], H.sigma2(0) * np.eye(2))
+    out.append(near("OT flow matching: W2(rho(t), rho(0)) vs t sqrt(|xbar|^2 + d)", w2,
+                    t * math.sqrt(xbar[0] @ xbar[0] + 2), 1e-10))
+    x = np.linspace(-12, 12, 200_001)
+    for sch in (VPFBSchedule.linear(), VPFBSchedule.ot_fm(), VPFBSchedule.geometric(30.0)):
+        H1 = VPFBHomotopy([[1.7]], w, v, schedule=sch, t_max=0.95)
+        a, b, _, _ = sch.weights(t, w * w, v * v)
+        h = -0.5 * a * x ** 2 / w ** 2 - 0.5 * b * (1.7 - x) ** 2 / v ** 2
+        p = np.exp(h - h.max())
+        p /= np.trapezoid(p, x)
+        mean = np.trapezoid(x * p, x)
+        var = np.trapezoid((x - mean) ** 2 * p, x)
+        out.append(at_most(f"{sch.name} schedule at t = {t}: |kernel mean, variance - quadrature of the homotopy|",
+                           max(abs(mean - H1.mu(t) * 1.7), abs(var - H1.sigma2(t))), 1e-9))
+        Hd = VPFBHomotopy(np.random.default_rng(1).normal(size=(4, 2)), w, v, schedule=sch, t_max=0.95)
+        e = 1e-5
+        fd = (Hd.logpdf(X, t + e) - Hd.logpdf(X, t - e)) / (2 * e)
+        out.append(at_most(f"{sch.name} schedule: max |d_t log rho_bar - central difference|",
+                           float(np.abs(Hd.dt_logpdf(X, t) - fd).max()), 1e-6))
+        k, U = Hd.eval_path_kernels(X, t), Hd.at(t)
+        kerr = max(float(np.abs(k["value"] - U.value(X)).max()), float(np.abs(k["grad"] - U.grad(X)).max()),
+                   float(np.abs(k["lap"] - U.laplacian(X)).max()))
+        out.append(at_most(f"{sch.name} schedule: compiled path kernels vs the mixture at t (value, grad, lap)",
+                           kerr, 1e-10))
+    Ht = VPFBHomotopy(xbar, w, v, schedule="ot-fm", t_max=0.7)
+    frozen = max(float(np.abs(Ht.logpdf(X, 0.9) - Ht.logpdf(X, 0.7)).max()), float(np.abs(Ht.dt_logpdf(X, 0.9)).max()),
+                 float(np.abs(Ht.tail_energy().value(X) + Ht.logpdf(X, 0.7)).max()))
+    out.append(at_most("stationary tail from t_max = 0.7: law frozen, d_t = 0, U_tail = -log rho_bar(t_max)",
+                       frozen, 1e-12))
+    return out
+
+
+# Written here from the grid, not taken from fokkerplanck.discrete.orbits: a check shares no
+# code with what it checks.
+def _torus_symmetries(L: int) -> list[np.ndarray]:
+    """The 8 L^2 site permutations of the periodic L x L square (translations, rotations,
+    reflections), each found by moving the labels 0..n-1 with np.roll / flips / transposes."""
+    lab = np.arange(L * L).reshape(L, L)
+    points = [lab, lab[::-1], lab[:, ::-1], lab[::-1, ::-1]]
+    points += [p.T for p in points]
+    return [np.argsort(np.roll(p, (a, b), axis=(0, 1)).ravel()) for p in points for a in range(L) for b in range(L)]
+
+
+def _burnside(perms, q: int) -> int:
+    """(1/|G|) sum_g q^cycles(g), the cycles counted by walking each permutation."""
+    total = 0
+    for g in perms:
+        seen, cycles = np.zeros(g.size, dtype=bool), 0
+        for i in range(g.size):
+            if not seen[i]:
+                cycles += 1
+                while not seen[i]:
+                    seen[i] = True
+                    i = int(g[i])
+        total += q ** cycles
+    return total // len(perms)
+
+
+def _transfer_log_z(pair, field, L0: int, L1: int, T: float) -> float:
+    """log Z of a pair energy on the periodic L0 x L1 lattice (L1 >= 3): row-to-row transfer
+    matrix, Z = tr M^L0 = sum of its eigenvalues to the power L0."""
+    q = pair.shape[0]
+    rows = np.array(np.unravel_index(np.arange(q ** L1), (q,) * L1)).T
+    e_row = pair[rows, np.roll(rows, -1, axis=1)].sum(1) + field[rows].sum(1)
+    e_between = pair[rows[:, None, :], rows[None, :, :]].sum(2)
+    lam = np.linalg.eigvalsh(np.exp(-(0.5 * e_row[:, None] + 0.5 * e_row[None, :] + e_between) / T))
+    return L0 * math.log(lam[-1]) + math.log(np.sum((lam / lam[-1]) ** L0))
+
+
+@register
+def check_orbits(quick: bool = True, report: Report | None = None) -> list[Check]:
+    """Exact master equations on the orbits of the lattice symmetries (2^25 states and more):
+    4x4 Ising at T_c reduced against full (Glauber and Metropolis from all up, L1 over the
+    65536 states, KL and the magnetisation law), the orbit counts of 4x4 and 5x5 against
+    Burnside's lemma over the 8 L^2 symmetries written here; 5x5 Ising at T_c (2^25 states,
+    172112 orbits): log Z against the row transfer matrix, KL(0) = E_up / T + log Z, KL
+    decreasing, d/dt KL = -D (the identity and central differences), Glauber jump particles
+    against the exact magnetisation law (z-scores) and mean energy.  Not quick: 4x4 Potts
+    q = 3 at its T_c (3^16 states) likewise (log Z, KL(0), decrease, d/dt KL = -D)."""
+    out = []
+    Tc = 2 / math.log(1 + math.sqrt(2))
+    # 4x4: reduced against full, to round-off
+    e4 = Dz.ising((4, 4), 1.0, 0.0)
+    full, sym = Dz.FiniteSpace(e4, Tc), Dz.SymmetricSpace(e4, Tc)
+    out.append(near("4x4 Ising: orbits = Burnside's count over the 128 symmetries (computed here)",
+                    sym.size, _burnside(_torus_symmetries(4), 2), 0))
+    out.append(at_most("4x4 Ising at T_c: |log Z (orbits) - log Z (all 65536 states)| / log Z",
+                       abs(sym.log_z - full.log_z) / full.log_z, 1e-13))
+    times = np.array([0.0, 0.3, 1.0, 3.0, 10.0])
+    for dyn in ("glauber", "metropolis"):
+        me_full, me = Dz.MasterEquation(full, dyn), Dz.SymmetricMasterEquation(sym, dyn)
+        Pf = me_full.solve(full.point_mass([1] * 16), times)
+        Ps = me.solve(sym.point_mass([1] * 16), times)
+        out.append(at_most(f"4x4 Ising at T_c, {dyn} from all up: max_t L1(lifted orbit law, full law)",
+                           float(np.abs(sym.lift(Ps) - Pf).sum(1).max()), 1e-12))
+        out.append(at_most(f"4x4 Ising at T_c, {dyn}: max_t |KL (orbits) - KL (full)|",
+                           float(np.abs(me.kl(Ps) - me_full.kl(Pf)).max()), 1e-12))
+        _, mlaw = me.magnetisation_law(Ps)
+        mfull = np.stack([full.distribution(full.magnetisation(), p)[1] for p in Pf])
+        out.append(at_most(f"4x4 Ising at T_c, {dyn}: max_t max |magnetisation law (orbits) - (full)|",
+                           float(np.abs(mlaw - mfull).max()), 1e-12))
+    # 5x5: past the full enumeration
+    e5 = Dz.ising((5, 5), 1.0, 0.0)
+    t0 = time.perf_counter()
+    sym5 = Dz.SymmetricSpace(e5, Tc)
+    out.append(near("5x5 Ising: orbits = Burnside's count over the 200 symmetries (computed here)",
+                    sym5.size, _burnside(_torus_symmetries(5), 2), 0))
+    out.append(at_most("5x5 Ising at T_c: |log Z (172112 orbits) - transfer matrix| / log Z",
+                       abs(sym5.log_z - _transfer_log_z(e5.pair, e5.field, 5, 5, Tc)) / sym5.log_z, 1e-13))
+    me5 = Dz.SymmetricMasterEquation(sym5, "glauber")
+    times = np.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0]) if quick else np.linspace(0.0, 16.0, 33)
+    P5 = me5.solve(sym5.point_mass([1] * 25), times)
+    kl5 = me5.kl(P5)
+    elapsed = time.perf_counter() - t0
+    up = -2 * 25.0   # all up: 50 bonds of energy -J
+    out.append(at_most("5x5 Ising at T_c, Glauber: |KL(0) - (E_up / T + log Z (transfer matrix))| / KL(0)",
+                       abs(kl5[0] - (up / Tc + _transfer_log_z(e5.pair, e5.field, 5, 5, Tc))) / kl5[0], 1e-12))
+    out.append(at_most("5x5 Ising at T_c, Glauber: KL decreasing along the exact orbit flow (max increase)",
+                       float(np.max(np.diff(kl5))), 0.0, strict=True, detail=f"{elapsed:.1f} s for the space and flow"))
+    D5 = me5.dirichlet(P5[1:])
+    out.append(at_most("5x5 Ising at T_c, Glauber: max |dKL/dt + D| / D (exact rate)",
+                       float(np.max(np.abs(me5.kl_rate(P5[1:]) + D5) / D5)), 1e-10))
+    dlt, tt = 1e-3, times[1:4]
+    kk = me5.kl(me5.solve(sym5.point_mass([1] * 25), np.sort(np.concatenate([tt - dlt, tt + dlt]))))
+    fd = (kk[1::2] - kk[0::2]) / (2 * dlt)
+    out.append(at_most("5x5 Ising at T_c, Glauber: max |central difference of KL + D| / D (dt = 1e-3)",
+                       float(np.max(np.abs(fd + D5[:3]) / D5[:3])), 1e-5))
+    # the dynamics against Glauber jump particles (no enumeration at all)
+    N = 20_000 if quick else 100_000
+    pt = np.array([0.0, 0.5, 2.0])
+    Pp = me5.solve(sym5.point_mass([1] * 25), pt)
+    ens = jumps.simulate(e5, np.ones((N, 25), dtype=np.int8), pt, temperature=Tc, seed=17)
+    sup, laws = me5.magnetisation_law(Pp)
+    for s in (1, 2):
+        _, f, se = ens.histogram("magnetisation", s, support=sup.astype(int))
+        z = float(np.max(np.abs(f - laws[s]) / np.maximum(se, 1.0 / N)))
+        out.append(at_most(f"5x5 Ising at T_c, t={pt[s]:g}: particles vs exact orbit magnetisation law "
+                           f"(max |z|, {N} particles, 26 bins)", z, 4.5))
+        e = ens.energy[s]
+        out.append(at_most(f"5x5 Ising at T_c, t={pt[s]:g}: |mean energy (particles) - exact| in standard errors",
+                           abs(e.mean() - sym5.mean(sym5.E, Pp[s])) / (e.std() / math.sqrt(N)), 4.5))
+    if not quick:
+        ep = Dz.potts((4, 4), 3, 1.0)
+        Tp = 1 / math.log(1 + math.sqrt(3))
+        symp = Dz.SymmetricSpace(ep, Tp)
+        out.append(near("4x4 Potts q=3: orbits = Burnside's count (computed here)",
+                        symp.size, _burnside(_torus_symmetries(4), 3), 0))
+        lz = _transfer_log_z(ep.pair, ep.field, 4, 4, Tp)
+        out.append(at_most("4x4 Potts q=3 at T_c: |log Z (orbits) - transfer matrix| / log Z",
+                           abs(symp.log_z - lz) / lz, 1e-13))
+        mep = Dz.SymmetricMasterEquation(symp, "glauber")
+        Pq = mep.solve(symp.point_mass([0] * 16), np.array([0.0, 0.5, 1.0, 2.0, 4.0, 8.0]))
+        klp = mep.kl(Pq)
+        out.append(at_most("4x4 Potts q=3 at T_c: |KL(0) - (E_0 / T + log Z (transfer matrix))| / KL(0)",
+                           abs(klp[0] - (-32.0 / Tp + lz)) / klp[0], 1e-12))
+        out.append(at_most("4x4 Potts q=3 at T_c, Glauber: KL decreasing (max increase)",
+                           float(np.max(np.diff(klp))), 0.0, strict=True))
+        Dp = mep.dirichlet(Pq[1:])
+        out.append(at_most("4x4 Potts q=3 at T_c, Glauber: max |dKL/dt + D| / D",
+                           float(np.max(np.abs(mep.kl_rate(Pq[1:]) + Dp) / Dp)), 1e-10))
+    if report is not None:
+        fig, (a1, a2) = _plt().subplots(1, 2, figsize=(11, 4), layout="constrained")
+        a1.semilogy(times, kl5, "o-")
+        a1.set_xlabel("t")
+        a1.set_ylabel("KL(p_t || pi)")
+        a1.set_title("5x5 Ising at T_c, Glauber from all up (exact, 172112 orbits)")
+        for s, col in ((1, "C0"), (2, "C1")):
+            _, f, se = ens.histogram("magnetisation", s, support=sup.astype(int))
+            a2.errorbar(sup, f, yerr=se, fmt="o", color=col, ms=3, label=f"particles t={pt[s]:g}")
+            a2.plot(sup, laws[s], "-", color=col, lw=0.8, label=f"exact t={pt[s]:g}")
+        a2.set_xlabel("magnetisation")
+        a2.legend(fontsize="x-small")
+        report.figure("orbits_5x5_ising", fig)
     return out
