@@ -282,3 +282,18 @@ def test_frequency_error_bars_from_the_exact_law_give_standard_normal_z_scores()
     assert w.z is None and np.all(w.se > 0) and np.all((w.lo <= w.freq) & (w.freq <= w.hi))
     lo, hi = est.wilson_interval(0, N)
     assert lo == 0 and hi == pytest.approx(1 / (N + 1)) and np.all(w.se[w.counts == 0] == pytest.approx(0.5 / (N + 1)))
+
+
+def test_spectral_gap_by_eigsh_equals_the_dense_one(monkeypatch):
+    """Spaces past EIGH_MAX_STATES take the gap from eigsh on the shifted operator; forced
+    here on a 2^9-state space it must equal the dense gap (and the ring's closed form)."""
+    from fokkerplanck.discrete import finite as F
+
+    n, T = 9, 1.7
+    sp_ = Dz.FiniteSpace(Dz.ising((n,), 1.0, 0.0), T)
+    me = Dz.MasterEquation(sp_, "glauber")
+    dense = me.spectral_gap()
+    monkeypatch.setattr(F, "EIGH_MAX_STATES", 100)
+    me2 = Dz.MasterEquation(sp_, "glauber")
+    assert me2.spectral_gap() == pytest.approx(dense, rel=1e-9)
+    assert dense == pytest.approx(1 - np.tanh(2 / T), rel=1e-12)   # Glauber ring: 1 - tanh(2 J / T)
