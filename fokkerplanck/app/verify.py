@@ -59,8 +59,8 @@ from fokkerplanck.wasserstein import gaussian_w2, gaussian_w2_nd, w2_grid, w2_li
 from particles import estimators as est, jumps, mixed as mixed_particles
 from particles.thermo import thermodynamic_integration
 
-__all__ = ["CHECKS", "COMPARISONS", "Check", "Report", "at_least", "at_most", "format_table", "near", "register",
-           "run_checks", "run_group", "tally", "write_summary"]
+__all__ = ["CHECKS", "COMPARISONS", "ONE_THREAD", "Check", "Report", "at_least", "at_most", "format_table", "near",
+           "register", "run_checks", "run_group", "tally", "write_summary"]
 
 # How a check compares its measured value x with its tolerance (and target): the only
 # ways a check can pass.  ``checks.json`` stores the key; the tables show ``Check.criterion``.
@@ -162,9 +162,38 @@ class Report:
         plt.close(fig)
 
 
-def register(fn):
-    CHECKS[fn.__name__.removeprefix("check_")] = fn
-    return fn
+# Groups whose operators are small (grids up to ~10^5 cells, no particle ensembles): they run on
+# one numba and one BLAS thread.  Measured on 2 cores shared with other jobs, the thread pools
+# waiting for busy cores made them 10-100x slower (fokker_planck 34 s -> 1.1 s, gaussian 12 s ->
+# 0.7 s, propagator 13 s -> 0.1 s); on one thread they cost ~3 s in all, idle or loaded.
+ONE_THREAD: set[str] = set()
+
+
+def register(fn=None, *, one_thread: bool = False):
+    """Register a check group (``@register`` or ``@register(one_thread=True)``, see :data:`ONE_THREAD`)."""
+    def add(f):
+        name = f.__name__.removeprefix("check_")
+        CHECKS[name] = f
+        if one_thread:
+            ONE_THREAD.add(name)
+        return f
+    return add(fn) if fn is not None else add
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """One numba thread and one BLAS thread inside the block, the previous settings after it."""
+    import numba
+
+    from fokkerplanck._core.jit import one_blas_thread
+
+    n = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with one_blas_thread():
+            yield
+    finally:
+        numba.set_num_threads(n)
 
 
 # Gaussian closed forms (DESIGN.md, section 1), written out here from the formulas rather than
@@ -278,7 +307,8 @@ def run_group(name: str, quick: bool = True, report: Report | None = None) -> li
         report._check = name
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = CHECKS[name](quick, report)
+        with _one_thread() if name in ONE_THREAD else contextlib.nullcontext():
+            res = CHECKS[name](quick, report)
     bad = [type(c).__name__ for c in res if not isinstance(c, Check)]
     if bad:
         raise TypeError(f"check group {name!r} returned {bad}, not Check objects (at_most, at_least, near)")
@@ -371,7 +401,7 @@ def write_summary(report: Report, checks: list[Check], *, quick: bool, seconds: 
     return str(out)
 
 
-@register
+@register(one_thread=True)
 def check_fokker_planck(quick: bool = True, report: Report | None = None) -> list[Check]:
     """OU closed forms (density, KL) and second-order convergence; Lyapunov decay
     of KL along Fokker-Planck and d/dt KL = -T I; Gibbs law stationary."""
@@ -409,7 +439,7 @@ def check_fokker_planck(quick: bool = True, report: Report | None = None) -> lis
     return out
 
 
-@register
+@register(one_thread=True)
 def check_gaussian(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Closed forms of the quadratic energy U = x^T A x / 2 with A anisotropic and rotated
     (non-diagonal) at temperatures T != 1: from a Gaussian initial law both flows stay Gaussian,
@@ -506,7 +536,7 @@ def check_gaussian(quick: bool = True, report: Report | None = None) -> list[Che
     return out
 
 
-@register
+@register(one_thread=True)
 def check_refine(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Ground truth with error bars: the Richardson estimates of ``solve(refine=True)``
     against the OU closed form (KL at t = 0.3); the exact solver at t = 1e7 (restarted
@@ -565,7 +595,7 @@ def _sg_generator(U, spacing, T) -> np.ndarray:
     return L
 
 
-@register
+@register(one_thread=True)
 def check_propagator(quick: bool = True, report: Report | None = None) -> list[Check]:
     """The exact Fokker-Planck propagator exp(t L) rho0 along each of its paths, forced on a
     small grid (eight Gaussians, T = 0.7, 20 x 18 cells) and compared with exp(t L) rho0 for
@@ -780,7 +810,7 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     return out
 
 
-@register
+@register(one_thread=True)
 def check_stopping(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Langevin stopping: grid KL at tau_Lang(eps) is below eps for a certified C_LS, at T = 1
     and T = 0.5; and equal to the closed form there (a solver that relaxes too fast or too
@@ -953,7 +983,7 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     return out
 
 
-@register
+@register(one_thread=True)
 def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Exact 1D W2 (quantile functions): two Gaussians against the closed form
     (second order in the cell size), and W2(rho_t, rho*) along the OU Fokker-Planck flow
