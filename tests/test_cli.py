@@ -28,6 +28,33 @@ def test_verify_report_folder(tmp_path, capsys):
     assert "report:" not in capsys.readouterr().out
 
 
+def test_verify_one_thread_groups(monkeypatch):
+    """A group registered with one_thread=True runs on one numba thread, and the thread count
+    is restored after it; other groups keep theirs."""
+    import numba
+
+    from fokkerplanck.app import verify as V
+
+    monkeypatch.setattr(V, "CHECKS", dict(V.CHECKS))
+    monkeypatch.setattr(V, "ONE_THREAD", set(V.ONE_THREAD))
+    seen = []
+
+    @V.register(one_thread=True)
+    def check_threads(quick=True, report=None):
+        seen.append(numba.get_num_threads())
+        return [V.at_most("threads", seen[-1], 1)]
+
+    @V.register
+    def check_threads_default(quick=True, report=None):
+        seen.append(numba.get_num_threads())
+        return [V.at_least("threads", seen[-1], 1)]
+
+    before = numba.get_num_threads()
+    assert "threads" in V.ONE_THREAD and "threads_default" not in V.ONE_THREAD
+    assert V.run_group("threads")[0].passed and V.run_group("threads_default")[0].passed
+    assert seen == [1, before] and numba.get_num_threads() == before
+
+
 def test_verify_unknown_check():
     assert cli.main(["verify", "--only", "nope"]) == 2
 
