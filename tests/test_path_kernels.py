@@ -238,3 +238,20 @@ def test_kernel_and_scheduled_paths_give_parameter_rows():
     S = ScheduledPath(VPFBHomotopy(np.ones((3, 2)), 1.0, 0.5), [0.0, 0.5, 1.0], [0.0, 0.2, 1.0])
     assert np.abs(S.param_rows(ts) - np.array([S.at(t).params for t in ts])).max() < 1e-14
     assert ScheduledPath(LinearHomotopy(E.Quadratic(A0), E.Quadratic(A1)), [0, 1], [0, 1]).param_rows(ts) is None
+
+
+def test_linear_homotopy_kernels_at_intermediate_times():
+    """The composed kernels of (1 - t) U0 + t U1 for two quadratics in closed form at t
+    strictly inside (0, 1), where each term's own coefficient matters: value, gradient,
+    Laplacian (1 - t) tr A0 + t tr A1 and Hessian.  (The other compositions are checked
+    in the slow tier.)"""
+    L = LinearHomotopy(E.Quadratic(A0, mean=M0), E.Quadratic(A1, mean=M1))
+    X = np.random.default_rng(8).normal(size=(20, 2)) * 2
+    for t in (0.3, 0.8):
+        k = L.eval_path_kernels(X, t)
+        val = 0.5 * (1 - t) * np.einsum("ni,ij,nj->n", X - M0, A0, X - M0) \
+            + 0.5 * t * np.einsum("ni,ij,nj->n", X - M1, A1, X - M1)
+        np.testing.assert_allclose(k["value"], val, rtol=1e-13)
+        np.testing.assert_allclose(k["grad"], (1 - t) * (X - M0) @ A0 + t * (X - M1) @ A1, rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(k["lap"], (1 - t) * np.trace(A0) + t * np.trace(A1), rtol=1e-13)
+        np.testing.assert_allclose(k["hess"], np.broadcast_to((1 - t) * A0 + t * A1, (20, 2, 2)), rtol=1e-13)
