@@ -376,3 +376,12 @@ def test_a_path_solution_is_a_trajectory_against_the_moving_gibbs_law():
     # not vacuous: at t = D the reference is U1's Gibbs law, far from U0's
     static_ref = Dg.kl_grid(g, sol.densities[-1], np.log(FokkerPlanck(U0, g, T).gibbs))
     assert static_ref - kl[-1] > 0.5
+
+
+def test_weighted_poisson_is_second_order_on_unequal_spacings():
+    """Boxes and cell counts differing per axis (h_0 != h_1), w != v: the face velocities of each
+    axis converge at second order to the closed-form grad Phi (a velocity divided by another
+    axis's spacing would not converge at all)."""
+    H1 = VPFBHomotopy(np.array([[1.0, -0.5]]), 1.3, 0.6)
+    errs = [gaussian_velocity_error(H1, Grid([(-5, 5), (-6, 6)], (c0, c1)), 0.3) for c0, c1 in ((40, 30), (80, 60))]
+    assert 3.7 < errs[0] / errs[1] < 4.4, errs
