@@ -162,10 +162,11 @@ class Report:
         plt.close(fig)
 
 
-# Groups whose operators are small (grids up to ~10^5 cells, no particle ensembles): they run on
-# one numba and one BLAS thread.  Measured on 2 cores shared with other jobs, the thread pools
-# waiting for busy cores made them 10-100x slower (fokker_planck 34 s -> 1.1 s, gaussian 12 s ->
-# 0.7 s, propagator 13 s -> 0.1 s); on one thread they cost ~3 s in all, idle or loaded.
+# Groups whose operators are small (grids up to ~10^5 cells, ensembles up to ~2e4 particles): they
+# run on one numba and one BLAS thread.  Measured on 2 cores shared with other jobs, the thread
+# pools waiting for busy cores made them 5-100x slower (fokker_planck 34 s -> 1.1 s, gaussian 12 s
+# -> 0.7 s, propagator 13 s -> 0.1 s, composition 14 s -> 2.9 s, homotopy 16 s -> 2.7 s, discrete
+# 8.8 s -> 1.3 s); on one thread they cost ~12 s in all, idle or loaded.
 ONE_THREAD: set[str] = set()
 
 
@@ -854,7 +855,7 @@ def check_stopping(quick: bool = True, report: Report | None = None) -> list[Che
     return out
 
 
-@register
+@register(one_thread=True)
 def check_composition(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Composition keeps a Gibbs invariant law: conjunction, disjunction, negation of
     the paper's experts A and B are confining and exp(-U)/Z is the stationary law;
@@ -898,7 +899,7 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
     return out
 
 
-@register
+@register(one_thread=True)
 def check_discrete(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Finite state spaces: the periodic Ising chain against its transfer matrix and
     Glauber's gap 1 - tanh(2J/T); the Lyapunov identity d/dt KL = -Dirichlet form along
@@ -1100,7 +1101,7 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
     return out
 
 
-@register
+@register(one_thread=True)
 def check_homotopy(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Time-dependent energies and density homotopies (issue 12): the VPFB homotopy with prior
     std w != likelihood std v against the tempered posterior q(x) N(xbar; x, v^2 I)^t, and its
