@@ -166,7 +166,9 @@ class Report:
 # run on one numba and one BLAS thread.  Measured on 2 cores shared with other jobs, the thread
 # pools waiting for busy cores made them 5-100x slower (fokker_planck 34 s -> 1.1 s, gaussian 12 s
 # -> 0.7 s, propagator 13 s -> 0.1 s, composition 14 s -> 2.9 s, homotopy 16 s -> 2.7 s, discrete
-# 8.8 s -> 1.3 s); on one thread they cost ~12 s in all, idle or loaded.
+# 8.8 s -> 1.3 s); on one thread they cost ~12 s in all, idle or loaded.  The other groups keep all
+# threads: they run the parallel kernels (particle integrators, the Chebyshev stencil sweeps of the
+# theorem's 96^2 grid) as users run them.
 ONE_THREAD: set[str] = set()
 
 
