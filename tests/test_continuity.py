@@ -129,7 +129,7 @@ def test_characteristics_failure_is_an_error():
         Continuity(U, Grid([(-3, 3)], 30), method="lagrangian").solve(np.ones(30) / 6, [0.1])
 
 
-@pytest.mark.parametrize("case", ["ring", "doublewell"])
+@pytest.mark.parametrize("case", ["ring", pytest.param("doublewell", marks=pytest.mark.slow)])  # 38 s loaded
 def test_tau_det_is_argmin_kl(case):
     if case == "ring":
         U, g, rho0 = E.GaussianMixture.ring(), Grid([(-8, 8)] * 2, 96), densities.Gaussian([0, 0], 9.0)

@@ -803,6 +803,7 @@ def test_ctrl_c_stops_mixed_particles(interrupt_after_first_chunk):
     assert info.value.done == 1 and info.value.total == 2
 
 
+@pytest.mark.slow  # every particle loop twice, one call against many (75 s on 2 loaded cores): CI's second step
 def test_chunked_loops_give_the_bits_of_one_call(monkeypatch):
     """Bounded calls stop and resume the compiled loops exactly: tiny chunks, same bits."""
     X = np.random.default_rng(4).normal(size=(300, 2))
