@@ -157,7 +157,7 @@ def baseline(tree: pathlib.Path, mutants) -> None:
 def table(rows: list[dict], rev: str) -> str:
     n = len(rows)
     kt = sum(r["tests"] == "killed" for r in rows)
-    cov = [r for r in rows if r["verify"] != "n/a"]
+    cov = [r for r in rows if r["verify"] in ("killed", "survived")]   # not "n/a" (no group) or "skipped"
     kv = sum(r["verify"] == "killed" for r in cov)
     pct = (lambda a, b: f"{100 * a / b:.0f} %" if b else "-")
     lines = [f"# Mutation study (tree {rev})", "",
@@ -179,7 +179,7 @@ def table(rows: list[dict], rev: str) -> str:
         a = by_area.setdefault(r["id"].split("-")[0], [0, 0, 0, 0])
         a[0] += 1
         a[1] += r["tests"] == "killed"
-        a[2] += r["verify"] != "n/a"
+        a[2] += r["verify"] in ("killed", "survived")
         a[3] += r["verify"] == "killed"
     lines += ["", "| area | mutants | killed by tests | covered by verify | killed by verify |", "|---|---|---|---|---|"]
     lines += [f"| {k} | {v[0]} | {v[1]} | {v[2]} | {v[3]} |" for k, v in sorted(by_area.items())]
@@ -232,7 +232,12 @@ def main(argv=None) -> int:
             try:
                 r = {"id": m.id, "path": m.path, "what": m.what, "rev": rev}
                 r.update(test_mutant(tree, m, full=not args.named_only))
-                r.update({"verify": "skipped", "verify_by": []} if args.no_verify else verify_mutant(tree, m))
+                if args.no_verify:   # keep what an earlier run found
+                    old = done.get(m.id, {})
+                    r.update({k: old[k] for k in ("verify", "verify_by", "verify_seconds") if k in old}
+                             or {"verify": "skipped", "verify_by": []})
+                else:
+                    r.update(verify_mutant(tree, m))
             finally:
                 (tree / m.path).write_text(original)
                 shutil.rmtree(tree / ".pytest_cache", ignore_errors=True)
