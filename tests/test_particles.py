@@ -500,3 +500,20 @@ def test_knn_kl_below_resolution_is_flagged_not_altered():
     b = est.bootstrap(est.kl_knn, x[:500], U, n_boot=10)
     assert b.below_resolution == (b.value - 2 * b.stderr <= 0)
     assert est.knn_entropy(x).below_resolution is None
+
+
+def test_block_summaries_equal_the_whole_sample_statistics():
+    """Summaries are merged from blocks of 4096 particles (Chan's formula): with blocks whose
+    means differ (particles sorted along x_0), the merged mean and covariance equal numpy's
+    on the whole sample, and R_t with its delta-method error equals the estimator's."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(3 * 4096 + 17, 2)) @ np.array([[1.0, 0.4], [0.0, 0.7]]) + [0.5, -1.0]
+    X = X[np.argsort(X[:, 0])]
+    U = E.GaussianMixture([[0.0, 0.0], [1.5, -1.0]], 0.8)   # lap U varies: the delta method's covariance term counts
+    ens = particles.langevin(U, X, 1e-9, 1, seed=0, temperature=0.6)
+    s = ens.summaries
+    np.testing.assert_allclose(s["mean"][0], X.mean(axis=0), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(s["cov"][0], np.cov(X.T, ddof=1), rtol=1e-11, atol=1e-13)
+    r = est.ratio(X, U, 0.6)["ratio"]
+    assert s["ratio"][0] == pytest.approx(r.value, rel=1e-12)
+    assert s["ratio_se"][0] == pytest.approx(r.stderr, rel=1e-9)
