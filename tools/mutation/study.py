@@ -26,6 +26,7 @@ import os
 import pathlib
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,12 +67,19 @@ def env_for(tree: pathlib.Path) -> dict:
 def run(cmd, tree, timeout) -> tuple[str, str]:
     """``(outcome, output)``: outcome "pass", "fail" (a failure, an error, or a collection
     error) or "timeout"."""
+    # its own process group, killed whole on a time-out or an interrupt: pytest-xdist workers
+    # and the children of fault tests must not outlive the mutant they ran on
+    p = subprocess.Popen(cmd, cwd=tree, env=env_for(tree), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, start_new_session=True)
     try:
-        p = subprocess.run(cmd, cwd=tree, env=env_for(tree), capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        return "timeout", out
-    return ("pass" if p.returncode == 0 else "fail"), p.stdout + p.stderr
+        out, _ = p.communicate(timeout=timeout)
+    except BaseException as exc:
+        os.killpg(p.pid, signal.SIGKILL)
+        out, _ = p.communicate()
+        if isinstance(exc, subprocess.TimeoutExpired):
+            return "timeout", out
+        raise
+    return ("pass" if p.returncode == 0 else "fail"), out
 
 
 def pytest_cmd(files=(), *, full=False):
