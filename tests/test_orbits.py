@@ -423,3 +423,17 @@ def test_run_refuses_an_asymmetric_start_on_orbits(tmp_path):
                                      init="random"))
     with pytest.raises(ValueError, match="symmetric start.*too many to enumerate"):
         cli.main(["run", str(cfg), "-o", str(tmp_path / "bad.h5"), "-q", "--debug"])
+
+
+def test_laws_are_refused_when_not_probability_vectors():
+    """Both spaces share one check: negative entries and mass != 1 are refused by name."""
+    e = Dz.ising((2, 2))
+    for space in (Dz.FiniteSpace(e, 1.0), O.SymmetricSpace(e, 1.0)):
+        p = np.full(space.size, 1.0 / space.size)
+        np.testing.assert_array_equal(space.check_law(p), p)
+        bad = p.copy()
+        bad[0], bad[1] = -1e-3, bad[1] + 1e-3
+        with pytest.raises(ValueError, match="negative entries"):
+            space.check_law(bad)
+        with pytest.raises(ValueError, match="sums to"):
+            space.check_law(1.01 * p)

@@ -267,13 +267,17 @@ class FiniteSpace:
         return p
 
     def check_law(self, p, name: str = "p") -> np.ndarray:
-        p = finite_array(p, name, shape=(self.size,))
-        if p.min() < 0:
-            raise ValueError(f"{name} has negative entries (min {p.min():.3g})")
-        s = p.sum()
-        if abs(s - 1.0) > 1e-9:
-            raise ValueError(f"{name} sums to {s:.12g}, not 1")
-        return p
+        return probability_vector(finite_array(p, name, shape=(self.size,)), name)
+
+
+def probability_vector(p: np.ndarray, name: str = "p") -> np.ndarray:
+    """``p`` itself when it is a probability vector (non-negative, summing to 1 within 1e-9)."""
+    if p.min() < 0:
+        raise ValueError(f"{name} has negative entries (min {p.min():.3g})")
+    s = p.sum()
+    if abs(s - 1.0) > 1e-9:
+        raise ValueError(f"{name} sums to {s:.12g}, not 1")
+    return p
 
 
 # ------------------------------------------------------------------------------- generators

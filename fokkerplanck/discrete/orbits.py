@@ -70,7 +70,14 @@ from scipy.special import logsumexp
 
 from fokkerplanck._core.jit import jit, pjit
 from fokkerplanck._core.validate import available_memory, check_memory, finite_array, positive_float
-from fokkerplanck.discrete.finite import MAX_STATES, MasterEquation, PairEnergy, TooManyStatesError, _fills_zeros
+from fokkerplanck.discrete.finite import (
+    MAX_STATES,
+    MasterEquation,
+    PairEnergy,
+    TooManyStatesError,
+    _fills_zeros,
+    probability_vector,
+)
 
 __all__ = [
     "LUMPED_DYNAMICS",
@@ -581,12 +588,7 @@ class SymmetricSpace:
         if p.shape != (self.size,):
             hint = (" (a law on all states: lump it with space.lump(p))" if p.shape == (self.n_states,) else "")
             raise ValueError(f"{name} must be a law on the {self.size} orbits, got shape {p.shape}{hint}")
-        if p.min() < 0:
-            raise ValueError(f"{name} has negative entries (min {p.min():.3g})")
-        s = p.sum()
-        if abs(s - 1.0) > 1e-9:
-            raise ValueError(f"{name} sums to {s:.12g}, not 1")
-        return p
+        return probability_vector(p, name)
 
     def point_mass(self, config) -> np.ndarray:
         """The law on orbits of the uniform law on the orbit of ``config``: the point mass at
