@@ -39,7 +39,7 @@ and its exact propagator is the shared :class:`~fokkerplanck.operators.propagato
 (through :class:`~.finite.MasterEquation`).
 
 Diagnostics are preserved.  For a symmetric ``p``, ``f = p / pi`` is constant on orbits
-and equals ``ft = pt / pit`` there, so
+and equals ``ft = pt / pit`` there, so ::
 
     KL(p || pi) = sum_A sum_{i in A} p_i log f_i = sum_A pt_A log ft_A = KL(pt || pit),
     D(p) = 1/2 sum_{A, B} (ft_B - ft_A)(log ft_B - log ft_A) sum_{i in A, j in B} pi_i L[j, i]
