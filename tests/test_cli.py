@@ -34,9 +34,10 @@ def test_verify_one_thread_groups(monkeypatch):
     import numba
 
     from fokkerplanck.app import verify as V
+    from fokkerplanck.app.verify import framework as F
 
-    monkeypatch.setattr(V, "CHECKS", dict(V.CHECKS))
-    monkeypatch.setattr(V, "ONE_THREAD", set(V.ONE_THREAD))
+    monkeypatch.setattr(F, "CHECKS", dict(F.CHECKS))
+    monkeypatch.setattr(F, "ONE_THREAD", set(F.ONE_THREAD))
     seen = []
 
     @V.register(one_thread=True)
@@ -50,7 +51,7 @@ def test_verify_one_thread_groups(monkeypatch):
         return [V.at_least("threads", seen[-1], 1)]
 
     before = numba.get_num_threads()
-    assert "threads" in V.ONE_THREAD and "threads_default" not in V.ONE_THREAD
+    assert "threads" in F.ONE_THREAD and "threads_default" not in F.ONE_THREAD
     assert V.run_group("threads")[0].passed and V.run_group("threads_default")[0].passed
     assert seen == [1, before] and numba.get_num_threads() == before
 

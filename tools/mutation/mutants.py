@@ -777,7 +777,10 @@ if __name__ == "__main__":
         return subprocess.run(["git", "-C", str(root), "cat-file", "-e", f"{rev}:{path}"],
                               check=False, capture_output=True).returncode == 0
 
-    registered = set(re.findall(r"^def check_(\w+)\(", at_rev("fokkerplanck/app/verify.py"), flags=re.MULTILINE))
+    names = subprocess.run(["git", "-C", str(root), "ls-tree", "--name-only", rev, "fokkerplanck/app/verify/"],
+                           check=True, capture_output=True, text=True).stdout.split()
+    verify = "".join(at_rev(name) for name in names if name.endswith(".py"))
+    registered = set(re.findall(r"^def check_(\w+)\(", verify, flags=re.MULTILINE))
     per_area = check(at_rev, at_rev_exists, registered)
     for name in AREAS:
         print(f"{name:32s} {per_area.get(name, 0):3d}")
