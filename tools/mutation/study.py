@@ -8,10 +8,14 @@ and record which tests and which ``fpk verify --quick`` checks kill it.
 For each mutant, in a fresh copy of the committed tree (``git archive HEAD``):
 
 1. the test files named by the mutant run first (``-m "not slow"``); a mutant they miss
-   then meets the whole default tier (``python -m pytest -q -n 2``): a test failure, a
-   collection error or a time-out kills it, a pass means it survived the default tier;
+   then meets the whole default tier (``python -m pytest -q -n 2``): a test failure or a
+   collection error kills it, a pass means it survived the default tier;
 2. ``fpk verify --quick --only <groups>`` runs the verify groups that cover the mutated
    code (a failed check or an error kills it); a mutant no group covers is "n/a" for verify.
+
+A run that exceeds its time limit is neither: its outcome is "time-out", counted apart from
+the kills and the survivors (on a loaded machine a slow run is no evidence against the
+mutant).  ``--only ID ... --rerun`` runs such mutants again on a quieter machine.
 
 Results are appended to ``results.jsonl`` as each mutant ends (a study that is cut off
 resumes where it stopped; ``--rerun`` runs the named mutants again), and ``results.md``
@@ -36,12 +40,14 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(HERE))
 
-from mutants import MUTANTS, Mutant  # noqa: E402
+from mutants import MUTANTS, Mutant
 
-TEST_TIMEOUT = 600      # seconds for one pytest run (a hang counts as a kill)
-VERIFY_TIMEOUT = 300    # one verify group (each takes under a minute; a mutant that hangs one is caught)
-FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
-CHECK_FAIL = re.compile(r"^\s+(.+?)\s{2,}.*\bFAIL\*?\s*$", re.M)
+NAMED_TIMEOUT = 600     # seconds for the mutant's named test files
+TEST_TIMEOUT = 900      # seconds for the whole default tier (about 4 minutes on 2 idle cores)
+VERIFY_TIMEOUT = 300    # one verify group (each takes under a minute on 2 idle cores)
+TIMEOUT = "time-out"    # the outcome of a run cut off at its limit: not a kill, not a survival
+FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.MULTILINE)
+CHECK_FAIL = re.compile(r"^\s+(.+?)\s{2,}.*\bFAIL\*?\s*$", re.MULTILINE)
 
 
 def area(m: Mutant) -> str:
@@ -92,44 +98,55 @@ def killers_of(output: str, pattern=FAILED) -> list[str]:
 
 
 def test_mutant(tree: pathlib.Path, m: Mutant, full: bool = True) -> dict:
+    """``tests``: "killed", "survived" (the default tier passed), "survived named tests" (only
+    the named files ran) or "time-out" (a run hit its limit before any test failed)."""
     t0 = time.perf_counter()
-    outcome, out = run(pytest_cmd(m.tests), tree, TEST_TIMEOUT)
+    outcome, out = run(pytest_cmd(m.tests), tree, NAMED_TIMEOUT)
     stage = "named tests"
     if outcome == "pass" and full:
         outcome, out = run(pytest_cmd(full=True), tree, TEST_TIMEOUT)
         stage = "default tier"
     survived = "survived" if stage == "default tier" else "survived named tests"
-    res = {"tests": survived if outcome == "pass" else "killed", "tests_stage": stage,
-           "tests_by": killers_of(out) if outcome == "fail" else (["time-out"] if outcome == "timeout" else []),
+    status = {"pass": survived, "fail": "killed", "timeout": TIMEOUT}[outcome]
+    res = {"tests": status, "tests_stage": stage, "tests_by": killers_of(out) if outcome == "fail" else [],
            "tests_seconds": round(time.perf_counter() - t0, 1)}
     if outcome == "fail" and not res["tests_by"]:
         res["tests_by"] = [_last_line(out)]
+    if outcome == "timeout":
+        res["tests_note"] = f"{stage} cut off after {NAMED_TIMEOUT if stage == 'named tests' else TEST_TIMEOUT} s"
     return res
 
 
 def verify_mutant(tree: pathlib.Path, m: Mutant) -> dict:
     """``fpk verify --quick`` on the mutant's groups, one group at a time, stopping at the
-    first group with a failed check (or an error, or a time-out): that group killed it."""
+    first group with a failed check (or an error): that group killed it.  A group cut off at
+    its time limit kills nothing; the next groups still run, and the mutant is "time-out"
+    when none of them kills it."""
     if not m.verify:
         return {"verify": "n/a", "verify_by": []}
     t0 = time.perf_counter()
     report = tree / "_verify_report"
+    cut_off = []
     for group in m.verify:
         shutil.rmtree(report, ignore_errors=True)
         outcome, out = run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--report", str(report),
                             "--only", group], tree, VERIFY_TIMEOUT)
-        if outcome == "pass":
+        if outcome == "timeout":
+            cut_off.append(group)
+        if outcome != "fail":
             continue
-        by = ["time-out"] if outcome == "timeout" else []
-        if outcome == "fail":
-            try:   # the failed checks by name (the table may wrap long names)
-                checks = json.loads((report / "checks.json").read_text())
-                by = [f"{c['group']}: {c['name']}" for c in checks if not c["passed"]][:3]
-            except (OSError, ValueError, KeyError):
-                by = []
-            by = by or killers_of(out, CHECK_FAIL) or [f"{group}: {_last_line(out)}"]
+        try:   # the failed checks by name (the table may wrap long names)
+            checks = json.loads((report / "checks.json").read_text())
+            by = [f"{c['group']}: {c['name']}" for c in checks if not c["passed"]][:3]
+        except (OSError, ValueError, KeyError):
+            by = []
+        by = by or killers_of(out, CHECK_FAIL) or [f"{group}: {_last_line(out)}"]
         return {"verify": "killed", "verify_by": by, "verify_seconds": round(time.perf_counter() - t0, 1)}
-    return {"verify": "survived", "verify_by": [], "verify_seconds": round(time.perf_counter() - t0, 1)}
+    res = {"verify": TIMEOUT if cut_off else "survived", "verify_by": [],
+           "verify_seconds": round(time.perf_counter() - t0, 1)}
+    if cut_off:
+        res["verify_note"] = f"cut off after {VERIFY_TIMEOUT} s: {', '.join(cut_off)}"
+    return res
 
 
 def _last_line(out: str) -> str:
@@ -152,7 +169,7 @@ def baseline(tree: pathlib.Path, mutants) -> None:
     files = sorted({f for m in mutants for f in m.tests})
     groups = sorted({g for m in mutants for g in m.verify})
     print(f"baseline: {len(files)} test files, verify groups {groups}", flush=True)
-    outcome, out = run(pytest_cmd(files), tree, 4 * TEST_TIMEOUT)
+    outcome, out = run(pytest_cmd(files), tree, 2 * TEST_TIMEOUT)
     if outcome != "pass":
         raise SystemExit(f"the unmutated tree fails its tests ({outcome}); fix that first:\n{out[-3000:]}")
     if groups:
@@ -162,35 +179,56 @@ def baseline(tree: pathlib.Path, mutants) -> None:
             raise SystemExit(f"the unmutated tree fails fpk verify ({outcome}); fix that first:\n{out[-3000:]}")
 
 
+def _normalised(r: dict) -> dict:
+    """A row of an earlier study that counted a time-out as a kill (``*_by == ["time-out"]``)
+    shown as the time-out it was."""
+    r = dict(r)
+    for part in ("tests", "verify"):
+        if r.get(part) == "killed" and r.get(f"{part}_by") == ["time-out"]:
+            r[part], r[f"{part}_by"] = TIMEOUT, []
+    return r
+
+
 def table(rows: list[dict], rev: str) -> str:
+    rows = [_normalised(r) for r in rows]
     n = len(rows)
     kt = sum(r["tests"] == "killed" for r in rows)
-    cov = [r for r in rows if r["verify"] in ("killed", "survived")]   # not "n/a" (no group) or "skipped"
+    tt = sum(r["tests"] == TIMEOUT for r in rows)
+    cov = [r for r in rows if r["verify"] in ("killed", "survived", TIMEOUT)]   # not "n/a" (no group) or "skipped"
     kv = sum(r["verify"] == "killed" for r in cov)
+    tv = sum(r["verify"] == TIMEOUT for r in cov)
     pct = (lambda a, b: f"{100 * a / b:.0f} %" if b else "-")
     lines = [f"# Mutation study (tree {rev})", "",
-             "Produced by `python tools/mutation/study.py`: each planted bug of `tools/mutation/mutants.py` "
-             "in a copy of the committed tree, one at a time.", "",
+             ("Produced by `python tools/mutation/study.py`: each planted bug of `tools/mutation/mutants.py` "
+              "in a copy of the committed tree, one at a time.  A run cut off at its time limit is a "
+              "time-out: it counts neither as a kill nor as a survival, and stays in the denominators."), "",
              f"- mutants: {n}",
-             f"- killed by the default test tier: {kt} of {n} ({pct(kt, n)})",
-             f"- killed by `fpk verify --quick` (its groups covering the code): {kv} of {len(cov)} covered "
-             f"({pct(kv, len(cov))}); {n - len(cov)} mutants lie in code no verify group covers", "",
+             f"- killed by the default test tier: {kt} of {n} ({pct(kt, n)}); time-outs: {tt}",
+             (f"- killed by `fpk verify --quick` (its groups covering the code): {kv} of {len(cov)} covered "
+              f"({pct(kv, len(cov))}); time-outs: {tv}; {n - len(cov)} mutants lie in code no verify group covers"),
+             "",
              "| mutant | the bug | tests | killed by (first) | verify | killed by (first) |",
              "|---|---|---|---|---|---|"]
+    def by(r, part):
+        """The first killers (at most two), or for a time-out what was cut off."""
+        text = "<br>".join(f"`{x}`" for x in r[f"{part}_by"][:2])
+        if not text and r[part] == TIMEOUT:
+            text = r.get(f"{part}_note", "")
+        return text.replace("|", "\\|")
+
     for r in sorted(rows, key=lambda r: r["id"]):
-        def cell(xs):
-            return "<br>".join(f"`{x}`" for x in xs[:2]).replace("|", "\\|")
-        lines.append(f"| `{r['id']}` | {r['what']} | {r['tests']} | {cell(r['tests_by'])} | {r['verify']} | "
-                     f"{cell(r['verify_by'])} |")
+        lines.append(f"| `{r['id']}` | {r['what']} | {r['tests']} | {by(r, 'tests')} | {r['verify']} | {by(r, 'verify')} |")
     by_area = {}
     for r in rows:
-        a = by_area.setdefault(r["id"].split("-")[0], [0, 0, 0, 0])
+        a = by_area.setdefault(r["id"].split("-")[0], [0, 0, 0, 0, 0])
         a[0] += 1
         a[1] += r["tests"] == "killed"
-        a[2] += r["verify"] in ("killed", "survived")
+        a[2] += r["verify"] in ("killed", "survived", TIMEOUT)
         a[3] += r["verify"] == "killed"
-    lines += ["", "| area | mutants | killed by tests | covered by verify | killed by verify |", "|---|---|---|---|---|"]
-    lines += [f"| {k} | {v[0]} | {v[1]} | {v[2]} | {v[3]} |" for k, v in sorted(by_area.items())]
+        a[4] += (r["tests"] == TIMEOUT) + (r["verify"] == TIMEOUT)
+    lines += ["", "| area | mutants | killed by tests | covered by verify | killed by verify | time-outs |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {v[0]} | {v[1]} | {v[2]} | {v[3]} | {v[4]} |" for k, v in sorted(by_area.items())]
     return "\n".join(lines) + "\n"
 
 
