@@ -13,6 +13,7 @@ Where each part lives:
 :mod:`.custom`                :class:`Custom`: your own numba kernels
 :mod:`.callables`             NumPy, PyTorch and JAX callables (no kernels)
 :mod:`.data`                  :class:`KDE`: smoothed-data energies
+:mod:`.polynomial`            :class:`Polynomial`; :class:`Conditional`: ``z -> U(x, z)``; :class:`Stacked`
 :mod:`.specs`                 energies as data (``spec_of``, ``from_config``)
 :mod:`.confinement`           is ``exp(-U/T)`` normalisable, does the box hold it?
 :mod:`.blocks`                blocked kernels of the particle integrators' hot loop
@@ -42,6 +43,7 @@ from fokkerplanck.energies.confinement import ConfinementReport, check_confining
 from fokkerplanck.energies.custom import Custom
 from fokkerplanck.energies.data import KDE
 from fokkerplanck.energies.families import DoubleWell, GaussianMixture, Quadratic
+from fokkerplanck.energies.polynomial import Conditional, Polynomial, Stacked
 from fokkerplanck.energies.specs import custom_modules, from_config, spec_of
 
 __all__ = [
@@ -49,5 +51,5 @@ __all__ = [
     "Custom", "softmin", "from_spec", "from_config", "check_confining", "ConfinementReport",
     "ENERGY_TYPES", "CONSTRUCTORS", "register", "UnresolvedEnergyError", "custom_modules",
     "NoKernelsError", "NonFiniteEnergyError", "spec_of", "CallableEnergy", "from_callable", "from_torch",
-    "from_jax", "KDE",
+    "from_jax", "KDE", "Polynomial", "Conditional", "Stacked",
 ]

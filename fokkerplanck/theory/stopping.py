@@ -169,7 +169,8 @@ def bakry_emery(energy, grid) -> LSConstant:
 
     Certified for the law on the box when the Hessian bound holds everywhere
     on it: exact for quadratics (constant Hessian); for other energies the
-    minimum over the cell centres stands in for the infimum (labelled so)."""
+    minimum over the cell centres stands in for the infimum, which can lie below
+    it between centres: labelled so in the source, and not certified."""
     H = energy.hessian(grid.points)
     lam = np.linalg.eigvalsh(H).min()
     if lam <= 0:
@@ -177,7 +178,7 @@ def bakry_emery(energy, grid) -> LSConstant:
                          "no Bakry-Emery constant; try holley_stroock or an estimate")
     constant = bool(np.all(H == H[0]))
     src = "Bakry-Emery, min eig hess U" + ("" if constant else " over the grid's cells")
-    return LSConstant(float(lam), src, True)
+    return LSConstant(float(lam), src, constant)
 
 
 def holley_stroock(kappa: float, W, grid, temperature: float = 1.0) -> LSConstant:
