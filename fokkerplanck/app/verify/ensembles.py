@@ -81,10 +81,17 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     out.append(at_most("ring: |tau_det - argmin KL|, particles (RK4, dt = 1e-3)", abs(td.time - am.time), 5e-4,
                        "tolerance: 1/10 of the save spacing"))
     times = np.linspace(0, 0.4, 81)
-    exact = tau_det(times, forward_lagrangian(U, G9, times, nodes=40).ratio).time
+    R_exact = forward_lagrangian(U, G9, times, nodes=40).ratio
+    exact = tau_det(times, R_exact).time
     out.append(near("ring: tau_det particles vs tau_det exact", td.time, exact, 4 * td.stderr + 1e-4,
                     f"tolerance 4 stderr + 1e-4 (the exact time interpolated between saves 0.005 apart); particles "
                     f"{td.time:.5f} +- {td.stderr:.1g} (k* = {td.step(1e-3)}), exact {exact:.5f}", strict=True))
+    # the delta method: se(tau_det) = se(R_t) / |dR/dt| at the crossing, here with the slope of the
+    # exact flow's R_t (the particles' slope differs by their noise: measured 3 %)
+    slope = float(np.interp(td.time, times, np.gradient(R_exact, times)))
+    se_r = float(np.interp(td.time, f.times, s["ratio_se"]))
+    out.append(near("ring: error of tau_det x |dR/dt of the exact flow| / error of R_t at the crossing (delta method)",
+                    td.stderr * abs(slope) / se_r, 1.0, 0.2, f"dR/dt = {slope:.3g}, se(R_t) = {se_r:.2g}"))
 
     # the discrete schemes' own laws for U = x^T A x / 2 at T = 0.6
     A, T, dt = rotated([2.5, 0.5], 35.0), 0.6, 0.01
@@ -95,7 +102,8 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     m, S = m0, S0
     for _ in range(100):
         m, S = M @ m, M @ S @ M.T + 2 * T * dt * np.eye(2)
-    X = particles.langevin(E.Quadratic(A), x0, dt, 100, temperature=T, seed=6).positions[-1]
+    em = particles.langevin(E.Quadratic(A), x0, dt, 100, temperature=T, seed=6)
+    X = em.positions[-1]
     C = np.cov(X.T)
     z = np.concatenate([(X.mean(axis=0) - m) / np.sqrt(np.diag(S) / N),
                         [(C[i, j] - S[i, j]) / np.sqrt((S[i, i] * S[j, j] + S[i, j] ** 2) / N)
@@ -103,6 +111,35 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     out.append(at_most(f"OU 2D, rotated anisotropic A, T = {T:g}: Euler-Maruyama ({N} particles, dt = {dt:g}, 100 steps) "
                        "vs the exact law of the scheme, max |z| of the mean and covariance",
                        float(np.abs(z).max()), 4.5, "5 statistics: 4.5 standard errors (a false alarm below 1e-4)"))
+    # the k-NN estimate of 2e4 samples of a 2D Gaussian is biased by ~1e-3 (well below its error bar)
+    e = est.kl_knn(X, E.Quadratic(A), T)
+    kl = gaussian_kl(m, S, A, T)
+    out.append(near(f"OU 2D, T = {T:g}: kNN KL of the Euler-Maruyama ensemble vs the closed form of the scheme's law",
+                    e.value, kl, 4 * e.stderr, f"tolerance 4 stderr, stderr {e.stderr:.2g}", strict=True))
+    # the k-NN entropy in 1D and 3D (the unit ball's volume matters there, not in 2D): exact samples
+    A3, T3 = rotated([2.5, 1.0, 0.5], 30.0, 40.0, 20.0), 0.8
+    for name, Ad, md, Sd in (("1D", np.array([[1.7]]), np.array([0.5]), np.array([[0.4]])),
+                             ("3D, rotated anisotropic A", A3, np.array([0.3, -0.2, 0.1]), np.diag([0.3, 0.4, 0.25]))):
+        e = est.kl_knn(densities.Gaussian(md, Sd).sample(N, seed=8), E.Quadratic(Ad), T3)
+        out.append(near(f"{name}, T = {T3:g}: kNN KL of {N} exact samples of a Gaussian vs its closed form", e.value,
+                        gaussian_kl(md, Sd, Ad, T3), 4 * e.stderr, f"tolerance 4 stderr, stderr {e.stderr:.2g}",
+                        strict=True))
+    out += _summary_checks(em, X, r, U, A, T)
+    out += _flow_scheme_checks(A, T, x0)
+
+    # exact samples of a grid density: the cell by its mass, then uniform inside the cell, so the
+    # sample mean and variance estimate the piecewise-constant law's, sum p_i c_i and
+    # sum p_i (c_i^2 + h^2 / 12) - mean^2 per axis
+    g = Grid([(-7.0, 7.0), (-6.5, 7.5)], (40, 36))
+    rho = densities.Gaussian(m0, 4 * S0).on_grid(g)
+    Y = g.sample(rho, N, seed=7)
+    p = rho.ravel() / rho.sum()
+    mean = p @ g.points
+    var = p @ g.points**2 + np.asarray(g.spacing) ** 2 / 12 - mean**2
+    zs = np.concatenate([(Y.mean(axis=0) - mean) / np.sqrt(var / N), (Y.var(axis=0) - var) / (var * np.sqrt(2 / N))])
+    out.append(at_most(f"grid sampling ({N} samples of a Gaussian on 40x36 cells of 0.35 x 0.39) vs the moments of the "
+                       "piecewise-constant law, max |z| of the mean and variance", float(np.abs(zs).max()), 4.5,
+                       "4 statistics: 4.5 standard errors (the variance's error bar from its Gaussian value)"))
     G0 = densities.Gaussian(m0, S0)
     f = particles.gradient_flow(E.Quadratic(A), x0, dt, 40, method="euler", track_logdensity=True,
                                 logrho0=G0.logpdf(x0), temperature=T)
@@ -199,3 +236,70 @@ def check_learning(quick: bool = True, report: Report | None = None) -> list[Che
     return out
 
 
+def _summary_checks(em, X, ring_run, ring, A, T) -> list[Check]:
+    """The ensembles' merged block summaries (blocks of 4096 particles, Chan's update) against
+    one pass of numpy over the whole ensemble: mean, covariance and its standard error; R_t and
+    its delta-method error, here from the influence values ``T (lap U - R |grad U|^2) / E|grad U|^2``
+    (an OU ensemble at T != 1, where lap U = tr A is constant, and the eight Gaussians at T = 1,
+    where lap U varies)."""
+    s = {k: v[-1] for k, v in em.summaries.items()}
+    N = X.shape[0]
+    c = X - X.mean(axis=0)
+    prod = c[:, :, None] * c[:, None, :]
+    cov_se = prod.std(axis=0, ddof=1) / np.sqrt(N)
+    # round-off of sums over 2e4 particles: measured 1e-15 (mean, covariance), 2e-15 (errors)
+    rel = max(float(np.abs(s["mean"] - X.mean(axis=0)).max() / np.abs(X).max()),
+              float(np.abs(s["cov"] - np.cov(X.T)).max() / np.abs(np.cov(X.T)).max()),
+              float(np.abs(s["cov_se"] - cov_se).max() / cov_se.max()))
+    out = [at_most(f"OU 2D ensemble ({N} particles): merged block summaries vs numpy, max relative error of the mean, "
+                   "covariance and the covariance's standard error", rel, 1e-12)]
+    for name, ens, lap, grad2, temp in (
+            (f"OU 2D, T = {T:g}", em, np.full(N, np.trace(A)), np.sum((X @ A) ** 2, axis=1), T),
+            ("ring, T = 1", ring_run, ring.laplacian(ring_run.positions[-1]),
+             np.sum(ring.grad(ring_run.positions[-1]) ** 2, axis=1), 1.0)):
+        R = temp * lap.mean() / grad2.mean()
+        infl = temp * (lap - R / temp * grad2) / grad2.mean()
+        se = infl.std(ddof=1) / np.sqrt(infl.size)
+        got, got_se = ens.summaries["ratio"][-1], ens.summaries["ratio_se"][-1]
+        out.append(at_most(f"{name}: ensemble R_t and its delta-method error vs the influence values, max relative "
+                           "error", max(abs(got / R - 1), abs(got_se / se - 1)), 1e-12,
+                           f"R_t = {R:.5f} +- {se:.2g}"))
+    return out
+
+
+def _flow_scheme_checks(A, T, x0) -> list[Check]:
+    """The deterministic schemes' own maps and orders.  For U = x^T A x / 2 one step of Heun is
+    x -> (I - Z + Z^2/2) x and one of RK4 x -> (sum_k (-Z)^k / k!, k <= 4) x, Z = dt A.  For the
+    separable double well U = b sum_i ((x_i/s)^2 - 1)^2 the flow is known: y = x_i^2 solves the
+    logistic equation y' = k y (1 - y/s^2), k = 8 b / s^2, and along it int_0^t lap U(x_u) du =
+    sum_i log(U'(x_i(0)) / U'(x_i(t))); the tracked log-density (lap U varies along the path)
+    converges to it at the scheme's order."""
+    out = []
+    dt, n = 0.1, 40
+    Z = dt * A
+    for method, coefs in (("heun", (1.0, -1.0, 0.5)), ("rk4", (1.0, -1.0, 0.5, -1 / 6, 1 / 24))):
+        step = sum(c * np.linalg.matrix_power(Z, k) for k, c in enumerate(coefs))
+        f = particles.gradient_flow(E.Quadratic(A), x0[:2000], dt, n, method=method, temperature=T)
+        exact = x0[:2000] @ np.linalg.matrix_power(step, n).T
+        # round-off over 40 steps: measured 2e-16 (Heun), 5e-16 (RK4)
+        out.append(at_most(f"OU 2D: {method} (dt = {dt:g}, {n} steps) vs its step polynomial of dt A, max |dx|",
+                           float(np.abs(f.positions[-1] - exact).max()), 1e-12))
+    b, s, t = 1.5, 1.3, 0.3
+    U = E.DoubleWell(2, barrier=b, scale=s)
+    y0 = np.array([[0.3, -2.0], [1.0, 0.6], [-0.2, 1.6], [-1.9, -0.9]])
+    k = 8 * b / s**2
+    yt = np.sign(y0) * np.sqrt(s**2 * y0**2 * np.exp(k * t) / (s**2 + y0**2 * np.expm1(k * t)))
+    ell = np.sum(np.log(U.grad(y0) / U.grad(yt)), axis=1)
+    for method, order, steps in (("heun", 2, (30, 60, 120)), ("rk4", 4, (15, 30, 60))):
+        ex, el = [], []
+        for m in steps:
+            f = particles.gradient_flow(U, y0, t / m, m, method=method, track_logdensity=True, logrho0=np.zeros(4))
+            ex.append(np.abs(f.positions[-1] - yt).max())
+            el.append(np.abs(f.logdensity[-1] - ell).max())
+        px, pl = np.log2(ex[-2] / ex[-1]), np.log2(el[-2] / el[-1])
+        # measured (Heun) 2.05 and 2.2, (RK4) 4.02 and 4.1: the leading order plus the next term's share
+        out.append(near(f"2D double well (b = {b:g}, s = {s:g}): {method}, observed order in dt of the position and of "
+                        f"the tracked log-density vs the closed-form flow at t = {t:g}, {steps[-2]} -> {steps[-1]} "
+                        "steps (the value farther from the order)", px if abs(px - order) > abs(pl - order) else pl,
+                        order, 0.3, f"positions {px:.3f}, log-density {pl:.3f}; errors {ex[-1]:.2e}, {el[-1]:.2e}"))
+    return out
