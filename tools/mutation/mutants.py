@@ -37,7 +37,7 @@ MUTANTS = [
            "out[i] = 4.0 * b * x[i] * ((x[i] / s) ** 2 - 1.0) / (s * s)",
            "out[i] = 4.0 * b * x[i] * ((x[i] / s) ** 2 - 1.0) / s",
            "double-well gradient kernel divides by scale instead of scale^2 (right only at scale = 1)",
-           ("tests/test_energies.py", "tests/test_particles.py"), ()),
+           ("tests/test_energies.py", "tests/test_particles.py"), ("particles",)),
     Mutant("energies-dw-logz-dim", "fokkerplanck/energies/families.py",
            "return self.dim * math.log(2.0 * z)",
            "return math.log(2.0 * z)",
@@ -388,7 +388,7 @@ MUTANTS = [
            "ell += 0.5 * dt * (lap(x, p) + lap(y, p))",
            "ell += dt * lap(x, p)",
            "Heun tracks the log-density with the left-point rule (first order)",
-           ("tests/test_particles.py",), ()),
+           ("tests/test_particles.py",), ("particles",)),
     Mutant("int-rk4-lap-weights", "particles/integrators.py",
            "ell += dt / 6.0 * (l1 + 2.0 * l2 + 2.0 * l3 + l4)",
            "ell += dt / 6.0 * (l1 + 4.0 * l2 + l4)",
@@ -403,7 +403,7 @@ MUTANTS = [
            "ell -= _logabsdet_i_minus(H, dt)",
            "ell += _logabsdet_i_minus(H, dt)",
            "Euler flow adds log|det(I - dt H)| to the log-density instead of subtracting it",
-           ("tests/test_particles.py",), ()),
+           ("tests/test_particles.py",), ("particles",)),
 
     # ------------------------------------------------------------------ particle summaries
     Mutant("sum-merge-between-blocks", "particles/summaries.py",
