@@ -227,7 +227,7 @@ MUTANTS = [
            "out = lam[0:k]",
            "spectral gap returns the zero eigenvalue (k vs k-1)",
            ("tests/test_fokkerplanck.py", "tests/test_stopping.py", "tests/test_propagator.py"),
-           ("refine", "propagator", "composition")),
+           ("propagator", "refine", "composition")),
 
     # ------------------------------------------------------------------ continuity / MUSCL / Lagrangian
     Mutant("muscl-mc-central-half", "fokkerplanck/operators/muscl.py",
