@@ -23,7 +23,7 @@ def gaussian_model(cells=128):
 
 
 def quartic_model(theta=(1.0, 1.5, -1.0, 1.0)):
-    return L.LatentEBM.polynomial(POWERS, theta, Grid([(-6, 6), (-4, 4)], (96, 64)), scale=SCALE)
+    return L.LatentEBM.polynomial(POWERS, theta, Grid([(-9, 9), (-4, 4)], (144, 64)), scale=SCALE)
 
 
 # -- energies ----------------------------------------------------------------------------
@@ -264,3 +264,42 @@ def test_two_loop_training_reaches_the_exact_maximum_likelihood():
     assert best - run.log_likelihood[0] > 2.0
     assert best - run.log_likelihood[-20:].mean() < 0.02
     assert np.all(run.log_likelihood <= best + 1e-9)
+
+
+# -- the built-in experiment --------------------------------------------------------------------
+def test_run_lvebm(tmp_path):
+    """The built-in experiment, smaller: every number in the file against the exact ones it
+    claims to hold (flows decay within their bounds; particle KL within error bars of the
+    grid; training near the exact maximum), figure and info; config errors refused early."""
+    from fokkerplanck.app import cli
+    from fokkerplanck.app.runner import check_config, load_config, read_run, run
+
+    cfg = load_config("lvebm")
+    cfg["times"]["num"] = 4
+    cfg["particles"].update(n_joint=2000, n_conditional=2000, dt=0.01, points=2)
+    cfg["training"].update(steps=40, inner=10)
+    cfg["data"]["n"] = 16
+    run(cfg, tmp_path / "l.h5", progress=False, log=lambda *a: None)
+    r = read_run(tmp_path / "l.h5")
+    j, c, e, t = r["joint"], r["conditional"], r["elbo"], r["training"]
+    assert np.all(np.diff(j["kl"]) < 0) and np.all(j["valid"])
+    assert j["has_bound"][0] and j["bound_holds"][0] and not j["certified"][0]   # quartic: estimated kappa
+    assert np.all(c["bound_holds"]) and c["w2"].shape == (2, 4)
+    # particles against the grid: ULA at dt = 0.01 adds O(dt) to the statistical error
+    assert np.all(np.abs(j["particles_kl"] - j["kl"]) < 4 * j["particles_kl_se"] + 0.05)
+    assert np.all(np.abs(c["particles_kl"] - c["kl"]) < 4 * c["particles_kl_se"] + 0.05)
+    assert np.all(e["gaussian_gap"] > 0.01)
+    assert np.all(np.abs(t["gradient"][0] - t["gradient_exact_start"])[1:3] < 4 * t["gradient_se"][0][1:3])
+    assert t["log_likelihood_mle"] - t["log_likelihood"][-1] < 0.05 < t["log_likelihood_mle"] - t["log_likelihood"][0]
+    assert cli.main(["plot", str(tmp_path / "l.h5"), "-o", str(tmp_path / "l.png")]) == 0
+    assert cli.main(["info", str(tmp_path / "l.h5")]) == 0
+    for change, match in ((("grid", "bounds", [[-3.0, 3.0], [-4.0, 4.0]]), "enlarge"),
+                          (("model", "theta", [1.0, 0.5, -2.0, -1.0]), "normalisable"),
+                          (("training", "trainable", [True, False]), "booleans"),
+                          (("particles", "method", "ulaa"), "method"),
+                          (("particles", "dt", 0.07), "divide"),
+                          (("initial", "mean", [2.0, -3.9]), "walls")):
+        bad = {k: dict(v) if isinstance(v, dict) else v for k, v in cfg.items()}
+        bad[change[0]][change[1]] = change[2]
+        with pytest.raises(ValueError, match=match):
+            check_config(bad)

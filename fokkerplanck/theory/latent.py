@@ -47,7 +47,7 @@ from fokkerplanck.flows.fokker_planck import FokkerPlanck
 from fokkerplanck.grid import Grid
 from fokkerplanck.theory.stopping import LSConstant, bakry_emery
 
-__all__ = ["LatentEBM", "ELBO", "GaussianELBO", "Decay", "Training", "decay", "train", "exact_mle"]
+__all__ = ["ELBO", "Decay", "GaussianELBO", "LatentEBM", "Training", "decay", "exact_mle", "train"]
 
 
 @dataclass(frozen=True)
@@ -114,13 +114,13 @@ class LatentEBM:
         self._cache: dict = {}
 
     @classmethod
-    def polynomial(cls, powers, theta, grid: Grid, x_dim: int = 1, scale=None) -> "LatentEBM":
+    def polynomial(cls, powers, theta, grid: Grid, x_dim: int = 1, scale=None) -> LatentEBM:
         """``E = sum_k theta_k scale_k prod_j y_j^{n_kj}`` for ``powers`` (K, dx + dz) and ``y = (x, z)``."""
         n = np.asarray(powers)
         s = np.ones(len(n)) if scale is None else finite_array(scale, "scale", shape=(len(n),))
         return cls([Polynomial([c], [row]) for c, row in zip(s, n)], theta, grid, x_dim)
 
-    def with_theta(self, theta) -> "LatentEBM":
+    def with_theta(self, theta) -> LatentEBM:
         """The same model at other parameters."""
         return LatentEBM(self.features, theta, self.grid, self.x_dim)
 

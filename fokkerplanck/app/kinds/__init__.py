@@ -9,7 +9,7 @@ line in :data:`REGISTRY`.
 """
 from __future__ import annotations
 
-from fokkerplanck.app.kinds import barrier, composition, flows, ising, ood, theorem, vpfb
+from fokkerplanck.app.kinds import barrier, composition, flows, ising, lvebm, ood, theorem, vpfb
 from fokkerplanck.app.kinds.base import Kind
 
 __all__ = ["DEFAULT", "REGISTRY", "Kind"]
@@ -22,5 +22,6 @@ REGISTRY: dict[str, Kind] = {
     "ood": ood.KIND,
     "barrier": barrier.KIND,
     "vpfb": vpfb.KIND,
+    "lvebm": lvebm.KIND,
 }
 DEFAULT = "flows"   # the kind of a config without ``kind = ...``
