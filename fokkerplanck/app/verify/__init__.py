@@ -1,7 +1,7 @@
 """The battery of theory checks behind ``fpk verify``.
 
 The framework lives in :mod:`.framework`; each group module (:mod:`.grids`, :mod:`.ensembles`,
-:mod:`.theory`, :mod:`.lattices`, :mod:`.paths`) registers its groups on import, and
+:mod:`.theory`, :mod:`.lattices`, :mod:`.paths`, :mod:`.latent`) registers its groups on import, and
 :mod:`.closed_forms` holds the Gaussian closed forms they share.
 
 Each check is a function ``check(quick: bool, report: Report | None) -> list[Check]``
@@ -33,7 +33,7 @@ from fokkerplanck.app.verify.framework import (
 )
 
 # The check groups register themselves on import, in this order (the order ``fpk verify`` runs them).
-from fokkerplanck.app.verify import grids, ensembles, theory, lattices, paths  # noqa: F401  isort: skip
+from fokkerplanck.app.verify import grids, ensembles, theory, lattices, paths, latent  # noqa: F401  isort: skip
 
 __all__ = ["CHECKS", "COMPARISONS", "ONE_THREAD", "Check", "Report", "at_least", "at_most", "format_table", "near",
            "register", "run_checks", "run_group", "tally", "write_summary"]
