@@ -245,6 +245,11 @@ def main(argv=None) -> int:
     ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run (when it just passed)")
     ap.add_argument("--out", type=pathlib.Path, default=HERE / "results", help="folder for results.jsonl and .md")
     args = ap.parse_args(argv)
+    # A study started in the background (nohup, "&") inherits SIGINT ignored, and an ignored signal
+    # stays ignored in its children: the tests of Ctrl-C handling would then fail on every mutant,
+    # false kills.  With Python's own handler here the test runs start with the default disposition
+    # (and Ctrl-C or kill -INT stops the study, cleaning its copy).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     ids = [m.id for m in MUTANTS]
     if len(set(ids)) != len(ids):
         raise SystemExit("mutant ids must be unique")
