@@ -13,7 +13,7 @@ NOTEBOOKS = sorted((pathlib.Path(__file__).parent.parent / "notebooks").glob("*.
 
 def test_every_experiment_has_a_notebook():
     assert {p.stem for p in NOTEBOOKS} >= {"eight_gaussians", "composition", "double_well", "ou", "theorem", "ising",
-                                             "ood", "barrier", "trained_energies", "vpfb"}
+                                             "ood", "barrier", "trained_energies", "vpfb", "lvebm"}
 
 
 @pytest.mark.slow  # ~20 s each, mostly JIT compilation in a fresh kernel: CI's second step
