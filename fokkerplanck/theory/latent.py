@@ -259,7 +259,7 @@ class LatentEBM:
         L0 = np.linalg.cholesky(C0)
         L0[diag, diag] = np.log(L0[diag, diag])
         res = minimize(negative, np.concatenate([m0, L0[tril]]), jac=True, method="L-BFGS-B",
-                       options={"maxiter": 500, "gtol": 1e-10})
+                       options={"maxiter": 1000, "gtol": 1e-12, "ftol": 1e-15})
         m, L = unpack(res.x)
         entropy_const = 0.5 * dz * math.log(2 * math.pi * math.e)
         elbo = -float(res.fun) + entropy_const - self.log_partition()

@@ -48,7 +48,10 @@ def check(spec) -> dict:
         raise ValueError("[model] needs 'powers' and 'theta'")
     if grid.ndim < 2 or any(grid.periodic):
         raise ValueError("an lvebm grid has at least two dimensions (x then z) and zero-flux walls")
-    model = L.LatentEBM.polynomial(mc["powers"], mc["theta"], grid, int(mc.get("x_dim", 1)), mc.get("scale"))
+    if mc.get("x_dim", 1) != 1:
+        raise ValueError("the lvebm experiment observes one coordinate ([model] x_dim = 1); "
+                         "fokkerplanck.theory.latent.LatentEBM takes more")
+    model = L.LatentEBM.polynomial(mc["powers"], mc["theta"], grid, 1, mc.get("scale"))
     dc = cfg.get("data", {})
     truth = model.with_theta(dc.get("theta", mc["theta"]))
     for name, m in (("[model] theta", model), ("[data] theta", truth)):
