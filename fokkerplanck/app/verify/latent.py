@@ -82,6 +82,21 @@ def check_latent(quick: bool = True, report: Report | None = None) -> list[Check
                     else math.nan, c, 1e-12))
     # the quartic model: a bimodal posterior at x = 0.2
     quartic = L.LatentEBM.polynomial(POWERS, [1.0, 1.5, -1.0, 1.0], Grid([(-9, 9), (-4, 4)], (144, 64)), scale=SCALE)
+    # the compiled kernels the particle pools run (MALA is exact in law whatever its gradient, so
+    # the pools' check below cannot see a wrong gradient kernel): against the joint energy at (x, z)
+    Xk = np.array([[-1.0], [0.2], [1.5]])
+    Zk = np.random.default_rng(0).normal(size=(64, 3))
+    st = quartic.stacked(Xk)
+    k = st.eval_kernels(Zk)
+    err = 0.0
+    for i, x in enumerate(Xk):
+        Y = np.hstack([np.full((64, 1), x[0]), Zk[:, [i]]])
+        err = max(err, np.abs(k["grad"][:, i] - quartic.energy.grad(Y)[:, 1]).max(),
+                  np.abs(k["hess"][:, i, i] - quartic.energy.hessian(Y)[:, 1, 1]).max())
+    err = max(err, np.abs(k["value"] - st.value(Zk)).max() / np.abs(st.value(Zk)).max(),
+              np.abs(k["lap"] - st.laplacian(Zk)).max())
+    out.append(at_most("quartic model: conditional pools' compiled kernels (value, grad, lap, hess) vs the joint "
+                       "energy at (x, z)", err, 1e-12))
     gq = quartic.gaussian_elbo(np.array([0.2]))
     out.append(near("quartic model, bimodal posterior at x = 0.2: best Gaussian ELBO gap vs brute-force search",
                     gq.gap, _best_gaussian_gap(quartic, np.array([0.2])), 1e-8, f"gap {gq.gap:.6g} > 0"))
