@@ -174,14 +174,20 @@ class Polynomial(Energy):
 
 
 # ---------------------------------------------------------------------------
+# Kernels built from another energy's kernels, once per (kind, kernel set)
+_DERIVED: dict = {}
+
+
+def _derived(kind: str, k: Kernels, build) -> Kernels:
+    key = (kind, tuple(id(f) for f in k))
+    if key not in _DERIVED:
+        _DERIVED[key] = (k, build(k))  # keep k alive so ids stay unique
+    return _DERIVED[key][1]
+
+
+# ---------------------------------------------------------------------------
 # Conditional.  params = [dx, x_1..x_dx, joint params...]
-_CONDITIONAL: dict = {}
-
-
 def _conditional_kernels(k: Kernels) -> Kernels:
-    key = tuple(id(f) for f in k)
-    if key in _CONDITIONAL:
-        return _CONDITIONAL[key][1]
     v, g, _, h = k
 
     @closure_jit
@@ -224,8 +230,7 @@ def _conditional_kernels(k: Kernels) -> Kernels:
         h(y, p[1 + dx:], H)
         out[:, :] = H[dx:, dx:]
 
-    _CONDITIONAL[key] = (k, Kernels(value, grad, lap, hess))  # keep k alive so ids stay unique
-    return _CONDITIONAL[key][1]
+    return Kernels(value, grad, lap, hess)
 
 
 class Conditional(Energy):
@@ -265,7 +270,7 @@ class Conditional(Energy):
         return np.trace(self._hess(Z), axis1=1, axis2=2)
 
     def _build_kernels(self):
-        return _conditional_kernels(self.joint.kernels)
+        return _derived("conditional", self.joint.kernels, _conditional_kernels)
 
     def to_spec(self):
         return {"type": "Conditional", "joint": self.joint.to_spec(), "x": self.x.tolist()}
@@ -281,13 +286,7 @@ class Conditional(Energy):
 
 # ---------------------------------------------------------------------------
 # Stacked.  params = [B, d_block, n_params, p_1..., p_B...]
-_STACKED: dict = {}
-
-
 def _stacked_kernels(k: Kernels) -> Kernels:
-    key = tuple(id(f) for f in k)
-    if key in _STACKED:
-        return _STACKED[key][1]
     v, g, lap1, h = k
 
     @closure_jit
@@ -321,8 +320,7 @@ def _stacked_kernels(k: Kernels) -> Kernels:
             h(x[b * d:(b + 1) * d], p[3 + b * n:3 + (b + 1) * n], block)
             out[b * d:(b + 1) * d, b * d:(b + 1) * d] = block
 
-    _STACKED[key] = (k, Kernels(value, grad, lap, hess))
-    return _STACKED[key][1]
+    return Kernels(value, grad, lap, hess)
 
 
 class Stacked(Energy):
@@ -369,7 +367,7 @@ class Stacked(Energy):
     def _build_kernels(self):
         if len({tuple(id(f) for f in e.kernels) for e in self.blocks}) != 1:
             raise ValueError("the stacked energies compile to different kernels; stack energies of one kind")
-        return _stacked_kernels(self.blocks[0].kernels)
+        return _derived("stacked", self.blocks[0].kernels, _stacked_kernels)
 
     def to_spec(self):
         return {"type": "Stacked", "energies": [e.to_spec() for e in self.blocks]}
