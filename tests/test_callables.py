@@ -259,8 +259,9 @@ def test_files_of_callable_energies(tmp_path):
 
 @pytest.mark.slow  # compiles kernels cold (20-45 s in a clean clone): CI's second step
 def test_lagrangian_characteristics_of_a_callable_equal_the_compiled_ones():
-    """The vectorised Dormand-Prince path (per-point steps, batched energy calls) takes the same
-    steps as the compiled per-point one: densities and forward KL agree to round-off."""
+    """The batched path (Dormand-Prince 8(5,3), per-point steps, batched energy calls) and the
+    compiled one (Dormand-Prince 5(4)) hold the same per-point tolerance (rtol 1e-10): densities
+    agree to 5e-8 of their maximum (measured 6e-9) and forward KL to 1e-9 (measured 1e-11)."""
     from fokkerplanck import Continuity, forward_lagrangian
 
     U = E.from_callable(RING._value, RING._grad, RING._lap, dim=2)
@@ -271,7 +272,7 @@ def test_lagrangian_characteristics_of_a_callable_equal_the_compiled_ones():
         warnings.simplefilter("ignore", RuntimeWarning)
         a = Continuity(RING, g, method="lagrangian").solve(rho0, times)
         b = Continuity(U, g, method="lagrangian").solve(rho0, times)
-    np.testing.assert_allclose(b.densities, a.densities, rtol=1e-11, atol=1e-14 * a.densities.max())
+    np.testing.assert_allclose(b.densities, a.densities, rtol=0, atol=5e-8 * a.densities.max())
     fa = forward_lagrangian(RING, rho0, times)
     fb = forward_lagrangian(U, rho0, times, log_partition=0.0)
-    np.testing.assert_allclose(fb.kl, fa.kl, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(fb.kl, fa.kl, rtol=0, atol=1e-9)

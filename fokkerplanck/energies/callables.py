@@ -57,6 +57,7 @@ H_SECOND = EPS ** (1 / 4)  # second differences of values: h^2 truncation = eps 
 EXACT_LAP_MAX_DIM = 10     # autodiff Laplacians: exact (d backward passes) up to this dimension
 HUTCHINSON_SAMPLES = 64    # Rademacher probes of a Hutchinson Laplacian above it
 BATCH = 65536              # points per call of a network (bounds its memory)
+JAX_MIN_ROWS = 256         # JAX batches are padded to a power of two rows, at least this many
 
 
 def _name(fn) -> str:
@@ -149,6 +150,18 @@ class CallableEnergy(Energy):
             return self._call("lap", X, (n,))
         return np.trace(self._hess_fd(X, diagonal_only=True), axis1=1, axis2=2)
 
+    def _grad_lap(self, X):
+        """``(grad, lap)`` at the points: one call of a fused callable where the backend gives
+        one (one autodiff graph of a network for both, as the characteristics want at every
+        stage), else the two calls."""
+        fused = self._fns.get("grad_lap")
+        if fused is None:
+            return self._grad(X), self._lap(X)
+        n, d = X.shape
+        G, L = fused(X)
+        return (_checked(G, X, (n, d), "grad", f"{self.name}.grad"),
+                _checked(L, X, (n,), "lap", f"{self.name}.lap"))
+
     def _hess(self, X):
         n, d = X.shape
         if self._fns["hess"] is not None:
@@ -235,9 +248,11 @@ def from_callable(value: Callable, grad: Callable | None = None, lap: Callable |
     return CallableEnergy(value, grad, lap, hess, dim=dim, name=name, log_partition=log_partition)
 
 
-def _assemble(nm, d, value, grad, hess, hutchinson, exact: bool, batch, derivatives, how_exact, how_hutchinson):
+def _assemble(nm, d, value, grad, hess, hutchinson, exact: bool, batch, derivatives, how_exact, how_hutchinson,
+              grad_lap=None):
     """The :class:`CallableEnergy` of an autodiff backend: the Laplacian as the trace of the
-    exact Hessian, or Hutchinson's estimate (``hutchinson(Y) -> (mean, se)``) with its error."""
+    exact Hessian, or Hutchinson's estimate (``hutchinson(Y) -> (mean, se)``) with its error.
+    ``grad_lap(Y) -> (grad, lap)`` from one graph, used with the exact Laplacian."""
     if exact:
         def lap(X):
             return np.trace(hess(X), axis1=1, axis2=2)
@@ -252,6 +267,14 @@ def _assemble(nm, d, value, grad, hess, hutchinson, exact: bool, batch, derivati
         f.__qualname__ = nm + suffix
     E = CallableEnergy(value, grad, lap, hess, dim=d, name=nm, lap_se=lap_se)
     E.derivatives = {**derivatives, "lap": how_exact if exact else how_hutchinson}
+    if exact and grad_lap is not None:
+        def fused(X):
+            if X.shape[0] <= batch:
+                return grad_lap(X)
+            parts = [grad_lap(X[i:i + batch]) for i in range(0, X.shape[0], batch)]
+            return np.concatenate([g for g, _ in parts]), np.concatenate([lap for _, lap in parts])
+        fused.__qualname__ = nm + ".grad_lap"
+        E._fns["grad_lap"] = fused
     return E
 
 
@@ -363,6 +386,16 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
     def hess(X):
         return _batched(hess_rows, X, batch)
 
+    def grad_lap(Y):  # the Hessian's diagonal from the gradient's graph: one forward pass for both
+        x = tensor(Y, True)
+        (g,) = torch.autograd.grad(differentiable(x).sum(), x, create_graph=True)
+        lap = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for a in range(d):
+            (ha,) = torch.autograd.grad(g[:, a].sum(), x, retain_graph=a < d - 1, allow_unused=True)
+            if ha is not None:
+                lap = lap + ha[:, a]
+        return out(g), out(lap)
+
     def hutchinson(Y):
         V = _rademacher(Y.shape[0], d, hutchinson_samples, seed)
         x = tensor(Y, True)
@@ -378,7 +411,7 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
 
     E = _assemble(nm, d, value, grad, hess, hutchinson, d <= exact_lap_max_dim, batch,
                   {"value": "torch", "grad": "autograd", "hess": "autograd, exact"}, "autograd, exact",
-                  f"autograd, Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})")
+                  f"autograd, Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})", grad_lap)
     E.module = module
     return E
 
@@ -419,10 +452,19 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
     v_hess = jax.jit(jax.vmap(jax.hessian(one)))
 
     def call(f, X):
+        # jax.jit compiles once per input shape: pad to a power of two (at least JAX_MIN_ROWS
+        # rows, repeating the last point) so that batches of every size, such as the shrinking
+        # sets of unfinished characteristics, share a few compiled shapes
+        n = X.shape[0]
+        rows = max(JAX_MIN_ROWS, 1 << max(0, n - 1).bit_length())
+        Xp = X if rows == n or n == 0 else np.concatenate([X, np.broadcast_to(X[-1:], (rows - n, X.shape[1]))])
         try:
-            return np.asarray(f(jnp.asarray(X)), dtype=np.float64)
+            res = f(jnp.asarray(Xp))
         except TypeError as exc:
             raise ValueError(f"JAX function {nm!r} failed on points of shape {X.shape}: {exc}") from exc
+        if isinstance(res, tuple):
+            return tuple(np.asarray(r, dtype=np.float64)[:n] for r in res)
+        return np.asarray(res, dtype=np.float64)[:n]
 
     def value(X):
         return _batched(lambda Y: call(v_value, Y), X, batch)
@@ -434,6 +476,15 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
         return _batched(lambda Y: call(v_hess, Y), X, batch)
 
     g1 = jax.grad(one)
+
+    def grad_lap_one(x):  # the gradient and the Hessian's diagonal, forward over reverse
+        g, hvp = jax.linearize(g1, x)
+        return g, jnp.trace(jax.vmap(hvp)(jnp.eye(d, dtype=x.dtype)))
+
+    v_grad_lap = jax.jit(jax.vmap(grad_lap_one))
+
+    def grad_lap(Y):
+        return call(v_grad_lap, Y)
 
     def hv_one(x, v):
         return jnp.dot(jax.jvp(g1, (x,), (v,))[1], v)
@@ -447,5 +498,5 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
 
     return _assemble(nm, d, value, grad, hess, hutchinson, d <= exact_lap_max_dim, batch,
                      {"value": "jax", "grad": "jax.grad", "hess": "jax.hessian, exact"}, "jax.hessian trace, exact",
-                     f"Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})")
+                     f"Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})", grad_lap)
 

@@ -27,9 +27,10 @@ import numpy as np
 from numba import prange
 
 from fokkerplanck._core.jit import call_compiled, closure_jit
+from fokkerplanck.energies.base import Sum
 from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
-__all__ = ["integrate_characteristics", "CharacteristicsError"]
+__all__ = ["CharacteristicsError", "integrate_characteristics"]
 
 _BUILT: dict = {}
 
@@ -48,6 +49,63 @@ _B = np.array([35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0])
 _E = _B - np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
 
 STATUS_OK, STATUS_ESCAPED, STATUS_FAILED = 0, 1, 2
+
+# Dormand-Prince 8(5,3) (E. Hairer, S. P. Norsett, G. Wanner, Solving Ordinary Differential
+# Equations I, 2nd ed., Springer 1993; the code DOP853): the nonzero entries of the stage
+# rows, the 8th-order weights and the 5th- and 3rd-order error estimators.  Stage 12 of the
+# code is f at the new state, the next step's first stage.
+_A8 = (
+    {},
+    {0: 0.05260015195876773},
+    {0: 0.0197250569845379, 1: 0.0591751709536137},
+    {0: 0.02958758547680685, 2: 0.08876275643042054},
+    {0: 0.2413651341592667, 2: -0.8845494793282861, 3: 0.924834003261792},
+    {0: 0.037037037037037035, 3: 0.17082860872947386, 4: 0.12546768756682242},
+    {0: 0.037109375, 3: 0.17025221101954405, 4: 0.06021653898045596, 5: -0.017578125},
+    {0: 0.03709200011850479, 3: 0.17038392571223998, 4: 0.10726203044637328, 5: -0.015319437748624402,
+     6: 0.008273789163814023},
+    {0: 0.6241109587160757, 3: -3.3608926294469414, 4: -0.868219346841726, 5: 27.59209969944671,
+     6: 20.154067550477894, 7: -43.48988418106996},
+    {0: 0.47766253643826434, 3: -2.4881146199716677, 4: -0.590290826836843, 5: 21.230051448181193,
+     6: 15.279233632882423, 7: -33.28821096898486, 8: -0.020331201708508627},
+    {0: -0.9371424300859873, 3: 5.186372428844064, 4: 1.0914373489967295, 5: -8.149787010746927,
+     6: -18.52006565999696, 7: 22.739487099350505, 8: 2.4936055526796523, 9: -3.0467644718982196},
+    {0: 2.273310147516538, 3: -10.53449546673725, 4: -2.0008720582248625, 5: -17.9589318631188,
+     6: 27.94888452941996, 7: -2.8589982771350235, 8: -8.87285693353063, 9: 12.360567175794303,
+     10: 0.6433927460157636},
+)
+_B8 = {0: 0.054293734116568765, 5: 4.450312892752409, 6: 1.8915178993145003, 7: -5.801203960010585,
+       8: 0.3111643669578199, 9: -0.1521609496625161, 10: 0.20136540080403034, 11: 0.04471061572777259}
+_E5 = {0: 0.01312004499419488, 5: -1.2251564463762044, 6: -0.4957589496572502, 7: 1.6643771824549864,
+       8: -0.35032884874997366, 9: 0.3341791187130175, 10: 0.08192320648511571, 11: -0.022355307863886294}
+_E3 = {0: -0.18980075407240762, 5: 4.450312892752409, 6: 1.8915178993145003, 7: -5.801203960010585,
+       8: -0.4226823213237919, 9: -0.1521609496625161, 10: 0.20136540080403034, 11: 0.02265179219836082}
+# the three stages of its interpolant (stages 13-15 of the code) and the interpolant's
+# coefficients of those stages (rows 3-6 of its seventh-degree polynomial)
+_A_DENSE = (
+    {0: 0.056167502283047954, 6: 0.25350021021662483, 7: -0.2462390374708025, 8: -0.12419142326381637,
+     9: 0.15329179827876568, 10: 0.00820105229563469, 11: 0.007567897660545699, 12: -0.008298},
+    {0: 0.03183464816350214, 5: 0.028300909672366776, 6: 0.053541988307438566, 7: -0.05492374857139099,
+     10: -0.00010834732869724932, 11: 0.0003825710908356584, 12: -0.00034046500868740456,
+     13: 0.1413124436746325},
+    {0: -0.42889630158379194, 5: -4.697621415361164, 6: 7.683421196062599, 7: 4.06898981839711,
+     8: 0.3567271874552811, 12: -0.0013990241651590145, 13: 2.9475147891527724, 14: -9.15095847217987},
+)
+_D_DENSE = (
+    {0: -8.428938276109013, 5: 0.5667149535193777, 6: -3.0689499459498917, 7: 2.38466765651207,
+     8: 2.117034582445028, 9: -0.871391583777973, 10: 2.2404374302607883, 11: 0.6315787787694688,
+     12: -0.08899033645133331, 13: 18.148505520854727, 14: -9.194632392478356, 15: -4.436036387594894},
+    {0: 10.427508642579134, 5: 242.28349177525817, 6: 165.20045171727028, 7: -374.5467547226902,
+     8: -22.113666853125306, 9: 7.733432668472264, 10: -30.674084731089398, 11: -9.332130526430229,
+     12: 15.697238121770845, 13: -31.139403219565178, 14: -9.35292435884448, 15: 35.81684148639408},
+    {0: 19.985053242002433, 5: -387.0373087493518, 6: -189.17813819516758, 7: 527.8081592054236,
+     8: -11.57390253995963, 9: 6.8812326946963, 10: -1.0006050966910838, 11: 0.7777137798053443,
+     12: -2.778205752353508, 13: -60.19669523126412, 14: 84.32040550667716, 15: 11.99229113618279},
+    {0: -25.69393346270375, 5: -154.18974869023643, 6: -231.5293791760455, 7: 357.6391179106141,
+     8: 93.40532418362432, 9: -37.45832313645163, 10: 104.0996495089623, 11: 29.8402934266605,
+     12: -43.53345659001114, 13: 96.32455395918828, 14: -39.17726167561544, 15: -149.72683625798564},
+)
+MAX_BATCH = 1 << 18  # points per batched call of a callable energy (bounds the 12 stages' memory)
 
 
 class CharacteristicsError(RuntimeError):
@@ -227,14 +285,60 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
     return Z, L, escaped
 
 
-def _vectorised(energy):
-    """The same Dormand-Prince integration for an energy without numba kernels (Python
-    callables): every point keeps its own time, step size and next output, as in the
-    compiled path; each round attempts one step of every unfinished point with one batched
-    call of the energy per stage (so the number of rounds is the largest step count)."""
+def _grad_lap_fn(energy):
+    """``X -> (grad U(X), lap U(X))`` for an energy without numba kernels: one fused call where
+    the energy has one (:meth:`~fokkerplanck.energies.callables.CallableEnergy._grad_lap`: one
+    autodiff graph of a torch module or a JAX function gives both), term by term for a sum,
+    else the two calls."""
+    if isinstance(energy, Sum):
+        parts = [(c, _grad_lap_fn(t)) for c, t in zip(energy.coefs, energy.terms)]
 
-    def f(Y, sign):
-        return np.concatenate([sign * energy._grad(Y[:, :-1]), energy._lap(Y[:, :-1])[:, None]], axis=1)
+        def summed(X):
+            G, L = 0.0, 0.0
+            for c, f in parts:
+                g, lap = f(X)
+                G, L = G + c * g, L + c * lap
+            return G, L
+        return summed
+    fused = getattr(energy, "_grad_lap", None)
+    if fused is not None:
+        return fused
+    return lambda X: (energy._grad(X), energy._lap(X))
+
+
+def _vectorised(energy):
+    """The integration for an energy without numba kernels (Python callables: NumPy
+    functions, torch modules, JAX functions): all points together, in batched calls.
+
+    The scheme is Dormand-Prince 8(5,3) (Hairer's DOP853; tableau ``_A8``, ``_B8``, ``_E5``,
+    ``_E3``): each evaluation of a network costs far more than the bookkeeping, and at the
+    default ``rtol = 1e-10`` the eighth-order pair needs about 2.3 times fewer evaluations than
+    the fifth-order one of the compiled path (a tanh MLP energy: 73 against 169 per
+    characteristic to t = 1).  Error control is per point, with the compiled path's norm:
+    every point keeps its own time, step size and next output, and accepts its step when
+    ``err = e5^2 / sqrt(e5^2 + e3^2 / 100) <= 1``, with ``e5``, ``e3`` the max over the
+    components of ``|error estimate_a| / (atol + rtol max(|y_a|, |y_new,a|))`` of the
+    fifth- and third-order estimates (Hairer's combination; the max norm where DOP853 takes
+    the RMS, so no component escapes the tolerance).  Each round attempts one step of every
+    unfinished point with ONE batched call of the gradient and Laplacian per stage (fused
+    where the energy allows: :meth:`CallableEnergy._grad_lap`), in chunks of at most
+    ``MAX_BATCH`` points; the number of point evaluations is the sum of the points' own
+    step counts, and the bookkeeping is array operations."""
+    grad_lap = _grad_lap_fn(energy)
+    A, B, E5, E3, A_DENSE, D_DENSE = _A8, _B8, _E5, _E3, _A_DENSE, _D_DENSE
+
+    def f(Y, sign, out):
+        G, L = grad_lap(Y[:, :-1])
+        out[:, :-1] = G
+        if sign != 1.0:
+            out[:, :-1] *= sign
+        out[:, -1] = L
+
+    def combine(K, coef, hc):
+        acc = None
+        for q, c in coef.items():
+            acc = c * K[q] if acc is None else acc + c * K[q]
+        return hc * acc
 
     def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0):
         n, d = X0.shape
@@ -247,45 +351,134 @@ def _vectorised(energy):
         j0 = int(np.sum(times <= 0.0))
         Z[:j0], Lg[:j0] = X0, 0.0
         j = np.full(n, j0)
-        live = j < nt
-        while live.any():
-            out = live & (np.sum((Y[:, :d] - centre) ** 2, axis=1) > r_escape ** 2)
-            for i in np.flatnonzero(out):
-                status[i], first_escaped[i] = 1, j[i]
-                Z[j[i]:, i], Lg[j[i]:, i] = Y[i, :d], Y[i, d]
-            live &= ~out
-            idx = np.flatnonzero(live)
-            if idx.size == 0:
-                break
+        hit_tol = 1e-13 * np.maximum(1.0, times)
+        t_end = times[-1] if nt else 0.0
+        K0 = np.empty((n, d + 1))       # f at each point's current state
+        live = np.flatnonzero(j < nt)
+
+        def first_step(idx):
+            """Each point's first step from the size of ``f`` and of its change (Hairer, Norsett,
+            Wanner, section II.4; max norms): one evaluation instead of growing from ``h0``
+            at most five-fold per step."""
             y = Y[idx]
-            hs = np.minimum(h[idx], times[j[idx]] - t[idx])[:, None]
-            K = [f(y, sign)]
-            for s_ in range(1, 7):
-                K.append(f(y + hs * sum(_A[s_, q] * K[q] for q in range(s_)), sign))
-            ynew = y + hs * sum(_B[q] * K[q] for q in range(7) if _B[q] != 0.0)
+            f0 = np.empty_like(y)
+            f(y, sign, f0)
+            K0[idx] = f0
+            sc = atol + rtol * np.abs(y)
+            d0, d1 = np.abs(y / sc).max(axis=1), np.abs(f0 / sc).max(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+                hh = np.where((d0 > 1e-5) & (d1 > 1e-5), 0.01 * d0 / d1, 1e-6)
+                hh = np.minimum(hh, t_end - t[idx])
+                f1 = np.empty_like(y)
+                f(y + hh[:, None] * f0, sign, f1)
+                d2 = np.abs((f1 - f0) / sc).max(axis=1) / hh
+                dm = np.maximum(d1, d2)
+                h1 = np.where(dm <= 1e-15, np.maximum(1e-6, hh * 1e-3), (0.01 / dm) ** 0.125)
+                h[idx] = np.where(np.isfinite(h1), np.minimum(100 * hh, h1), h0)
+
+        def attempt(idx):
+            """One step of the points ``idx``: accept or reject each; the outputs inside an
+            accepted step from the step's interpolant, one at its end from the step itself."""
+            m = idx.size
+            y = Y[idx]
+            t_old = t[idx]
+            hs = np.minimum(h[idx], t_end - t_old)
+            hc = hs[:, None]
+            K = np.empty((16, m, d + 1))
+            K[0] = K0[idx]
+            with np.errstate(invalid="ignore", over="ignore"):
+                for s_ in range(1, 12):
+                    f(y + combine(K, A[s_], hc), sign, K[s_])
             with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-                e = hs * sum(_E[q] * K[q] for q in range(7))
-                ratio = np.abs(e) / (atol + rtol * np.maximum(np.abs(y), np.abs(ynew)))
-                err = np.where(np.all(np.isfinite(ynew), axis=1), ratio.max(axis=1), 1e10)
-                fac_ok = np.where(err == 0.0, 5.0, np.minimum(5.0, 0.9 * err ** -0.2))
-                fac_bad = np.maximum(0.1, 0.9 * err ** -0.2)
-            hs = hs[:, 0]
+                ynew = y + combine(K, B, hc)
+                sc = atol + rtol * np.maximum(np.abs(y), np.abs(ynew))
+                e5 = (np.abs(combine(K, E5, hc)) / sc).max(axis=1)
+                e3 = (np.abs(combine(K, E3, hc)) / sc).max(axis=1)
+                den = np.sqrt(e5 * e5 + 0.01 * e3 * e3)
+                err = np.where(den > 0, e5 * e5 / np.where(den > 0, den, 1.0), 0.0)
+                err = np.where(np.all(np.isfinite(ynew), axis=1) & np.isfinite(err), err, 1e10)
+                fac_ok = np.where(err == 0.0, 5.0, np.minimum(5.0, 0.9 * err ** -0.125))
+                fac_bad = np.maximum(0.1, 0.9 * err ** -0.125)
             ok = err <= 1.0
             a, r = idx[ok], idx[~ok]
-            t[a] += hs[ok]
+            # accepted: advance; f at the new state is the next step's first stage and the
+            # interpolant's last node
+            ha, hsa = h[a], hs[ok]
+            t_new = t_old[ok] + hsa
+            nxt = times[np.minimum(j[a], nt - 1)]
+            inside = (j[a] < nt) & (nxt < t_new - hit_tol[np.minimum(j[a], nt - 1)])
+            going = t_new < t_end - hit_tol[-1]
+            kn = np.flatnonzero(inside | going)
+            Ka = K[:, ok]
+            if kn.size:
+                knew = np.empty((kn.size, d + 1))
+                f(ynew[ok][kn], sign, knew)
+                Ka[12, kn] = knew
+                K0[a[kn]] = knew
+            t[a] = t_new
             Y[a] = ynew[ok]
-            h[a] = np.where(hs[ok] == h[a], h[a] * fac_ok[ok], np.maximum(h[a], hs[ok] * fac_ok[ok]))
-            for i in a:  # record the outputs reached
-                while j[i] < nt and times[j[i]] - t[i] <= 1e-13 * max(1.0, times[j[i]]):
-                    Z[j[i], i], Lg[j[i], i] = Y[i, :d], Y[i, d]
-                    j[i] += 1
+            h[a] = np.where(hsa == ha, ha * fac_ok[ok], np.maximum(ha, hsa * fac_ok[ok]))
+            di = np.flatnonzero(inside)
+            if di.size:
+                dense_outputs(a[di], Ka[:, di], y[ok][di], ynew[ok][di], t_old[ok][di], hsa[di])
+            while a.size:  # the output at the end of the step (several when output times coincide)
+                a = a[j[a] < nt]
+                a = a[times[j[a]] - t[a] <= hit_tol[j[a]]]
+                Z[j[a], a], Lg[j[a], a] = Y[a, :d], Y[a, d]
+                j[a] += 1
+            # rejected: a smaller step, or a failure once it underflows
             h[r] = hs[~ok] * fac_bad[~ok]
             under = r[h[r] < 1e-13 * np.maximum(1.0, t[r])]
-            for i in under:
-                status[i], fail_t[i] = 2, t[i]
-                Z[j[i]:, i], Lg[j[i]:, i] = np.nan, np.nan
-                j[i] = nt
-            live &= j < nt
+            if under.size:
+                status[under], fail_t[under] = STATUS_FAILED, t[under]
+                after = np.arange(nt)[:, None] >= j[under][None, :]
+                Z[:, under] = np.where(after[:, :, None], np.nan, Z[:, under])
+                Lg[:, under] = np.where(after, np.nan, Lg[:, under])
+                j[under] = nt
+
+        def dense_outputs(ix, K, y, ynew, t_old, hs):
+            """The outputs strictly inside the accepted steps of the points ``ix`` from DOP853's
+            seventh-order interpolant (three more stages; ``K[12]`` is f at the new state)."""
+            hc = hs[:, None]
+            with np.errstate(invalid="ignore", over="ignore"):
+                for s_ in range(13, 16):
+                    f(y + combine(K, A_DENSE[s_ - 13], hc), sign, K[s_])
+            dy = ynew - y
+            F = [dy, hc * K[0] - dy, 2 * dy - hc * (K[12] + K[0])] + [combine(K, D, hc) for D in D_DENSE]
+            t_new = t_old + hs
+            sel = np.arange(ix.size)
+            while sel.size:
+                k = ix[sel]
+                sel = sel[(j[k] < nt)]
+                k = ix[sel]
+                sel = sel[times[j[k]] < t_new[sel] - hit_tol[j[k]]]
+                if sel.size == 0:
+                    break
+                k = ix[sel]
+                x = ((times[j[k]] - t_old[sel]) / hs[sel])[:, None]
+                v = np.zeros((sel.size, d + 1))
+                for i_, Fi in enumerate(reversed(F)):
+                    v += Fi[sel]
+                    v *= x if i_ % 2 == 0 else 1 - x
+                v += y[sel]
+                Z[j[k], k], Lg[j[k], k] = v[:, :d], v[:, d]
+                j[k] += 1
+
+        for part in np.array_split(live, -(-live.size // MAX_BATCH)) if live.size else ():
+            first_step(part)
+        while live.size:
+            # escape: beyond r_escape from the centre the caller knows the answer
+            out = np.sum((Y[live, :d] - centre) ** 2, axis=1) > r_escape ** 2
+            if out.any():
+                i = live[out]
+                status[i], first_escaped[i] = STATUS_ESCAPED, j[i]
+                after = np.arange(nt)[:, None] >= j[i][None, :]
+                Z[:, i] = np.where(after[:, :, None], Y[i, :d][None], Z[:, i])
+                Lg[:, i] = np.where(after, Y[i, d][None], Lg[:, i])
+                live = live[~out]
+            for part in np.array_split(live, -(-live.size // MAX_BATCH)) if live.size else ():
+                attempt(part)
+            live = live[j[live] < nt]
         return Z, Lg, status, fail_t, first_escaped
 
     return run
