@@ -276,6 +276,15 @@ def main(argv=None) -> int:
             return _write_table(args.out, done)
         tree = pathlib.Path(tmp)
         rev = copy_tree(tree)
+        # a mutant whose text the committed tree no longer holds once is left out, and said so,
+        # before anything runs (not an abort halfway through the study)
+        stale = [m for m in todo if (tree / m.path).read_text().count(m.old) != 1]
+        if stale:
+            print(f"left out ({len(stale)}: their text does not occur exactly once at {rev}; update "
+                  f"tools/mutation/mutants.py): {', '.join(m.id for m in stale)}", flush=True)
+            todo = [m for m in todo if m not in stale]
+            if not todo:
+                return _write_table(args.out, done)
         if todo and not args.no_baseline:
             baseline(tree, todo)
         for i, m in enumerate(todo, 1):
