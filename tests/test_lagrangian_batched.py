@@ -13,9 +13,9 @@ from fokkerplanck.flows.lagrangian import integrate_characteristics
 A1 = np.array([[1.5]])
 A2 = np.array([[1.5, 0.4], [0.4, 0.8]])
 TIMES = np.linspace(0.0, 1.0, 11)
-# max |error| / max density against the closed form at rtol 1e-10, measured: batched 1.1e-10
-# (1D) and 9e-11 (2D), the compiled path 3e-11 and 4e-11
-DENSITY_TOL = 1e-9
+# max |error| / max density against the closed form at rtol 1e-10, measured: batched 9e-12
+# (1D) and 1.4e-11 (2D), the compiled path 3.4e-11 and 3.9e-11
+DENSITY_TOL = 2e-10
 
 
 def quadratic_callable(A, counter=None):
@@ -66,8 +66,8 @@ def test_backward_characteristics_of_a_callable_meet_the_closed_form(A):
     assert np.abs(batched - compiled).max() < DENSITY_TOL * scale
     # all cells together: the gradient is called once per stage with every unfinished cell,
     # not once per cell (at most 15 calls a step: 11 stages, f at the new state, 3 for the
-    # interpolant; this flow takes 7 to 10 steps to t = 1)
-    assert max(calls) == g.size and len(calls) <= 2 + 15 * 10
+    # interpolant; this flow takes at most 12 steps to t = 1: 172 calls measured in 2D)
+    assert max(calls) == g.size and len(calls) <= 2 + 15 * 12
 
 
 def test_forward_kl_of_a_callable_meets_the_closed_form():

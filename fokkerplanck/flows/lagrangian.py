@@ -105,6 +105,12 @@ _D_DENSE = (
      8: 93.40532418362432, 9: -37.45832313645163, 10: 104.0996495089623, 11: 29.8402934266605,
      12: -43.53345659001114, 13: 96.32455395918828, 14: -39.17726167561544, 15: -149.72683625798564},
 )
+# The batched path controls its steps at DENSE_SAFETY times the asked tolerances, so that the
+# outputs interpolated inside its steps meet them too: on a tanh MLP energy at rtol 1e-10 the
+# interpolant was 1.2e-10 off (relative to the largest density) where the steps' own ends were
+# 1.6e-11; at a tenth it is 1.1e-11, for 17 % more evaluations (steps clipped at every output,
+# the other way to the same accuracy, took 69 % more at 11 outputs and far more at 51)
+DENSE_SAFETY = 0.1
 MAX_BATCH = 1 << 18  # points per batched call of a callable energy (bounds the 12 stages' memory)
 
 
@@ -343,6 +349,7 @@ def _vectorised(energy):
     def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0):
         n, d = X0.shape
         nt = times.shape[0]
+        rtol, atol = rtol * DENSE_SAFETY, atol * DENSE_SAFETY
         Z, Lg = np.empty((nt, n, d)), np.empty((nt, n))
         status, fail_t = np.zeros(n, dtype=np.int64), np.zeros(n)
         first_escaped = np.full(n, nt, dtype=np.int64)
