@@ -14,6 +14,11 @@ kernels and parallel over points, recording ``(z, l)`` at every requested
 time (steps are clipped to hit them).  A point whose step size underflows is
 an error naming the point and the time.
 
+An energy without numba kernels (Python callables: NumPy, torch, JAX; or a sum with such a
+term) takes the batched path :func:`_vectorised` instead: Dormand-Prince 8(5,3) with per-point
+error control, the outputs from its interpolant, every stage one call of the energy on all
+unfinished points at once (gradient and Laplacian from one autodiff graph for torch and JAX).
+
 Time-dependent energies (:class:`~fokkerplanck.energies.paths.EnergyPath` with kernels): the same
 integration with ``grad U(z, u)``, ``lap U(z, u)`` at every stage's own path time
 ``u = a + b s`` (``duration`` maps physical time to the path's ``[0, 1]``).  Forward, one
@@ -317,17 +322,21 @@ def _vectorised(energy):
     functions, torch modules, JAX functions): all points together, in batched calls.
 
     The scheme is Dormand-Prince 8(5,3) (Hairer's DOP853; tableau ``_A8``, ``_B8``, ``_E5``,
-    ``_E3``): each evaluation of a network costs far more than the bookkeeping, and at the
-    default ``rtol = 1e-10`` the eighth-order pair needs about 2.3 times fewer evaluations than
-    the fifth-order one of the compiled path (a tanh MLP energy: 73 against 169 per
-    characteristic to t = 1).  Error control is per point, with the compiled path's norm:
-    every point keeps its own time, step size and next output, and accepts its step when
-    ``err = e5^2 / sqrt(e5^2 + e3^2 / 100) <= 1``, with ``e5``, ``e3`` the max over the
-    components of ``|error estimate_a| / (atol + rtol max(|y_a|, |y_new,a|))`` of the
-    fifth- and third-order estimates (Hairer's combination; the max norm where DOP853 takes
-    the RMS, so no component escapes the tolerance).  Each round attempts one step of every
-    unfinished point with ONE batched call of the gradient and Laplacian per stage (fused
-    where the energy allows: :meth:`CallableEnergy._grad_lap`), in chunks of at most
+    ``_E3``), with its seventh-order interpolant at the output times inside a step: an
+    evaluation of a network costs far more than the bookkeeping, and at the default
+    ``rtol = 1e-10`` the eighth-order pair takes about 2.3 times fewer evaluations than the
+    fifth-order one of the compiled path, whose steps also stop at every output time.
+
+    Error control is per point, with the compiled path's norm: every point keeps its own
+    time and step size, and accepts its step when ``err = e5^2 / sqrt(e5^2 + e3^2 / 100) <=
+    1``, with ``e5``, ``e3`` the max over the components of ``|estimate_a| / (atol' + rtol'
+    max(|y_a|, |y_new,a|))`` for the fifth- and third-order estimates (Hairer's combination;
+    the max norm where DOP853 takes the RMS, so that no component escapes), at ``rtol' =
+    DENSE_SAFETY rtol``, ``atol' = DENSE_SAFETY atol``: the interpolated outputs then meet
+    the asked tolerances as the step ends do (module constant's comment).  Each round
+    attempts one step of every unfinished point with ONE batched call of the gradient and
+    Laplacian per stage (fused where the energy allows:
+    :meth:`~fokkerplanck.energies.callables.CallableEnergy._grad_lap`), in chunks of at most
     ``MAX_BATCH`` points; the number of point evaluations is the sum of the points' own
     step counts, and the bookkeeping is array operations."""
     grad_lap = _grad_lap_fn(energy)
