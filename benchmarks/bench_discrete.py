@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import numba
@@ -66,23 +67,34 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
-def particles_row(L, n_part, sweeps):
+def particles_row(L, n_part, sweeps, threads, repeats=3):
+    """Ours against the numba loop at ``threads`` threads, interleaved ``repeats`` times (the
+    medians; the ratio is the median of the per-repeat ratios)."""
     energy = Dz.ising((L, L), 1.0, 0.0)
     n = L * L
     nbr = energy.lattice.neighbours()
     c0 = np.ones((n_part, n), dtype=np.int8)
     t_end = float(sweeps)                      # rate n per particle: sweeps x n attempts each
-    jumps.simulate(energy, c0[:8], [0.01], temperature=TC, seed=1)  # compile / load
-    t_ours, ens = timed(lambda: jumps.simulate(energy, c0, [t_end], temperature=TC, seed=1))
-    att_ours = float(ens.events.sum())
-    S = np.ones((n_part, n), dtype=np.int64)
-    _numba_heat_bath(S[:2].copy(), nbr, 1 / TC, 10, 0)
-    att = sweeps * n
-    t_nb, _ = timed(lambda: _numba_heat_bath(S.copy(), nbr, 1 / TC, att, 0))
-    np_att = max(50, att // 50)
-    t_np, _ = timed(lambda: _numpy_heat_bath(S.copy(), nbr, 1 / TC, np_att, np.random.default_rng(0)))
-    return {"L": L, "N": n_part, "ours": att_ours / t_ours, "numba": n_part * att / t_nb,
-            "numpy": n_part * np_att / t_np, "numpy_attempts": np_att}
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        jumps.simulate(energy, c0[:8], [0.01], temperature=TC, seed=1)  # compile / load
+        S = np.ones((n_part, n), dtype=np.int64)
+        _numba_heat_bath(S[:2].copy(), nbr, 1 / TC, 10, 0)
+        att = sweeps * n
+        ours, nb = [], []
+        for _ in range(repeats):
+            t_ours, ens = timed(lambda: jumps.simulate(energy, c0, [t_end], temperature=TC, seed=1))
+            ours.append(float(ens.events.sum()) / t_ours)
+            t_nb, _ = timed(lambda: _numba_heat_bath(S.copy(), nbr, 1 / TC, att, 0))
+            nb.append(n_part * att / t_nb)
+        np_att = max(50, att // 50)
+        t_np, _ = timed(lambda: _numpy_heat_bath(S.copy(), nbr, 1 / TC, np_att, np.random.default_rng(0)))
+    finally:
+        numba.set_num_threads(before)
+    return {"L": L, "N": n_part, "threads": threads, "ours": float(np.median(ours)), "numba": float(np.median(nb)),
+            "ratio": float(np.median(np.array(ours) / np.array(nb))), "numpy": n_part * np_att / t_np,
+            "numpy_attempts": np_att}
 
 
 def exact_row(shape):
@@ -101,16 +113,22 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
-    prow = particles_row(16 if args.quick else 32, 2000 if args.quick else 20000, 5 if args.quick else 20)
+    rows = [particles_row(16 if args.quick else 32, 2000 if args.quick else 20000, 5 if args.quick else 20, t)
+            for t in sorted({numba.get_num_threads(), 1}, reverse=True)]
     erows = [exact_row((4, 4))] + ([] if args.quick else [exact_row((4, 5))])
-    lines = [f"Command: `python benchmarks/bench_discrete.py{' --quick' if args.quick else ''}`, 2 threads.", "",
-             f"Glauber heat bath, {prow['L']}x{prow['L']} Ising at T_c, {prow['N']} particles from all up; "
-             "million spin-flip attempts per second (numpy ran "
-             f"{prow['numpy_attempts']} attempts per particle; its cost per attempt is constant):", "",
-             "| ours (jumps.simulate) | numba (user loop, np.random) | numpy (vectorised over particles) | "
-             "ours / numba | ours / numpy |", "|---|---|---|---|---|",
-             f"| {prow['ours'] / 1e6:.1f} | {prow['numba'] / 1e6:.1f} | {prow['numpy'] / 1e6:.2f} | "
-             f"{prow['ours'] / prow['numba']:.2f}x | {prow['ours'] / prow['numpy']:.0f}x |", "",
+    load = os.getloadavg()[0]
+    prow = rows[0]
+    lines = [(f"Command: `python benchmarks/bench_discrete.py{' --quick' if args.quick else ''}` "
+             f"(load average {load:.1f} at the end of the particle rows)."), "",
+             (f"Glauber heat bath, {prow['L']}x{prow['L']} Ising at T_c, {prow['N']} particles from all up; "
+             "million spin-flip attempts per second, medians of 3 interleaved runs (numpy ran "
+             f"{prow['numpy_attempts']} attempts per particle; its cost per attempt is constant):"), "",
+             ("| threads | ours (jumps.simulate) | numba (user loop, np.random) | numpy (vectorised over particles) | "
+             "ours / numba | ours / numpy |"), "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['threads']} | {r['ours'] / 1e6:.1f} | {r['numba'] / 1e6:.1f} | {r['numpy'] / 1e6:.2f} | "
+                     f"{r['ratio']:.2f}x | {r['ours'] / r['numpy']:.0f}x |")
+    lines += ["",
              "Exact master equation from all up, 11 times to t = 2:", "",
              "| lattice | states | generator entries | build (s) | solve (s) | mass error | KL(t=2) |",
              "|---|---|---|---|---|---|---|"]
