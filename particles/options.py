@@ -26,7 +26,8 @@ from fokkerplanck.grid import Grid
 
 from particles.summaries import BLOCK
 
-__all__ = ["Save", "Shards", "save_from_keywords", "shards_from_keywords", "check_seed", "STORES", "H5_SUFFIXES"]
+__all__ = ["Save", "Shards", "save_from_keywords", "shards_from_keywords", "check_seed", "derived_seed", "STORES",
+           "H5_SUFFIXES"]
 
 STORES = ("memory", "summaries")
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -36,6 +37,13 @@ _FIELDS = {"every": "Save.every", "times": "Save.times", "store": "Save.store", 
            "histogram": "Save.histogram", "summary_block": "Save.summary_block"}
 _KEYWORDS = {"every": "save_every", "times": "times", "store": "store", "summaries": "summaries",
              "histogram": "histogram", "summary_block": "summary_block"}
+
+
+def derived_seed(seed, *keys) -> int:
+    """A seed of its own for each run ``keys`` (node, phase, data point, ...) of one study
+    seeded by ``seed``: no two runs share a Philox stream."""
+    return int(np.random.SeedSequence([int(seed) & ((1 << 63) - 1), *keys]).generate_state(1, np.uint64)[0]
+               % (1 << 63))
 
 
 def check_seed(seed, name: str = "seed") -> int:

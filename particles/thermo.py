@@ -42,6 +42,7 @@ from fokkerplanck.energies import Sum
 
 from particles.api import langevin
 from particles.estimators import autocorrelation_time, split_rhat
+from particles.options import derived_seed
 
 __all__ = ["ThermoResult", "thermodynamic_integration", "gauss_legendre_01"]
 
@@ -101,12 +102,6 @@ class ThermoResult:
                 f"max R-hat {np.max(self.rhat):.3f}, min ESS {np.min(self.ess):.0f})")
 
 
-def _seed(seed, *keys) -> int:
-    """A distinct langevin seed for each (node, phase, run): no two runs share a Philox stream."""
-    return int(np.random.SeedSequence([int(seed) & ((1 << 63) - 1), *keys]).generate_state(1, np.uint64)[0]
-               % (1 << 63))
-
-
 def thermodynamic_integration(U1, U0, x0, *, log_z0: float | None = None, temperature: float = 1.0,
                               nodes: int = 8, dt="auto", n_steps: int = 200, burn_in="auto", seed: int = 0,
                               box=None, progress: bool = False) -> ThermoResult:
@@ -158,7 +153,7 @@ def thermodynamic_integration(U1, U0, x0, *, log_z0: float | None = None, temper
         """``n`` MALA steps (of ``h``, default the current step) from X; the integrand at every
         ``every``-th step (records, N), the final X, the chains still alive, the acceptance."""
         ens = langevin(Us, X, step if h is None else h, n, method="mala", temperature=T, box=box,
-                       seed=_seed(seed, *key), save_every=every, summaries=False, progress=show)
+                       seed=derived_seed(seed, *key), save_every=every, summaries=False, progress=show)
         P = ens.positions[1:]  # (records, N, d): the states after every, 2 every, ... steps
         alive_run = ens.status == 0
         f = (U1.value(P.reshape(-1, P.shape[2])) - U0.value(P.reshape(-1, P.shape[2]))).reshape(P.shape[:2]) / T
@@ -170,7 +165,7 @@ def thermodynamic_integration(U1, U0, x0, *, log_z0: float | None = None, temper
         if auto:  # pilot runs (valid MALA chains, moving the ensemble on) tune the step
             for k in range(PILOTS):
                 ens = langevin(Us, X, step, PILOT_STEPS, method="mala", temperature=T, box=box,
-                               seed=_seed(seed, i, 0, k), summaries=False)
+                               seed=derived_seed(seed, i, 0, k), summaries=False)
                 X, a = ens.positions[-1], float(ens.acceptance.mean())
                 alive &= ens.status == 0
                 burned[i] += PILOT_STEPS
@@ -221,7 +216,7 @@ def thermodynamic_integration(U1, U0, x0, *, log_z0: float | None = None, temper
                     chunk = min(2 * chunk, max(BURN_CHUNK_MIN, budget - int(burned[i])))
         elif burn_in > 0:
             ens = langevin(Us, X, step, int(burn_in), method="mala", temperature=T, box=box,
-                           seed=_seed(seed, i, 1, 0), summaries=False)
+                           seed=derived_seed(seed, i, 1, 0), summaries=False)
             X = ens.positions[-1]
             alive &= ens.status == 0
             burned[i] += int(burn_in)

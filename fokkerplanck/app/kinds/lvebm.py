@@ -13,14 +13,18 @@ particle run and the exact maximum likelihood).
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from fokkerplanck import densities as Dn
-from fokkerplanck._core.validate import positive_float, positive_int
+from fokkerplanck._core.validate import check_memory, positive_float, positive_int
 from fokkerplanck.app.kinds.base import Kind
 from fokkerplanck.app.plots import _plt, plot_kl
 from fokkerplanck.theory import latent as L
-from particles.estimators import RESOLUTION_SIGMAS, kl_knn
+from particles.estimators import Estimate, kl_knn
+from particles.integrators import LANGEVIN_SCHEMES
+from particles.options import check_seed
 
 __all__ = ["KIND"]
 
@@ -29,13 +33,15 @@ TABLES = {"model": frozenset({"powers", "scale", "theta", "x_dim"}),
           "particles": frozenset({"n_joint", "n_conditional", "dt", "method", "seed", "points"}),
           "training": frozenset({"lr", "steps", "inner", "n_joint", "n_conditional", "dt", "trainable", "seed",
                                  "method"})}
-METHODS = ("euler-maruyama", "mala", "leimkuhler-matthews")
-MAX_DATA = 4096
+# the conditional pools of all data points are one stacked run: with MALA one accept/reject
+# covers all blocks of a particle, and its acceptance falls with their number (measured 0.5 at
+# 32 blocks, 0.16 at 128, 0.013 at 512 at dt = 0.05)
+MAX_DATA = 128
 
 
 def _method(value, where: str) -> str:
-    if value not in METHODS:
-        raise ValueError(f"{where} must be one of {list(METHODS)}, got {value!r}")
+    if value not in LANGEVIN_SCHEMES:
+        raise ValueError(f"{where} must be one of {sorted(LANGEVIN_SCHEMES)}, got {value!r}")
     return value
 
 
@@ -61,7 +67,12 @@ def check(spec) -> dict:
                              f"{grid.bounds} (or is not normalisable): enlarge [grid] bounds or change theta")
     n = positive_int(dc.get("n", 32), "[data] n", maximum=MAX_DATA)
     px = np.exp(truth.log_marginal(truth.x_grid.points)).reshape(truth.x_grid.shape)
-    X = truth.x_grid.sample(px, n, seed=int(dc.get("seed", 0)))
+    X = truth.x_grid.sample(px, n, seed=check_seed(dc.get("seed", 0), "[data] seed"))
+    for name, m in (("[model] theta", model), ("[data] theta", truth)):
+        wall = m.wall_mass(X)
+        if wall > L.MAX_WALL_MASS:
+            raise ValueError(f"the posteriors of the data at {name} put mass {wall:.3g} within two cells of the walls "
+                             f"of the z range {model.z_grid.bounds}: enlarge it")
     if spec.initial is None:
         raise ValueError("an lvebm config needs [initial]: the joint pool's initial law (a Gaussian)")
     if not isinstance(spec.initial, Dn.Gaussian):  # a config error: ValueError, as every other
@@ -73,20 +84,29 @@ def check(spec) -> dict:
         if g.mass_near_wall(law.on_grid(g), 2) > 1e-6:
             raise ValueError(f"{name} puts mass within two cells of the walls of {g.bounds}: enlarge [grid] bounds")
     p = cfg.get("particles", {})
-    positive_int(p.get("n_joint", 4000), "[particles] n_joint")
-    positive_int(p.get("n_conditional", 2000), "[particles] n_conditional")
+    nj = positive_int(p.get("n_joint", 4000), "[particles] n_joint")
+    nc = positive_int(p.get("n_conditional", 2000), "[particles] n_conditional")
     dt = positive_float(p.get("dt", 0.005), "[particles] dt")
     _method(p.get("method", "euler-maruyama"), "[particles] method")
+    check_seed(p.get("seed", 1), "[particles] seed")
+    points = positive_int(p.get("points", 4), "[particles] points")
+    # positions at every save: the joint pool and the stacked conditional pools
+    check_memory(8.0 * len(spec.times) * (2 * nj + min(points, n) * model.z_dim * nc) * 2,
+                 f"[particles] n_joint = {nj}, n_conditional = {nc} at {len(spec.times)} saves")
     per_save = (spec.times[1] - spec.times[0]) / dt
     if abs(per_save - round(per_save)) > 1e-9 * per_save:
         raise ValueError(f"[particles] dt = {dt:g} must divide the save spacing {spec.times[1] - spec.times[0]:g}")
-    points = positive_int(p.get("points", 4), "[particles] points")
     t = cfg.get("training", {})
     for key, default in (("lr", 0.05), ("dt", 0.05)):
         positive_float(t.get(key, default), f"[training] {key}")
-    for key, default in (("steps", 150), ("inner", 10), ("n_joint", 2000), ("n_conditional", 200)):
-        positive_int(t.get(key, default), f"[training] {key}")
+    sizes = {key: positive_int(t.get(key, default), f"[training] {key}")
+             for key, default in (("steps", 150), ("inner", 10), ("n_joint", 2000), ("n_conditional", 200))}
+    if min(sizes["n_joint"], sizes["n_conditional"]) < 2:
+        raise ValueError("[training] n_joint and n_conditional must be at least 2 (the gradient's standard error)")
+    check_memory(8.0 * 4 * (2 * sizes["n_joint"] + n * model.z_dim * sizes["n_conditional"]),
+                 f"[training] n_joint = {sizes['n_joint']}, n_conditional = {sizes['n_conditional']}")
     _method(t.get("method", "mala"), "[training] method")
+    check_seed(t.get("seed", 5), "[training] seed")
     mask = np.asarray(t.get("trainable", [True] * len(model.theta)))
     if mask.shape != model.theta.shape or mask.dtype != bool:
         raise ValueError(f"[training] trainable must be {len(model.theta)} booleans, got {t.get('trainable')!r}")
@@ -134,6 +154,7 @@ def run(spec, f, *, progress=True, log=print):
     logz = model.log_partition()
     kj = [kl_knn(Y, model.energy, log_partition=logz) for Y in ens.positions]
     gj["particles_kl"], gj["particles_kl_se"] = [k.value for k in kj], [k.stderr for k in kj]
+    gj["particles_kl_below_resolution"] = [bool(k.below_resolution) for k in kj]
     zstart = model.z_grid.sample(z0.on_grid(model.z_grid), int(p.get("n_conditional", 2000)), seed=seed + 2)
     pools = model.conditional_pools(sel, zstart, dt, n_steps, seed=seed + 3, method=method, save_every=every,
                                     summaries=False)
@@ -153,10 +174,14 @@ def run(spec, f, *, progress=True, log=print):
     gel["gaussian_gap"] = [g.gap for g in ge]
     gel["gaussian_mean"] = np.array([g.mean for g in ge])
     gel["gaussian_cov"] = np.array([g.cov for g in ge])
+    gel["gaussian_grid_gap"] = [g.grid_gap for g in ge]        # the same Gaussian's gap on the box
+    gel["gaussian_reliable"] = [g.reliable for g in ge]
+    gel.attrs["gaussian_notes"] = json.dumps([g.note for g in ge])
     gel["pool_gap"] = gc["particles_kl"][:, -1]
     gel["pool_gap_se"] = gc["particles_kl_se"][:, -1]
     gel["pool_gap_below_resolution"] = gc["particles_kl_below_resolution"][:, -1]
-    log("  ELBO gap, best Gaussian posterior: " + ", ".join(f"{g.gap:.3g}" for g in ge)
+    log("  ELBO gap, best Gaussian posterior: " + ", ".join(f"{g.gap:.3g}" + ("" if g.reliable else " (NOT reliable)")
+                                                          for g in ge)
         + f"; conditional pools at t = {times[-1]:g}: "
         + ", ".join(_gap(v, s, b) for v, s, b in zip(gel["pool_gap"][()], gel["pool_gap_se"][()],
                                                       gel["pool_gap_below_resolution"][()])))
@@ -181,38 +206,48 @@ def run(spec, f, *, progress=True, log=print):
     gt["gradient"], gt["gradient_se"] = tr.gradient, tr.stderr
     gt["gradient_exact_start"] = model.grad_log_likelihood(X)
     gt["theta_mle"] = theta_mle
+    gt["valid"], gt["acceptance"] = tr.valid, tr.acceptance
     gt.attrs.update(log_likelihood_mle=ll_mle)
     z0g = (tr.gradient[0] - gt["gradient_exact_start"][()]) / np.where(tr.stderr[0] > 0, tr.stderr[0], np.inf)
+    last = np.flatnonzero(tr.valid)[-1]
     log(f"  first particle gradient vs exact: z-scores {np.round(z0g[mask], 2).tolist()}; "
-        f"log-likelihood {tr.log_likelihood[0]:.5g} -> {tr.log_likelihood[-1]:.5g} (maximum {ll_mle:.5g})")
+        f"log-likelihood {tr.log_likelihood[0]:.5g} -> {tr.log_likelihood[last]:.5g} at step {last} (maximum "
+        f"{ll_mle:.5g}); {int((~tr.valid).sum())} iterates not valid (mass at the walls)")
 
 
 def _gap(value, se, below) -> str:
     """A particle KL in words: the value with its error, or the upper bound it supports."""
     if below:
-        return f"< {max(value, 0.0) + RESOLUTION_SIGMAS * se:.2g} (below resolution)"
+        return f"< {Estimate(value, se, '', True).upper_bound:.2g} (below resolution)"
     return f"{value:.2g} +- {se:.1g}"
 
 
 def _label(d) -> str:
-    if d.constant is None:
-        return "not convex on the box: no bound"
+    if not d.bounded:
+        return "no bound: not convex on the box, or the first save is not valid"
     return "certified" if d.constant.certified else "estimated: min over the grid's cells"
 
 
 def _write_decay(g, d, many=None):
+    """The bound of each flow: ``has_bound`` (convex on the box and a valid first save),
+    ``kappa`` (NaN without), ``certified``, ``bound_holds`` (at the valid saves)."""
     ds = many if many is not None else [d]
-    g["kappa"] = [np.nan if x.constant is None else x.constant.value for x in ds]
-    g["certified"] = [bool(x.constant is not None and x.constant.certified) for x in ds]
+    g["kappa"] = [x.constant.value if x.bounded else np.nan for x in ds]
+    g["certified"] = [bool(x.bounded and x.constant.certified) for x in ds]
     g["spectral_gap"] = [x.gap for x in ds]
     g["bound_holds"] = [x.holds() is True for x in ds]
-    g["has_bound"] = [x.constant is not None for x in ds]
+    g["has_bound"] = [x.bounded for x in ds]
 
 
 def _progress(total):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, unit="step", desc="training", leave=False)
+
+
+def _kl_word(kl, valid) -> str:
+    """A grid KL in words: the value, or that the save is not valid."""
+    return f"{kl:.3g}" if valid else "NOT VALID (unresolved on the grid)"
 
 
 def plot(path, r, steps):
@@ -232,7 +267,7 @@ def plot(path, r, steps):
     j, c = r["joint"], r["conditional"]
     plot_kl(ax, j["times"], j["kl"], label="joint pool, grid", valid=j["valid"], color="C0")
     plot_kl(ax, j["times"], j["particles_kl"], stderr=j["particles_kl_se"], label="joint pool, particles", color="C2")
-    if j["has_bound"][0]:
+    if j["has_bound"][0]:     # a bound only from a valid first save (and where the energy is convex)
         kind = "certified" if j["certified"][0] else "estimated"
         ax.plot(j["times"], j["kl"][0] * np.exp(-2 * j["kappa"][0] * j["times"]), "C0:",
                 label=f"KL_0 exp(-2 kappa t), kappa = {j['kappa'][0]:.3g} ({kind})")
@@ -243,25 +278,37 @@ def plot(path, r, steps):
         ax.plot(c["times"], c["kl"][0][0] * np.exp(-2 * c["kappa"][0] * c["times"]), "C1:",
                 label=f"its bound, kappa = {c['kappa'][0]:.3g} ({kind})")
     if "w2" in c:
-        ax.semilogy(c["times"], c["w2"][0], "C3-", label="its W2 (grid)")
+        ok = c["valid"][0]
+        ax.semilogy(c["times"], np.where(ok, c["w2"][0], np.nan), "C3-",
+                    label="its W2 (grid)" + ("" if ok.all() else f" ({int((~ok).sum())} saves not valid: omitted)"))
         if c["has_bound"][0]:
             ax.plot(c["times"], c["w2"][0][0] * np.exp(-c["kappa"][0] * c["times"]), "C3:", label="W2_0 exp(-kappa t)")
+    ax.set_ylabel("KL or W2 to the pool's law")
     ax.set_title("the pools relax: KL and W2 against the bounds")
     ax.legend(fontsize="xx-small")
 
     ax = axes[2]
     e = r["elbo"]
     for i in range(len(e["x"])):
-        (line,) = ax.plot(c["times"], c["kl"][i], label=f"x = {e['x'][i, 0]:.2f}: exact posterior flow")
-        ax.axhline(e["gaussian_gap"][i], color=line.get_color(), ls="--", lw=1)
+        color = f"C{i}"
+        plot_kl(ax, c["times"], c["kl"][i], valid=c["valid"][i], color=color,
+                label=f"x = {e['x'][i, 0]:.2f}: exact posterior flow")
+        if e["gaussian_reliable"][i]:
+            ax.axhline(e["gaussian_gap"][i], color=color, ls="--", lw=1)
         plot_kl(ax, c["times"], c["particles_kl"][i], stderr=c["particles_kl_se"][i], label=f"x = {e['x'][i, 0]:.2f}: pool",
-                color=line.get_color())
-    ax.set_title("ELBO gap KL(q_t || p(z | x)); dashed: best Gaussian")
+                color=color)
+    bad = int(np.sum(~e["gaussian_reliable"].astype(bool)))
+    ax.set_title("ELBO gap KL(q_t || p(z | x)); dashed: best Gaussian"
+                 + (f" ({bad} not reliable: not drawn)" if bad else ""), fontsize="small")
     ax.legend(fontsize="xx-small")
 
     ax = axes[3]
     tr = r["training"]
-    ax.plot(np.arange(len(tr["log_likelihood"])), tr["log_likelihood"], "C0-", label="two-loop particle training")
+    ok = tr["valid"].astype(bool)
+    steps_ = np.arange(len(tr["log_likelihood"]))
+    ax.plot(steps_, np.where(ok, tr["log_likelihood"], np.nan), "C0-",
+            label="two-loop particle training" + ("" if ok.all() else
+                                                  f" ({int((~ok).sum())} iterates at the walls: omitted)"))
     ax.axhline(tr["log_likelihood_mle"], color="k", ls="--", label="exact maximum likelihood (grid)")
     ax.axhline(d["log_likelihood_truth"], color="0.5", ls=":", label="the data law's parameters")
     ax.set_xlabel("outer step")
@@ -278,24 +325,33 @@ def info(r) -> list[str]:
 
     def bound(g, i=0):
         if not g["has_bound"][i]:
-            return "not convex on the box: no bound"
+            return "no bound (not convex on the box, or the first save is not valid)"
         kind = "certified" if g["certified"][i] else "estimated (min over the grid's cells)"
-        return f"kappa = {g['kappa'][i]:.4g} ({kind}), bound holds: {bool(g['bound_holds'][i])}"
+        return f"kappa = {g['kappa'][i]:.4g} ({kind}), bound holds at the valid saves: {bool(g['bound_holds'][i])}"
 
-    below = j["particles_kl"][-1] <= RESOLUTION_SIGMAS * j["particles_kl_se"][-1]
-    lines.append(f"  joint pool: KL {j['kl'][0]:.3g} -> {j['kl'][-1]:.3g} (particles "
-                 f"{_gap(j['particles_kl'][-1], j['particles_kl_se'][-1], below)}); {bound(j)}; "
-                 f"spectral gap {j['spectral_gap'][0]:.4g}")
+    jv = j["valid"].astype(bool)
+    lines.append(f"  joint pool: KL {_kl_word(j['kl'][0], jv[0])} -> {_kl_word(j['kl'][-1], jv[-1])} (particles "
+                 f"{_gap(j['particles_kl'][-1], j['particles_kl_se'][-1], j['particles_kl_below_resolution'][-1])}); "
+                 f"{bound(j)}; spectral gap {j['spectral_gap'][0]:.4g}")
     for i in range(len(c["x"])):
-        w2 = f"W2 {c['w2'][i, 0]:.3g} -> {c['w2'][i, -1]:.3g}; " if "w2" in c else ""
-        lines.append(f"  conditional pool at x = {c['x'][i, 0]:.3g}: KL {c['kl'][i, 0]:.3g} -> {c['kl'][i, -1]:.3g}, "
-                     f"{w2}{bound(c, i)}")
+        cv = c["valid"][i].astype(bool)
+        w2 = (f"W2 {_kl_word(c['w2'][i, 0], cv[0])} -> {_kl_word(c['w2'][i, -1], cv[-1])}; " if "w2" in c else "")
+        lines.append(f"  conditional pool at x = {c['x'][i, 0]:.3g}: KL {_kl_word(c['kl'][i, 0], cv[0])} -> "
+                     f"{_kl_word(c['kl'][i, -1], cv[-1])}, {w2}{bound(c, i)}")
+    notes = json.loads(e.get("gaussian_notes", "[]"))
     for i in range(len(e["x"])):
+        gauss = (f"{e['gaussian_gap'][i]:.3g}" if e["gaussian_reliable"][i]
+                 else f"{e['gaussian_gap'][i]:.3g} NOT reliable ({notes[i] if i < len(notes) else ''})")
         lines.append(f"  ELBO at x = {e['x'][i, 0]:.3g}: log p(x) = {e['log_px'][i]:.5g}; gap of the best Gaussian "
-                     f"{e['gaussian_gap'][i]:.3g}, of the conditional pool "
+                     f"{gauss}, of the conditional pool "
                      f"{_gap(e['pool_gap'][i], e['pool_gap_se'][i], e['pool_gap_below_resolution'][i])}")
-    lines.append(f"  training: log-likelihood {t['log_likelihood'][0]:.5g} -> {t['log_likelihood'][-1]:.5g}; exact "
-                 f"maximum {t['log_likelihood_mle']:.5g} at theta = {np.round(t['theta_mle'], 4).tolist()}")
+    ok = t["valid"].astype(bool)
+    last = int(np.flatnonzero(ok)[-1])
+    lines.append(f"  training: log-likelihood {t['log_likelihood'][0]:.5g} -> {t['log_likelihood'][last]:.5g} at step "
+                 f"{last}; exact maximum {t['log_likelihood_mle']:.5g} at theta = "
+                 f"{np.round(t['theta_mle'], 4).tolist()}; MALA acceptance (joint, conditional) "
+                 f"{np.round(np.nanmean(t['acceptance'], axis=0), 2).tolist()}"
+                 + (f"; {int((~ok).sum())} iterates NOT VALID (mass at the walls)" if not ok.all() else ""))
     return lines
 
 
