@@ -104,6 +104,16 @@ def test_stacked_is_the_sum_over_blocks_and_its_law_the_product():
         E.Stacked([E.Quadratic([[2.0]]), E.Quadratic(np.eye(2))])
 
 
+def test_stacked_curvature_without_the_dense_hessian():
+    """The explicit-step limit of a stack of B conditionals is the largest block's curvature:
+    equal to the dense Hessian's top eigenvalue, without building the (N, B, B) array."""
+    P = E.Polynomial(np.array(SCALE) * [1.0, 1.5, -1.0, 1.0], POWERS)
+    S = E.Stacked([E.Conditional(P, [x]) for x in np.linspace(-2, 2, 16)])
+    Z = np.random.default_rng(3).normal(size=(200, 16))
+    assert S.max_curvature(Z) == pytest.approx(np.linalg.eigvalsh(S.hessian(Z)).max(), rel=1e-13)
+    assert S.max_curvature(Z) == pytest.approx(3 * np.max(Z**2) - 1, rel=1e-13)   # d_z^2 E = -1 + 3 z^2
+
+
 def test_bakry_emery_is_certified_only_for_a_constant_hessian():
     g = Grid([(-3, 3)], 60)
     assert bakry_emery(E.Quadratic([[2.0]]), g).certified

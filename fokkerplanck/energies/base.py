@@ -154,6 +154,13 @@ class Energy:
         H = self._hess(X)
         return H[0] if single else H
 
+    def max_curvature(self, x) -> float:
+        """The largest eigenvalue of ``hess U`` over the points (N, d): what limits an explicit
+        step (``dt * max_curvature < 2``).  Energies with a block structure override it to
+        avoid the dense (N, d, d) Hessian."""
+        X, _ = points(x, self.dim)
+        return float(np.linalg.eigvalsh(self._hess(X)).max())
+
     def residual(self, x, temperature: float = 1.0):
         """``h(x) = T lap U(x) - |grad U(x)|^2`` (DESIGN.md section 1)."""
         X, single = points(x, self.dim)

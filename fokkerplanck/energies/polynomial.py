@@ -361,6 +361,11 @@ class Stacked(Energy):
             H[:, b * d:(b + 1) * d, b * d:(b + 1) * d] = e._hess(Z)
         return H
 
+    def max_curvature(self, x) -> float:
+        """The largest eigenvalue of the block-diagonal Hessian: the largest of the blocks'."""
+        X, _ = points(x, self.dim)
+        return max(e.max_curvature(Z) for e, Z in self._slices(X))
+
     def log_partition(self, temperature: float = 1.0) -> float:
         return float(sum(e.log_partition(temperature) for e in self.blocks))
 
