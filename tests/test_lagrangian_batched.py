@@ -187,7 +187,7 @@ def test_jax_energy_characteristics_and_padded_batches():
         A = A2
         Aj = jax.numpy.asarray(A)
         U = E.from_jax(lambda x: 0.5 * x @ Aj @ x, 2)
-        for n in (1, 3, 300):  # padded to 256 and 512 rows inside, cut back to n
+        for n in (1, 3, 300):  # the fused call pads to 256 and 512 rows inside, cut back to n
             X = np.random.default_rng(n).normal(size=(n, 2))
             G, lap = U._grad_lap(X)
             np.testing.assert_allclose(G, X @ A, rtol=1e-13, atol=1e-14)

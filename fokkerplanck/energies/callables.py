@@ -57,7 +57,8 @@ H_SECOND = EPS ** (1 / 4)  # second differences of values: h^2 truncation = eps 
 EXACT_LAP_MAX_DIM = 10     # autodiff Laplacians: exact (d backward passes) up to this dimension
 HUTCHINSON_SAMPLES = 64    # Rademacher probes of a Hutchinson Laplacian above it
 BATCH = 65536              # points per call of a network (bounds its memory)
-JAX_MIN_ROWS = 256         # JAX batches are padded to a power of two rows, at least this many
+GRAPH_ROWS = 4096          # rows per autodiff graph of the fused torch gradient + Laplacian
+JAX_MIN_ROWS = 256         # fused JAX batches are padded to a power of two rows, at least this many
 
 
 def _name(fn) -> str:
@@ -386,7 +387,13 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
     def hess(X):
         return _batched(hess_rows, X, batch)
 
-    def grad_lap(Y):  # the Hessian's diagonal from the gradient's graph: one forward pass for both
+    def grad_lap(X):  # in blocks of GRAPH_ROWS rows: the graph's tensors stay in cache (1.3x)
+        if X.shape[0] <= GRAPH_ROWS:
+            return grad_lap_rows(X)
+        parts = [grad_lap_rows(X[i:i + GRAPH_ROWS]) for i in range(0, X.shape[0], GRAPH_ROWS)]
+        return np.concatenate([g for g, _ in parts]), np.concatenate([lap for _, lap in parts])
+
+    def grad_lap_rows(Y):  # the Hessian's diagonal from the gradient's graph: one forward pass for both
         x = tensor(Y, True)
         (g,) = torch.autograd.grad(differentiable(x).sum(), x, create_graph=True)
         lap = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
@@ -451,12 +458,12 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
     v_grad = jax.jit(jax.vmap(jax.grad(one)))
     v_hess = jax.jit(jax.vmap(jax.hessian(one)))
 
-    def call(f, X):
-        # jax.jit compiles once per input shape: pad to a power of two (at least JAX_MIN_ROWS
-        # rows, repeating the last point) so that batches of every size, such as the shrinking
-        # sets of unfinished characteristics, share a few compiled shapes
+    def call(f, X, pad=False):
+        # jax.jit compiles once per input shape: with pad, the rows go up to a power of two (at
+        # least JAX_MIN_ROWS, repeating the last point) so that batches of every size, such as
+        # the shrinking sets of unfinished characteristics, share a few compiled shapes
         n = X.shape[0]
-        rows = max(JAX_MIN_ROWS, 1 << max(0, n - 1).bit_length())
+        rows = max(JAX_MIN_ROWS, 1 << max(0, n - 1).bit_length()) if pad else n
         Xp = X if rows == n or n == 0 else np.concatenate([X, np.broadcast_to(X[-1:], (rows - n, X.shape[1]))])
         try:
             res = f(jnp.asarray(Xp))
@@ -484,7 +491,7 @@ def from_jax(fn, dim: int, *, exact_lap_max_dim: int = EXACT_LAP_MAX_DIM,
     v_grad_lap = jax.jit(jax.vmap(grad_lap_one))
 
     def grad_lap(Y):
-        return call(v_grad_lap, Y)
+        return call(v_grad_lap, Y, pad=True)
 
     def hv_one(x, v):
         return jnp.dot(jax.jvp(g1, (x,), (v,))[1], v)
