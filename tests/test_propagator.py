@@ -336,3 +336,35 @@ def test_uniformisation_kernel_against_dense_expm(rng):
     assert np.abs(out - ref).sum(axis=1).max() < 1e-13
     assert out.min() >= 0 and np.abs(out.sum(axis=1) - 1).max() < 1e-13
     assert k > rate * times[-1]   # the Poisson mean: fewer terms would truncate
+
+
+def test_a_metastable_mode_is_resolved_on_the_dense_path():
+    """A double well at low temperature (barrier 2, T = 0.2, 300 cells): its slowest mode decays
+    at gap = 1.6e-4, 2.5e-8 of the fastest rate, far below the fast modes but far above the
+    round-off of the dense eigendecomposition (~1e-13 of the fastest rate), which is what may be
+    treated as zero.  Started in the left well: at t = 1/gap the law equals the reference
+    (the eigendecomposition of the independently assembled generator, its Gibbs eigenvalue set
+    to 0; measured 3.8e-11 in L1: the slow eigenvalue's round-off, ~3e-12, times t = 6.4e3), the
+    left well holds the two-state mass 1/2 + e^{-1}/2 (measured 7.4e-6 off: the fast modes and
+    the slow mode's shape), and at t = 1e7 the law is the Gibbs law (measured 2e-14)."""
+    g = Grid([(-2.5, 2.5)], 300)
+    U, T = E.DoubleWell(1, barrier=2.0), 0.2
+    fp = FokkerPlanck(U, g, T)
+    u = fp.U.ravel()
+    L = sg_reference(g, u, T)
+    d = np.exp(-(u - u.min()) / (2 * T))
+    S = L * d[None, :] / d[:, None]       # symmetric by detailed balance
+    lam, V = np.linalg.eigh(0.5 * (S + S.T))
+    lam[-1] = 0.0                         # the Gibbs direction: an eigenvalue 0, known exactly
+    gap = -lam[-2]
+    assert 1e-9 < gap / -lam[0] < 1e-7    # the regime this test is about
+    p0 = densities.Gaussian([-1.0], 0.01).on_grid(g).ravel()
+    p0 /= p0.sum() * g.cell_volume
+    tr = fp.solve(p0, [1 / gap, 1e7])
+    assert tr.info["exact"] == "eigh"
+    ref = d * (V @ (np.exp(lam / gap) * (V.T @ (p0 / d))))
+    assert np.abs(tr.densities[0] - ref).sum() * g.cell_volume < 1e-9
+    left = tr.densities[0][g.axes[0] < 0].sum() * g.cell_volume
+    assert abs(left - (0.5 + 0.5 * np.exp(-1))) < 1e-4
+    gibbs = d**2 / (np.sum(d**2) * g.cell_volume)
+    assert np.abs(tr.densities[1] - gibbs).sum() * g.cell_volume < 1e-12

@@ -332,6 +332,7 @@ def check_propagator(quick: bool = True, report: Report | None = None) -> list[C
              f"{info_s.get('segments')} segments, {info_s.get('gibbs_jump_outputs')} output(s) set to the Gibbs law")):
         out.append(at_most(f"exact propagator by {what}: max_t L1 error vs exp(t L) rho0", value if taken else math.inf,
                            tol, note if taken else "this path was not taken"))
+    out += _metastable_check()
     # measured 3e-12 (one thread) to 1.4e-11 (two) at t = 4e3, where the round-off of 357 segments adds up
     late = (float(np.abs(res_s[times.size:] - ref[times.size:]).sum(axis=1).max() * vol)
             if res_s is not None and info_s.get("gibbs_jump_outputs") == 1 else math.inf)
@@ -339,6 +340,37 @@ def check_propagator(quick: bool = True, report: Report | None = None) -> list[C
                        "the Gibbs law at t = 2e4 (and there only): max L1 error vs exp(t L) rho0", late, 1e-10,
                        f"{info_s.get('segments')} segments" if res_s is not None else "this path was not taken"))
     return out
+
+
+def _metastable_check() -> list[Check]:
+    """A metastable double well on the dense path (barrier 2, T = 0.2, 300 cells): the slowest
+    mode decays at gap = 1.6e-4, 2.5e-8 of the fastest rate -- far above the round-off of the
+    eigendecomposition (~1e-13 of the fastest rate), so it must not be taken for the Gibbs
+    direction.  From the left well: the law at t = 1/gap against exp(t L) rho0 by the
+    eigendecomposition of the generator assembled here from the flux formula (its Gibbs
+    eigenvalue set to 0), and the left well's mass against the two-state value 1/2 + e^{-1}/2."""
+    g = Grid([(-2.5, 2.5)], 300)
+    T = 0.2
+    fp = FokkerPlanck(E.DoubleWell(1, barrier=2.0), g, T)
+    u = g.evaluate(fp.energy)
+    d = np.exp(-(u - u.min()) / (2 * T))
+    S = _sg_generator(u, g.spacing, T) * d[None, :] / d[:, None]
+    lam, V = np.linalg.eigh(0.5 * (S + S.T))
+    lam[-1] = 0.0   # the Gibbs direction: an eigenvalue 0, known exactly
+    gap = -lam[-2]
+    p0 = densities.Gaussian([-1.0], 0.01).on_grid(g).ravel()
+    p0 = p0 / (p0.sum() * g.cell_volume)
+    tr = fp.solve(p0, [1 / gap])
+    ref = d * (V @ (np.exp(lam / gap) * (V.T @ (p0 / d))))
+    left = float(tr.densities[0][g.axes[0] < 0].sum() * g.cell_volume)
+    what = f"metastable double well (T = {T:g}, 300 cells, gap {gap:.2g} = {gap / -lam[0]:.1g} of the fastest rate)"
+    # measured 3.8e-11: the slow eigenvalue's round-off (~3e-12) times t = 1/gap = 6.4e3; and 7.4e-6,
+    # the two-state reduction's own error (the fast modes and the slow mode's shape)
+    return [at_most(f"{what}, dense eigendecomposition path: L1 error at t = 1/gap vs exp(t L) rho0",
+                    float(np.abs(tr.densities[0] - ref).sum() * g.cell_volume) if tr.info.get("exact") == "eigh"
+                    else math.inf, 1e-9),
+            near(f"{what}: left-well mass at t = 1/gap vs the two-state value 1/2 + e^-1/2", left,
+                 0.5 + 0.5 * math.exp(-1), 1e-4)]
 
 
 @register
