@@ -268,6 +268,7 @@ def test_elbo_from_particles_matches_the_grid():
     assert post.gap.below_resolution and abs(post.gap.value) < 4 * post.gap.stderr
 
 
+@pytest.mark.slow  # 150 outer steps (~20 s on 2 loaded cores); test_run_lvebm trains 40 in the default tier
 def test_two_loop_training_reaches_the_exact_maximum_likelihood():
     """Persistent MALA pools, 150 outer steps: the exact log-likelihood of the last 20 iterates is
     within 0.02 of the exact maximum (measured 0.004), from 2.6 below it at the start; the exact
