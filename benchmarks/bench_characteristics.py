@@ -5,6 +5,7 @@ finite volumes on the same energy for reference.
     python benchmarks/bench_characteristics.py                     # 128^2, both paths at 128^2
     python benchmarks/bench_characteristics.py --previous-size 64  # the slow path at 64^2 only
     python benchmarks/bench_characteristics.py --quick             # 64^2
+    python benchmarks/bench_characteristics.py --threads 1         # torch on one thread
 
 Problem: ``U = 0.1 MLP(x) + |x|^2 / 2``, the MLP 2 -> 64 -> 64 -> 1 (tanh, float64) of
 bench_callables.py through ``energies.from_torch``, on [-8, 8]^2 from N(0, 4 I), densities at
@@ -203,7 +204,7 @@ def main():
     if n_prev != n:
         lines += ["", (f"At {n_prev}^2, both measured: previous {t_old:.2f} s, batched {t_new_p:.2f} s "
                   f"({t_old / t_new_p:.1f}x).")]
-    write_table("characteristics", lines, args.quick)
+    write_table("characteristics" + (f"_threads{args.threads}" if args.threads != 2 else ""), lines, args.quick)
 
 
 if __name__ == "__main__":
