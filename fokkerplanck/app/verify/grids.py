@@ -209,7 +209,21 @@ def check_refine(quick: bool = True, report: Report | None = None) -> list[Check
     true_R = tr.ratio()[-1] - D.gaussian_ratio(m, S, A, [0, 0], 1.0)[2]
     U = E.DoubleWell(1, barrier=2.0)
     long = FokkerPlanck(U, Grid([(-3, 3)], 4000)).solve(densities.Gaussian([0.3], 0.2), [0.0, 1.0, 1e7])
+    # the true errors above come from the closed forms of fokkerplanck.diagnostics, at T = 1 there;
+    # against the ones written in closed_forms (shared with nothing), at T = 0.6 and a rotated A with
+    # det A != 1, for both flows: the moments, KL, Fisher information and R_t (measured 4e-16, round-off)
+    A2, T2, t2 = rotated([2.5, 0.5], 35.0), 0.6, 0.4
+    cross = 0.0
+    for flow, noise in (("fokker-planck", True), ("continuity", False)):
+        m, S = D.ou_moments(A2, [0, 0], m0, S0, T2, t2, flow=flow)
+        mr, Sr = gaussian_law(A2, m0, S0, T2, t2, noise=noise)
+        cross = max(cross, float(np.abs(m - mr).max()), float(np.abs(S - Sr).max()),
+                    abs(D.gaussian_kl(mr, Sr, np.zeros(2), T2 * np.linalg.inv(A2)) / gaussian_kl(mr, Sr, A2, T2) - 1),
+                    abs(D.gaussian_fisher(mr, Sr, A2, [0, 0], T2) / gaussian_fisher(mr, Sr, A2, T2) - 1),
+                    abs(D.gaussian_ratio(mr, Sr, A2, [0, 0], T2)[2] / gaussian_ratio(mr, Sr, A2, T2) - 1))
     return [
+        at_most(f"OU closed forms of the diagnostics (moments of both flows, KL, Fisher, R_t) at T = {T2:g}, rotated "
+                "A: max deviation from those written here", cross, 1e-13),
         at_most(f"OU {g.cells[0]}^2: |KL error estimate / true error - 1| at t = 0.3",
                 abs(r.kl_error[-1] / true - 1), 0.1),
         at_most(f"OU {g.cells[0]}^2: |R_t error estimate / true error - 1| at t = 0.3",
