@@ -264,7 +264,7 @@ MUTANTS = [
            "velocity(t + 0.5 * h)[0]",
            "velocity(t + h)[0]",
            "SSP-RK3 third stage evaluated at t + h instead of t + h/2 (time-dependent velocity only)",
-           ("tests/test_homotopy.py", "tests/test_path_kernels.py"), ()),
+           ("tests/test_finite_volumes_periodic.py", "tests/test_homotopy.py", "tests/test_path_kernels.py"), ()),
     Mutant("lagrangian-stage-times", "fokkerplanck/flows/lagrangian.py",
            "_C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])",
            "_C = np.array([0.0, 1 / 5, 3 / 5, 4 / 5, 8 / 9, 1.0, 1.0])",
