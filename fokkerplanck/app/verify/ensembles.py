@@ -111,6 +111,17 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
     out.append(at_most(f"OU 2D, rotated anisotropic A, T = {T:g}: Euler-Maruyama ({N} particles, dt = {dt:g}, 100 steps) "
                        "vs the exact law of the scheme, max |z| of the mean and covariance",
                        float(np.abs(z).max()), 4.5, "5 statistics: 4.5 standard errors (a false alarm below 1e-4)"))
+    # MALA's invariant law is exact: from N(m0, S0), 200 steps of dt = 0.15 (30 relaxation times of
+    # the slowest direction) give N independent draws of N(0, T A^-1) -- where Euler-Maruyama at this
+    # step is 10 standard errors off in the covariance
+    Xm = particles.langevin(E.Quadratic(A), x0, 0.15, 200, method="mala", temperature=T, seed=10).positions[-1]
+    Sg, Cm = T * np.linalg.inv(A), np.cov(Xm.T)
+    zm = np.concatenate([Xm.mean(axis=0) / np.sqrt(np.diag(Sg) / N),
+                         [(Cm[i, j] - Sg[i, j]) / np.sqrt((Sg[i, i] * Sg[j, j] + Sg[i, j] ** 2) / N)
+                          for i, j in ((0, 0), (0, 1), (1, 1))]])
+    out.append(at_most(f"OU 2D, rotated anisotropic A, T = {T:g}: MALA ({N} chains, dt = 0.15, 200 steps from N(m0, S0)) "
+                       "vs the Gibbs law N(0, T A^-1), max |z| of the mean and covariance", float(np.abs(zm).max()), 4.5,
+                       "5 statistics: 4.5 standard errors"))
     # the k-NN estimate of 2e4 samples of a 2D Gaussian is biased by ~1e-3 (well below its error bar)
     e = est.kl_knn(X, E.Quadratic(A), T)
     kl = gaussian_kl(m, S, A, T)
