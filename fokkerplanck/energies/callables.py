@@ -420,6 +420,7 @@ def from_torch(module, dim: int, *, dtype=None, device=None, exact_lap_max_dim: 
                   {"value": "torch", "grad": "autograd", "hess": "autograd, exact"}, "autograd, exact",
                   f"autograd, Hutchinson ({hutchinson_samples} Rademacher probes, seed {seed})", grad_lap)
     E.module = module
+    E.precision_eps = float(torch.finfo(dtype).eps)  # what the network computes in (float32: 1.2e-7)
     return E
 
 

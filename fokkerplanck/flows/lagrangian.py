@@ -28,6 +28,8 @@ output time has its own integration (``u = (t - s) / duration``).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from numba import prange
 
@@ -54,6 +56,7 @@ _B = np.array([35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0])
 _E = _B - np.array([5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40])
 
 STATUS_OK, STATUS_ESCAPED, STATUS_FAILED = 0, 1, 2
+EPS64 = float(np.finfo(np.float64).eps)
 
 # Dormand-Prince 8(5,3) (E. Hairer, S. P. Norsett, G. Wanner, Solving Ordinary Differential
 # Equations I, 2nd ed., Springer 1993; the code DOP853): the nonzero entries of the stage
@@ -285,6 +288,8 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
             extra = (0.0, 0.0)
         else:
             run, extra = _vectorised(energy), ()
+            rtol, atol = _precision_floor(energy, rtol, atol)
+            opts = (float(rtol), float(atol), *opts[2:])
         Z, L, status, fail_t, first_escaped = call_compiled(run, X0, times, sign, energy.params, *opts, *extra)
         escaped = np.arange(times.size)[:, None] >= first_escaped[None, :]
     bad = np.flatnonzero(status == STATUS_FAILED)
@@ -294,6 +299,24 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
             f"{bad.size} characteristic(s) failed to converge (step size underflow); first: start point "
             f"{X0[i].tolist()} at s = {fail_t[i]:.6g} ({direction}, rtol={rtol:g}, atol={atol:g})")
     return Z, L, escaped
+
+
+def _precision_floor(energy, rtol, atol):
+    """``(rtol, atol)`` raised, with a warning, to what an energy computing in less than float64
+    can meet (a float32 torch module: ``rtol >= 100 eps = 1.2e-5``, ``atol >= rtol / 100``):
+    below it the error estimates are rounding noise and the steps shrink without end."""
+    terms = energy.terms if isinstance(energy, Sum) else (energy,)
+    eps = max(getattr(t, "precision_eps", EPS64) for t in terms)
+    if eps <= EPS64:
+        return rtol, atol
+    floor = 100.0 * eps
+    if rtol < floor or atol < floor / 100:
+        new = (max(rtol, floor), max(atol, floor / 100))
+        warnings.warn(f"the energy computes with precision {eps:.2g} (not float64): the characteristics' "
+                      f"tolerances rtol={rtol:g}, atol={atol:g} are raised to rtol={new[0]:.2g}, atol={new[1]:.2g} "
+                      "(give a float64 module for tighter ones)", RuntimeWarning, stacklevel=3)
+        return new
+    return rtol, atol
 
 
 def _grad_lap_fn(energy):
