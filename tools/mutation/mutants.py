@@ -425,7 +425,7 @@ MUTANTS = [
            "o[ac + a * d + e] += c[a] * c[a] * c[e]",
            "o[ac + a * d + e] += c[a] * c[e] * c[e]",
            "block sum c_i^2 c_j stored transposed (only the off-diagonal covariance errors across blocks)",
-           ("tests/test_particles.py", "tests/test_distributed.py"), ("particles",)),
+           ("tests/test_estimators.py", "tests/test_particles.py", "tests/test_distributed.py"), ("particles",)),
 
     # ------------------------------------------------------------------ estimators
     Mutant("est-knn-dimension-factor", "particles/estimators.py",
