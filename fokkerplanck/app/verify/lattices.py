@@ -35,6 +35,11 @@ def check_discrete(quick: bool = True, report: Report | None = None) -> list[Che
     gap = Dz.MasterEquation(Dz.FiniteSpace(Dz.ising(12, J, 0.0), T), "glauber").spectral_gap()
     out.append(at_most("Glauber ring n=12 (4096 states, sparse eigsh): |gap - (1 - tanh(2J/T))|",
                        abs(gap - (1 - math.tanh(2 * J / T))), 1e-12))
+    # Metropolis proposes each of the q - 1 other letters at rate 1/(q - 1): with J = 0 every site
+    # relaxes on its own, its generator's non-zero eigenvalue is q/(q - 1), and so is the gap (measured
+    # 1.4e-14 off)
+    gap = Dz.MasterEquation(Dz.FiniteSpace(Dz.potts((2, 3), 3, 0.0), 0.9), "metropolis").spectral_gap()
+    out.append(at_most("Potts 2x3 q=3, J = 0, metropolis: |gap - q/(q - 1)|", abs(gap - 1.5), 1e-12))
     # the Lyapunov identity along an exact flow
     pspace = Dz.FiniteSpace(Dz.potts((2, 3), 3, 1.0), 0.9)
     for dyn in ("glauber", "metropolis"):
