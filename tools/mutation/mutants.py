@@ -686,6 +686,58 @@ MUTANTS = [
            "s = (a - eps) / (a - b) if a > 0",
            "KL <= eps crossing interpolated linearly in KL instead of in log KL",
            ("tests/test_stopping.py",), ()),
+    # ------------------------------------------------------------------ latent-variable EBMs
+    Mutant("latent-grad-sign", "fokkerplanck/theory/latent.py",
+           "return self.feature_means() - self.feature_means(X).mean(axis=0)",
+           "return self.feature_means(X).mean(axis=0) - self.feature_means()",
+           "log-likelihood gradient with the two pools swapped (descent instead of ascent)",
+           ("tests/test_latent.py",), ("latent",)),
+    Mutant("latent-elbo-entropy-sign", "fokkerplanck/theory/latent.py",
+           "entropy = -float(np.sum(q[pos] * np.log(q[pos])) * vol)",
+           "entropy = float(np.sum(q[pos] * np.log(q[pos])) * vol)",
+           "ELBO of a grid posterior with the entropy's sign flipped",
+           ("tests/test_latent.py",), ("latent",)),
+    Mutant("latent-gauss-entropy-e", "fokkerplanck/theory/latent.py",
+           "entropy_const = 0.5 * dz * math.log(2 * math.pi * math.e)",
+           "entropy_const = 0.5 * dz * math.log(2 * math.pi)",
+           "Gaussian entropy without its e (the best Gaussian ELBO off by dz / 2)",
+           ("tests/test_latent.py",), ("latent",)),
+    Mutant("latent-conditional-grad-slice", "fokkerplanck/energies/polynomial.py",
+           "out[:] = full[dx:]",
+           "out[:] = full[:out.shape[0]]",
+           "compiled conditional gradient takes the x block instead of the z block",
+           ("tests/test_latent.py",), ("latent",)),
+    Mutant("latent-stacked-value-block", "fokkerplanck/energies/polynomial.py",
+           "s += v(x[b * d:(b + 1) * d], p[3 + b * n:3 + (b + 1) * n])",
+           "s += v(x[0:d], p[3 + b * n:3 + (b + 1) * n])",
+           "stacked value kernel reads the first block's coordinates for every block",
+           ("tests/test_latent.py",), ("latent",)),
+    Mutant("latent-se-pools", "fokkerplanck/theory/latent.py",
+           "var = var + fc.var(axis=0, ddof=1) / len(fc) / B ** 2",
+           "var = var + fc.var(axis=0, ddof=1) / len(fc) / B",
+           "gradient standard error: a pool's variance divided by B instead of B^2",
+           ("tests/test_latent.py",), ("latent",)),
+    Mutant("latent-poly-hess-offdiag", "fokkerplanck/energies/polynomial.py",
+           "s += p[2 + k] * _monomial(x, p, k, i, j)",
+           "s += p[2 + k] * _monomial(x, p, k, i, i)",
+           "polynomial Hessian kernel fills the off-diagonal with the diagonal",
+           ("tests/test_latent.py",), ("latent",)),
+    # ------------------------------------------------------------------ jump particles (binned events)
+    Mutant("jumps-threshold-swap", "particles/jumps.py",
+           "c[i] = np.int64(u < thr[m - m1, m1])",
+           "c[i] = np.int64(u < thr[m1, m - m1])",
+           "two-letter heat bath reads its threshold with the letter counts swapped",
+           ("tests/test_discrete.py",), ("discrete",)),
+    Mutant("jumps-mark-word", "particles/jumps.py",
+           "r = 2 * (j & 1)",
+           "r = 0",
+           "both events of a Philox block use its first two words (half the event rate in effect)",
+           ("tests/test_discrete.py",), ("discrete",)),
+    Mutant("jumps-before-half", "particles/jumps.py",
+           "(np.float64(w[r]) + 0.5) * 2.3283064365386963e-10 < f:",
+           "(np.float64(w[r]) + 0.5) * 2.3283064365386963e-10 < 0.5 * f:",
+           "a save inside a bin counts the events before half its offset",
+           ("tests/test_discrete.py",), ("discrete",)),
 ]
 
 
@@ -701,6 +753,7 @@ AREAS = {
     "discrete/jumps": ("disc", "jumps"),
     "paths/poisson/potential flow": ("paths", "poisson", "pflow"),
     "W2/stopping": ("w2", "stop"),
+    "latent-variable EBMs": ("latent",),
 }
 
 
@@ -712,8 +765,17 @@ def area(m: Mutant) -> str:
     raise KeyError(f"{m.id}: no area for prefix {prefix!r}")
 
 
-VERIFY_GROUPS = {"energies", "fokker_planck", "gaussian", "refine", "propagator", "deterministic", "particles",
-                 "stopping", "composition", "discrete", "wasserstein", "learning", "homotopy"}
+def _verify_groups() -> set:
+    """The groups the working tree's ``fpk verify`` registers (``def check_NAME(`` in its modules)."""
+    import pathlib
+    import re
+
+    folder = pathlib.Path(__file__).resolve().parents[2] / "fokkerplanck" / "app" / "verify"
+    return {name for f in folder.glob("*.py")
+            for name in re.findall(r"^def check_(\w+)\(", f.read_text(), flags=re.MULTILINE)}
+
+
+VERIFY_GROUPS = _verify_groups()
 
 
 def check(read, exists=lambda path: True, groups=VERIFY_GROUPS) -> dict:
