@@ -240,14 +240,7 @@ def test_particle_gradient_matches_the_exact_one_within_its_error_bars():
     exact = m.grad_log_likelihood(X)
     assert np.all(np.abs(g - exact) < 4 * se), (g, exact, se)
     # the standard error from the exact variances of the features under the joint law and the posteriors
-    F = m.feature_values(m.grid.points)
-    pj = m.joint().ravel() * m.grid.cell_volume
-    var = (pj @ F**2 - (pj @ F) ** 2) / len(Y)
-    for x in X:
-        Fz = m.feature_values(np.hstack([np.full((m.z_grid.size, 1), x[0]), m.z_grid.points]))
-        pz = m.posterior(x).ravel() * m.z_grid.cell_volume
-        var = var + (pz @ Fz**2 - (pz @ Fz) ** 2) / 3000 / len(X) ** 2
-    np.testing.assert_allclose(se, np.sqrt(var), rtol=0.15)
+    np.testing.assert_allclose(se, m.gradient_stderr(X, len(Y), 3000), rtol=0.15)
     zs = m.z_grid.points[:, 0]
     for x, Z in zip(X, pools):
         mean = np.sum(m.posterior(x) * zs) * m.z_grid.cell_volume

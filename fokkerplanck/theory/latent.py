@@ -424,6 +424,20 @@ class LatentEBM:
             raise ValueError(f"stacked positions are (n, B * {self.z_dim}), got shape {P.shape}")
         return np.transpose(P.reshape(P.shape[0], -1, self.z_dim), (1, 0, 2))
 
+    def gradient_stderr(self, X, n_joint: int, n_conditional: int) -> np.ndarray:
+        """The standard error :meth:`gradient_estimate` should report for independent exact
+        samples: from the exact variances of the features under the joint law and the
+        posteriors, ``sqrt(Var_joint / n_joint + sum_i Var_post_i / (B^2 n_conditional))``."""
+        X = self._data(X)
+        F = self.feature_values(self.grid.points)
+        p = self.joint().ravel() * self.grid.cell_volume
+        var = (p @ F**2 - (p @ F) ** 2) / positive_int(n_joint, "n_joint")
+        for x in X:
+            Fz = self.feature_values(self._joint_points(x))
+            pz = self.posterior(x).ravel() * self.z_grid.cell_volume
+            var = var + (pz @ Fz**2 - (pz @ Fz) ** 2) / positive_int(n_conditional, "n_conditional") / len(X) ** 2
+        return np.sqrt(var)
+
     def gradient_estimate(self, X, joint_samples, conditional_samples) -> tuple[np.ndarray, np.ndarray]:
         """The particle estimate of :meth:`grad_log_likelihood` and its standard error: the
         joint pool's feature mean minus the mean over data points of their pools' feature
