@@ -29,7 +29,9 @@ from fokkerplanck.operators.expm import chebyshev_expm_multiply, n_terms, unifor
 __all__ = ["ReversiblePropagator", "EIGH_MAX", "CHI_MAX", "MAX_SEGMENTS"]
 
 EIGH_MAX = 2000       # dense eigendecomposition up to this many states
-CHI_MAX = 10.0        # uniformise while sqrt(1 + chi^2(p || pi)) is larger
+CHI_MAX = 2.0         # uniformise while sqrt(1 + chi^2(p || pi)) is larger
+UNIFORMISE_FIRST = 32.0   # the first uniformisation segment: this many expected jumps per state
+UNIFORMISE_GROWTH = 4.0   # each next segment at most this many times longer
 MAX_SEGMENTS = 10_000
 
 
@@ -98,21 +100,45 @@ class ReversiblePropagator:
                 def progress(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
                     _bar.n = _j + int((times.size - _j) * k / K)
                     _bar.refresh()
-                W, seg_info = self._chebyshev(w0, rest, tol, progress if bar is not None else None)
+                W, seg_info = self._chebyshev(w0, rest, tol / self._chi(p), progress if bar is not None else None)
                 info.update(exact="chebyshev", lam_max=self.lam_max, **seg_info)
-            out[j:] = W * self.sqrt_pi
+            out[j:] = np.multiply(W, self.sqrt_pi, out=W)
+            info["negatives_zeroed"] = self._zero_round_off(out[j:], np.linalg.norm(w0), tol)
         return out, info
 
+    def _chi(self, p) -> float:
+        """``sqrt(1 + chi^2(p || pi))`` (at most :data:`CHI_MAX` where the symmetric form takes
+        over), the factor by which its error relative to ``||w||`` exceeds one relative to
+        the density: the Chebyshev tolerance is divided by it (3 % more terms at 1e-14)."""
+        return max(1.0, math.exp(min(self.log_chi(p), 50.0)))
+
+    def _zero_round_off(self, P, norm_w0: float, tol: float) -> int:
+        """Set to 0 the negative values of ``P = sqrt(pi) W`` that lie within the error of the
+        symmetric form, ``|W_i - w_i| <= (tol + round-off) ||w0||``, so that the result is a
+        density; a negative value beyond that bound is left as it is (it is not round-off).
+        Returns how many were set to 0: they sit where ``pi`` is tiny and weigh
+        ``~tol ||w0|| sqrt(pi_i)`` each (1e-45 on the eight Gaussians)."""
+        neg = P < 0
+        if not neg.any():
+            return 0
+        floor = (tol + 1e-13) * norm_w0 * self.sqrt_pi
+        within = neg & (P >= -floor)
+        P[within] = 0.0
+        return int(within.sum())
+
     def _uniformise(self, p, times, out, tol, bar):
-        """Uniformisation on doubling segments while ``sqrt(1 + chi^2) > CHI_MAX``;
+        """Uniformisation on growing segments while ``sqrt(1 + chi^2) > CHI_MAX``;
         returns ``(p, t, j, products)``."""
         G, rate = self.generator, self.rate
         combine = getattr(G, "combine_parallel", None)
-        t, j, products, seg = 0.0, 0, 0, 4.0 / max(rate, 1e-300)
+        t, j, products = 0.0, 0, 0
+        seg = UNIFORMISE_FIRST / max(rate, 1e-300)
         while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
             out[j] = p
             j += 1
-        while j < times.size and self.log_chi(p) > math.log(CHI_MAX):
+        target = math.log(CHI_MAX)
+        log_chi = self.log_chi(p)
+        while j < times.size and log_chi > target:
             t_next = min(t + seg, times[-1])
             inside = np.flatnonzero((times > t) & (times <= t_next))
             tt = np.concatenate([times[inside] - t, [t_next - t]])
@@ -120,7 +146,16 @@ class ReversiblePropagator:
             products += k
             out[inside] = res[:-1]
             j = max(j, inside[-1] + 1) if inside.size else j
-            p, t, seg = res[-1], t_next, 2 * seg
+            p, t = res[-1], t_next
+            # the next segment: each one costs its Poisson tail (~8 sqrt(rate seg) products at
+            # 1e-14) on top of rate * seg, so few long segments; but not much past the time at
+            # which chi reaches CHI_MAX, predicted from this segment's decay of log chi (which
+            # slows down: the prediction falls short, hence the factor 2)
+            previous, log_chi = log_chi, self.log_chi(p)
+            slope = (previous - log_chi) / max(tt[-1], 1e-300)
+            seg = UNIFORMISE_GROWTH * tt[-1]
+            if slope > 0 and log_chi > target:
+                seg = min(seg, max(2.0 * (log_chi - target) / slope, UNIFORMISE_FIRST / max(rate, 1e-300)))
             if bar is not None:
                 bar.n = j
                 bar.refresh()
