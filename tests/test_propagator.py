@@ -368,3 +368,30 @@ def test_a_metastable_mode_is_resolved_on_the_dense_path():
     assert abs(left - (0.5 + 0.5 * np.exp(-1))) < 1e-4
     gibbs = d**2 / (np.sum(d**2) * g.cell_volume)
     assert np.abs(tr.densities[1] - gibbs).sum() * g.cell_volume < 1e-12
+
+
+def test_a_heavy_tailed_start_meets_the_tolerance_on_the_chebyshev_path():
+    """The eight Gaussians at T = 0.8 on 64^2 cells (past ``EIGH_MAX``: uniformisation, then
+    one Chebyshev sweep) from N((0.5, 0), 4 I), whose chi-square to the Gibbs law is 1e40:
+    the symmetric phase may start only once ``sqrt(1 + chi^2) <= chi_max(tol)``.  Against
+    uniformisation all the way at 1e-16 (positive, L1-exact): within ``2 tol`` (each phase's
+    own bound) plus round-off in L1, measured 1.4e-13 at 1e-14 (the reference's and the
+    sweep's round-off) and 1.2e-10 at 1e-10; a density everywhere (the negatives of size
+    ``tol ||w|| sqrt(pi)`` set to 0).  A switch that ignored chi (the Chebyshev error is
+    relative to ``||w|| = sqrt(1 + chi^2)``) would be off by orders of magnitude."""
+    g = Grid([(-8, 8), (-8, 8)], 64)
+    fp = FokkerPlanck(E.GaussianMixture.ring(), g, 0.8)
+    with pytest.warns(RuntimeWarning, match="walls"):
+        tr0 = fp.solve(densities.Gaussian([0.5, 0], 4.0), [0.0])
+    p0 = tr0.densities[0]
+    times = np.array([0.0, 0.05, 0.3, 1.0, 1.001, 3.0])
+    prop = fp.propagator
+    assert prop.log_chi(p0.ravel()) > 40
+    ref, _ = X.uniformization_multiply(prop.generator.dot, p0.ravel(), times, prop.rate, tol=1e-16)
+    for tol, window in ((1e-14, 5e-13), (1e-10, 2e-10)):
+        tr = fp.solve(p0, times, tol=tol)
+        assert tr.info["exact"] == "chebyshev" and 0 < tr.info["uniformisation_until"] < 1.0
+        err = np.abs(tr.densities.reshape(times.size, -1) - ref).sum(axis=1) * g.cell_volume
+        assert err.max() < window, (tol, err)
+        assert tr.densities.min() >= 0
+    assert P.chi_max(1e-14) == pytest.approx(10) and P.chi_max(1e-20) == 2.0 and P.chi_max(1.0) == P.CHI_MAX

@@ -22,6 +22,7 @@ __all__ = ["gershgorin_bound", "chebyshev_expm_multiply", "n_terms", "max_segmen
            "KMAX"]
 
 KMAX = 20_000  # terms (matrix-vector products) of one sweep; longer times go in segments
+BLOCK_BYTES = 256 * 2**20  # the Chebyshev vectors kept for one block product (at most 64 of them)
 
 
 class ChebyshevBudgetError(RuntimeError):
@@ -90,7 +91,7 @@ def n_terms(t: float, lam_max: float, tol: float) -> int:
 
 
 def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol: float = 1e-15,
-                            block: int = 64, callback=None, combine=None) -> np.ndarray:
+                            block: int | None = None, callback=None, combine=None, out=None) -> np.ndarray:
     """``[exp(t S) v for t in times]`` as an array (len(times), v.size).
 
     ``matvec(x)`` computes ``S x``; ``lam_max`` bounds the spectrum of ``-S``
@@ -99,6 +100,9 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
     ``combine(x, alpha, beta, z, gamma, out)``, when given, computes
     ``alpha S x + beta x + gamma z`` in one pass (a matrix-free stencil): the
     recurrence then makes no temporaries.
+    ``block``: Chebyshev vectors per block product (default: 64, fewer where 64 of them
+    would take more than :data:`BLOCK_BYTES`: 4 at 256^3).  ``out``: a C-ordered float64
+    array (len(times), v.size) to write the result into.
     Raises :class:`ChebyshevBudgetError` when a time needs more than :data:`KMAX` terms.
     """
     times = np.asarray(times, dtype=float)
@@ -114,7 +118,14 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
     # the times whose expansions reach term k: a suffix when the times are sorted, so a
     # block of terms updates only those rows (earlier times need fewer terms)
     sorted_sizes = bool(np.all(np.diff(sizes) >= 0))
-    out = np.zeros((times.size, v.size))
+    if out is None:
+        out = np.zeros((times.size, v.size))
+    else:
+        if out.shape != (times.size, v.size) or out.dtype != np.float64 or not out.flags.c_contiguous:
+            raise ValueError(f"out must be a C-ordered float64 array of shape {(times.size, v.size)}")
+        out[...] = 0.0
+    if block is None:
+        block = int(min(64, max(4, BLOCK_BYTES // (8 * max(v.size, 1)))))
     # Y = (2/lam) S + I ; T_0 v = v, T_1 v = Y v, T_{k+1} = 2 Y T_k - T_{k-1}
     Vb = np.empty((min(block, K), v.size))
     t_prev = np.asarray(v, dtype=float).copy()

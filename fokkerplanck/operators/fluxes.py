@@ -59,7 +59,9 @@ class FaceSet:
 
 
 def faces(grid) -> FaceSet:
-    idx = np.arange(grid.size).reshape(grid.shape)
+    # int32 cell indices where they fit: the face set is held by every solver (3 d n
+    # indices each side; 0.8 GB at 256^3 in int64)
+    idx = np.arange(grid.size, dtype=np.int32 if grid.size < 2**31 else np.int64).reshape(grid.shape)
     L, R, W = [], [], []
     for a in range(grid.ndim):
         if grid.periodic[a]:
@@ -132,7 +134,9 @@ class Stencil:
         shape3 = (1,) * (3 - grid.ndim) + tuple(grid.cells)
         self.shape3, self.size = shape3, grid.size
         self.diag = np.ascontiguousarray(diag).reshape(shape3)
-        self.fwd, self.bwd = self._per_axis(grid, fwd), self._per_axis(grid, bwd)
+        self.fwd = self._per_axis(grid, fwd)
+        # a symmetric operator's two weights are one array: held once
+        self.bwd = self.fwd if bwd is fwd else self._per_axis(grid, bwd)
         self._none_w = np.zeros(0)
         self._none_acc = np.zeros((0,) + shape3)
 

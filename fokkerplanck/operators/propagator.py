@@ -4,10 +4,12 @@ A generator ``L`` in detailed balance with a law ``pi`` is similar to the symmet
 negative semi-definite ``S = Pi^{-1/2} L Pi^{1/2}``.  One algorithm serves the grid
 Fokker-Planck solver, the master equation of a finite space and the mixed space:
 
-1. While ``sqrt(1 + chi^2(p || pi))`` exceeds :data:`CHI_MAX`, uniformisation of ``L``
-   on doubling time segments (positive, L1-exact to ``tol``): the symmetric form's
-   error, relative to ``||p / sqrt(pi)||_2``, would reach the density multiplied by
-   that factor, so heavy tails drain first.
+1. While ``sqrt(1 + chi^2(p || pi))`` exceeds :func:`chi_max` of the tolerance,
+   uniformisation of ``L`` on growing time segments (positive, L1-exact to ``tol``):
+   the symmetric form's error, truncation and round-off, is relative to
+   ``||p / sqrt(pi)||_2 = sqrt(1 + chi^2)``, so heavy tails drain first.  The truncation
+   tolerance is then divided by that factor; the round-off (about :data:`ROUND_OFF`
+   of ``||w||``) is what bounds it: ``chi_max(1e-14) = 10``.
 2. Then ``exp(t S)`` on ``w = p / sqrt(pi)``: a dense ``eigh`` up to
    :data:`EIGH_MAX` states (cached; any number of output times then costs one small
    product each), above it one Chebyshev sweep shared by all output times within
@@ -26,13 +28,21 @@ from scipy.special import logsumexp
 from fokkerplanck.operators import expm
 from fokkerplanck.operators.expm import chebyshev_expm_multiply, n_terms, uniformization_multiply
 
-__all__ = ["ReversiblePropagator", "EIGH_MAX", "CHI_MAX", "MAX_SEGMENTS"]
+__all__ = ["ReversiblePropagator", "EIGH_MAX", "CHI_MAX", "ROUND_OFF", "chi_max", "MAX_SEGMENTS"]
 
 EIGH_MAX = 2000       # dense eigendecomposition up to this many states
-CHI_MAX = 2.0         # uniformise while sqrt(1 + chi^2(p || pi)) is larger
+CHI_MAX = 1e8         # uniformise while sqrt(1 + chi^2(p || pi)) is larger than this or chi_max(tol)
+ROUND_OFF = 1e-15     # round-off of a Chebyshev sweep of the symmetric form, relative to ||w||_2
 UNIFORMISE_FIRST = 32.0   # the first uniformisation segment: this many expected jumps per state
 UNIFORMISE_GROWTH = 4.0   # each next segment at most this many times longer
 MAX_SEGMENTS = 10_000
+
+
+def chi_max(tol: float) -> float:
+    """The largest ``sqrt(1 + chi^2(p || pi))`` at which the symmetric phase may start for a
+    tolerance ``tol``: its round-off, :data:`ROUND_OFF` times that factor, stays below
+    ``tol`` (at least 2, at most :data:`CHI_MAX`; read at call time)."""
+    return min(CHI_MAX, max(2.0, float(tol) / ROUND_OFF))
 
 
 class ReversiblePropagator:
@@ -92,24 +102,25 @@ class ReversiblePropagator:
         rest = times[j:] - t
         if rest.size:
             w0 = p / self.sqrt_pi
+            W = out[j:]  # the symmetric phase writes w in place, then p = sqrt(pi) w
             if self.n <= self.eigh_max:
                 lam, V = self.eigh()
-                W = (np.exp(np.outer(rest, lam)) * (V.T @ w0)) @ V.T
+                np.matmul(np.exp(np.outer(rest, lam)) * (V.T @ w0), V.T, out=W)
                 info.update(exact="eigh", lam_max=float(-lam.min()))
             else:
                 def progress(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
                     _bar.n = _j + int((times.size - _j) * k / K)
                     _bar.refresh()
-                W, seg_info = self._chebyshev(w0, rest, tol / self._chi(p), progress if bar is not None else None)
+                seg_info = self._chebyshev(w0, rest, tol / self._chi(p), progress if bar is not None else None, W)
                 info.update(exact="chebyshev", lam_max=self.lam_max, **seg_info)
-            out[j:] = np.multiply(W, self.sqrt_pi, out=W)
-            info["negatives_zeroed"] = self._zero_round_off(out[j:], np.linalg.norm(w0), tol)
+            np.multiply(W, self.sqrt_pi, out=W)
+            info["negatives_zeroed"] = self._zero_round_off(W, np.linalg.norm(w0), tol)
         return out, info
 
     def _chi(self, p) -> float:
-        """``sqrt(1 + chi^2(p || pi))`` (at most :data:`CHI_MAX` where the symmetric form takes
+        """``sqrt(1 + chi^2(p || pi))`` (at most :func:`chi_max` where the symmetric form takes
         over), the factor by which its error relative to ``||w||`` exceeds one relative to
-        the density: the Chebyshev tolerance is divided by it (3 % more terms at 1e-14)."""
+        the density: the Chebyshev tolerance is divided by it (a few % more terms)."""
         return max(1.0, math.exp(min(self.log_chi(p), 50.0)))
 
     def _zero_round_off(self, P, norm_w0: float, tol: float) -> int:
@@ -127,7 +138,7 @@ class ReversiblePropagator:
         return int(within.sum())
 
     def _uniformise(self, p, times, out, tol, bar):
-        """Uniformisation on growing segments while ``sqrt(1 + chi^2) > CHI_MAX``;
+        """Uniformisation on growing segments while ``sqrt(1 + chi^2) > chi_max(tol)``;
         returns ``(p, t, j, products)``."""
         G, rate = self.generator, self.rate
         combine = getattr(G, "combine_parallel", None)
@@ -136,7 +147,7 @@ class ReversiblePropagator:
         while j < times.size and times[j] <= t:  # outputs at the start (t = 0)
             out[j] = p
             j += 1
-        target = math.log(CHI_MAX)
+        target = math.log(chi_max(tol))
         log_chi = self.log_chi(p)
         while j < times.size and log_chi > target:
             t_next = min(t + seg, times[-1])
@@ -146,10 +157,11 @@ class ReversiblePropagator:
             products += k
             out[inside] = res[:-1]
             j = max(j, inside[-1] + 1) if inside.size else j
-            p, t = res[-1], t_next
+            p, t = res[-1].copy(), t_next  # a copy: res is freed
+            del res
             # the next segment: each one costs its Poisson tail (~8 sqrt(rate seg) products at
             # 1e-14) on top of rate * seg, so few long segments; but not much past the time at
-            # which chi reaches CHI_MAX, predicted from this segment's decay of log chi (which
+            # which chi reaches chi_max, predicted from this segment's decay of log chi (which
             # slows down: the prediction falls short, hence the factor 2)
             previous, log_chi = log_chi, self.log_chi(p)
             slope = (previous - log_chi) / max(tt[-1], 1e-300)
@@ -161,15 +173,15 @@ class ReversiblePropagator:
                 bar.refresh()
         return p, t, j, products
 
-    def _chebyshev(self, w0, rest, tol, callback):
+    def _chebyshev(self, w0, rest, tol, callback, out):
+        """``exp(rest S) w0`` into ``out`` (rest.size, n); returns the info dict."""
         S = self._sym_operator if self._sym_operator is not None else self._symmetric()
         combine = getattr(S, "combine_parallel", None)
         lam = self.lam_max
         seg = expm.max_segment(lam, tol, expm.KMAX)  # read at call time: KMAX is a setting
         if rest[-1] <= seg:
-            return (chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback, combine=combine),
-                    {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1})
-        out = np.empty((rest.size, w0.size))
+            chebyshev_expm_multiply(S.dot, w0, rest, lam, tol=tol, callback=callback, combine=combine, out=out)
+            return {"chebyshev_matvecs": n_terms(float(rest.max()), lam, tol), "segments": 1}
         phi = self.sqrt_pi / np.linalg.norm(self.sqrt_pi)
         norm0 = np.linalg.norm(w0)
         gap = None
@@ -189,12 +201,12 @@ class ReversiblePropagator:
                 out[i:] = c * phi
                 jumped += rest.size - i
                 break
-            sel = np.flatnonzero((rest[i:] <= base + seg) & ~done) + i
-            if sel.size:
-                W = chebyshev_expm_multiply(S.dot, w, rest[sel] - base, lam, tol=tol, combine=combine)
-                out[sel] = W
-                matvecs += n_terms(float(rest[sel[-1]] - base), lam, tol)
-                base, w, i = float(rest[sel[-1]]), W[-1], int(sel[-1]) + 1
+            # the outputs of this segment: a run i:e (rest is sorted, and so is ``done``)
+            e = i + int(np.count_nonzero((rest[i:] <= base + seg) & ~done))
+            if e > i:
+                chebyshev_expm_multiply(S.dot, w, rest[i:e] - base, lam, tol=tol, combine=combine, out=out[i:e])
+                matvecs += n_terms(float(rest[e - 1] - base), lam, tol)
+                base, w, i = float(rest[e - 1]), out[e - 1], e
             else:  # no output in this segment: advance the state by one whole segment
                 w = chebyshev_expm_multiply(S.dot, w, [seg], lam, tol=tol, combine=combine)[0]
                 matvecs += n_terms(seg, lam, tol)
@@ -210,4 +222,4 @@ class ReversiblePropagator:
                 "segment_length": seg}
         if gap is not None:
             info["spectral_gap"] = gap
-        return out, info
+        return info
