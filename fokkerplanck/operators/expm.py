@@ -127,32 +127,36 @@ def chebyshev_expm_multiply(matvec, v: np.ndarray, times, lam_max: float, *, tol
     if block is None:
         block = int(min(64, max(4, BLOCK_BYTES // (8 * max(v.size, 1)))))
     # Y = (2/lam) S + I ; T_0 v = v, T_1 v = Y v, T_{k+1} = 2 Y T_k - T_{k-1}
-    Vb = np.empty((min(block, K), v.size))
-    t_prev = np.asarray(v, dtype=float).copy()
-    t_cur = None
-    spare = np.empty(v.size) if combine is not None else None
+    # The recurrence writes each T_k straight into its row of the block (no copy per term);
+    # the last two rows of a full block are carried over to the next one.
+    B = max(2, min(block, K))
+    Vb = np.empty((B, v.size))
+    carry = np.empty((2, v.size)) if K > B else None
+    t_prev = t_cur = None
     start = 0
     for k in range(K):
+        row = Vb[k - start]
         if k == 0:
-            tk = t_prev
+            row[:] = v
         elif k == 1:
-            t_cur = (combine(t_prev, 2.0 / lam, 1.0, out=np.empty(v.size)) if combine is not None
-                     else (2.0 / lam) * matvec(t_prev) + t_prev)
-            tk = t_cur
-        else:
-            if combine is not None:  # T_{k+1} = 2 Y T_k - T_{k-1} in one pass, into the free buffer
-                t_next = combine(t_cur, 4.0 / lam, 2.0, t_prev, -1.0, out=spare)
-                spare = t_prev
+            if combine is not None:
+                combine(t_cur, 2.0 / lam, 1.0, out=row)
             else:
-                t_next = (4.0 / lam) * matvec(t_cur) + 2.0 * t_cur - t_prev
-            t_prev, t_cur = t_cur, t_next
-            tk = t_cur
-        Vb[k - start] = tk
-        if k - start + 1 == Vb.shape[0] or k == K - 1:
+                row[:] = (2.0 / lam) * matvec(t_cur) + t_cur
+        elif combine is not None:  # T_{k+1} = 2 Y T_k - T_{k-1} in one pass
+            combine(t_cur, 4.0 / lam, 2.0, t_prev, -1.0, out=row)
+        else:
+            row[:] = (4.0 / lam) * matvec(t_cur) + 2.0 * t_cur - t_prev
+        t_prev, t_cur = t_cur, row
+        if k - start + 1 == B or k == K - 1:
             n = k - start + 1
             r0 = int(np.argmax(sizes > start)) if sorted_sizes else 0
             _accumulate(out[r0:], C[r0:, start:start + n], Vb[:n])
             start = k + 1
+            if k < K - 1:  # B >= 2: both are rows of this block, about to be overwritten
+                carry[0] = t_prev if t_prev is not None else 0.0
+                carry[1] = t_cur
+                t_prev, t_cur = carry[0], carry[1]
             if callback is not None:
                 callback(start, K)
     return out
