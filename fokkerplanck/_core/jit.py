@@ -16,13 +16,24 @@ Every compiled kernel in :mod:`fokkerplanck` and :mod:`particles` goes through
   eight Gaussians 0.2 s instead of 3.3 s).
 * ``parallel``: only where a kernel loops over independent particles or grid
   cells (:func:`pjit`).
+* ``OMP_WAIT_POLICY=PASSIVE`` unless the environment says otherwise: numba's OpenMP
+  threads then sleep between parallel regions instead of spinning.  A spinning team
+  holds its cores after every region; when anything else runs beside it (a second
+  pytest worker, another solve, a background job) the next region waits for cores
+  that are spinning elsewhere: 256^2 Fokker-Planck sweeps measured 0.3 s passive
+  against 0.65-5.2 s spinning beside one other process (see benchmarks/README.md).
+  libgomp reads the variable when it loads, which numba does at the first parallel
+  kernel, after this import.
 """
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 
-import numba
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402  (after the OpenMP setting above)
 
 FASTMATH = frozenset({"contract"})
 
