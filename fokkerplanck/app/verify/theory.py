@@ -113,7 +113,7 @@ def check_composition(quick: bool = True, report: Report | None = None) -> list[
 @register(one_thread=True)
 def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[Check]:
     """Exact 1D W2 (quantile functions): two Gaussians against the closed form
-    (second order in the cell size), and W2(rho_t, rho*) along the OU Fokker-Planck flow
+    (second order in the cell size), two uniform laws on a coarse grid (exact), and W2(rho_t, rho*) along the OU Fokker-Planck flow
     against the Gaussian closed form of its moments."""
     out = []
     exact = gaussian_w2(0.3, 0.7, -1.1, 1.3)
@@ -125,6 +125,12 @@ def check_wasserstein(quick: bool = True, report: Report | None = None) -> list[
     order = float(np.log2(errs[0] / errs[1]))
     out.append(near("W2 of two Gaussians on 200 -> 400 cells: observed order", order, 2.0, 0.2,
                     f"errors {errs[0]:.2e}, {errs[1]:.2e}", strict=True))
+    # exact for the laws it is given, not only convergent: U[0, 1] and U[1, 3] on 6 cells have the
+    # quantiles u and 1 + 2u, W2^2 = int (1 + u)^2 du = 7/3 (round-off: measured 0 .. 2e-16)
+    g = Grid([(0, 3)], 6)
+    out.append(near("W2 of U[0, 1] and U[1, 3] on 6 cells vs the closed form sqrt(7/3) (a coarse grid is exact)",
+                    w2_grid(g, np.array([1.0, 1, 0, 0, 0, 0]), np.full(6, 0.5) * (np.arange(6) >= 2)),
+                    math.sqrt(7 / 3), 1e-14))
     a, T = 2.0, 0.7
     g = Grid([(-6, 6)], 1200)
     times = np.linspace(0, 1.5, 7)
