@@ -1,3 +1,5 @@
+import pytest
+
 from fokkerplanck.app import cli
 from fokkerplanck.app.verify import CHECKS
 
@@ -412,3 +414,26 @@ def test_sweep_command_line(tmp_path, capsys):
     assert cli.main(["sweep", str(cfg), "--param", "nope.table=1", "-o", str(out)]) == 2
     assert "unknown config entry 'nope'" in capsys.readouterr().err
     assert cli.main(["sweep", str(cfg), "--param", "dt=0.003", "-o", str(out)]) == 2  # does not divide the saves
+
+
+def test_verify_in_worker_processes_gives_the_same_checks(tmp_path, monkeypatch):
+    """``--jobs 2`` runs the groups in two spawned processes: the same checks, values and
+    report as one process, in the order of the groups; a group registered at run time (a
+    worker would not know it) runs in this process; --jobs 0 is refused by name."""
+    import json
+
+    from fokkerplanck.app.verify import at_most
+
+    monkeypatch.setitem(CHECKS, "local", lambda quick=True, report=None: [at_most("local check", 0.25, 1.0)])
+    groups = ["stopping", "local", "refine"]
+    runs = {}
+    for jobs in (1, 2):
+        rep = tmp_path / f"r{jobs}"
+        assert cli.main(["verify", "--quick", "--only", *groups, "--jobs", str(jobs), "--report", str(rep)]) == 0
+        runs[jobs] = json.loads((rep / "checks.json").read_text())
+    assert [c["group"] for c in runs[2]] == [c["group"] for c in runs[1]]
+    assert list(dict.fromkeys(c["group"] for c in runs[2])) == groups
+    assert [(c["name"], c["value"], c["passed"]) for c in runs[2]] == [(c["name"], c["value"], c["passed"])
+                                                                         for c in runs[1]]
+    with pytest.raises(SystemExit):
+        cli.main(["verify", "--only", "stopping", "--jobs", "0"])

@@ -21,6 +21,24 @@ from fokkerplanck.results import Trajectory
 USER_ERRORS = (ValueError, MemoryError, OSError, RuntimeError, FloatingPointError, KeyError)
 
 
+def _default_jobs() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(2, cores))
+
+
+def _jobs(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--jobs must be a whole number >= 1, got {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"--jobs must be >= 1, got {n}")
+    return n
+
+
 def _verify(args) -> int:
     names = args.only or list(CHECKS)
     unknown = set(names) - set(CHECKS)
@@ -29,7 +47,7 @@ def _verify(args) -> int:
         return 2
     report = None if args.no_report else Report(args.report)
     t0 = time.perf_counter()
-    checks = run_checks(names, quick=args.quick, report=report,
+    checks = run_checks(names, quick=args.quick, report=report, jobs=args.jobs,
                         progress=lambda n, s: print(f"  [{n}] done in {s:.1f} s", file=sys.stderr))
     print("\n".join(format_table(checks, width=100)))
     failed = [c for c in checks if not c.passed]
@@ -184,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--report", default="fpk-verify-report", metavar="DIR",
                    help="folder for the report: summary.md, checks.json, figures, HDF5 files (default: %(default)s)")
     v.add_argument("--no-report", action="store_true", help="print the table only")
+    v.add_argument("--jobs", type=_jobs, default=_default_jobs(), metavar="N",
+                   help="groups run in N processes, the cores shared among them (default: %(default)s, the cores "
+                        "this process may use, at most 2; a first run compiles kernels on one core per process)")
     v.set_defaults(func=_verify)
     r = sub.add_parser("run", help="an experiment from a TOML config (or a built-in name) into one HDF5 file")
     r.add_argument("config", help="CONFIG.toml or a built-in name: " + ", ".join(builtin_configs()))
