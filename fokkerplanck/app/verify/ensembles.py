@@ -170,7 +170,7 @@ def check_particles(quick: bool = True, report: Report | None = None) -> list[Ch
 
 @register
 def check_learning(quick: bool = True, report: Report | None = None) -> list[Check]:
-    """Trained and data-defined energies (issue 13): a callable energy steps as its numba twin;
+    """Trained and data-defined energies: a callable energy steps as its numba twin;
     the KDE cut-off meets its bound; the heat flow from the data is the wider KDE (second
     order); thermodynamic integration against grid quadrature; AUROC against its closed form;
     score matching recovers a Gaussian; the smallest safe barrier lambda is sharp."""
