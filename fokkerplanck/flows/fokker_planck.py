@@ -254,6 +254,7 @@ class FokkerPlanck:
         scheme.update(space="finite-volume Scharfetter-Gummel")
         tr = Trajectory(self.grid, times, dens, self.energy, self.temperature, flow=self.flow,
                         scheme=scheme, info=info)
+        tr.__dict__["energy_values"] = self.U  # the same values (grid.evaluate): not evaluated twice
         if refine:
             tr.refinement = richardson(
                 lambda g, r0: FokkerPlanck(self.energy, g, self.temperature).solve(
