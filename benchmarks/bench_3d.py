@@ -3,7 +3,7 @@ and the memory-bandwidth roofline of those products, all measured in the same ru
 
     python benchmarks/bench_3d.py                     # 128^3 and 256^3
     python benchmarks/bench_3d.py --sizes 128         # one size
-    python benchmarks/bench_3d.py --baseline-rev REV  # also the code of commit REV, same run
+    python benchmarks/bench_3d.py --baseline-rev REV  # also the code of commit REV (up to 128^3)
 
 The problem: eight Gaussians (sigma 0.8) at the corners (+-3, +-3, +-3) of a cube, T = 1,
 on [-8, 8]^3, from N(0, 4 I), exact (default tolerance 1e-14) to t = 1 at 11 output times.
@@ -98,6 +98,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     ap.add_argument("--baseline-rev", help="also run the code of this commit (git archive), same problem")
+    ap.add_argument("--baseline-max", type=int, default=128,
+                    help="the baseline only up to this many cells per axis (default %(default)s: older code "
+                         "held about 15 GB at 256^3)")
     args = ap.parse_args(argv)
     trees = [("this tree", ROOT)]
     tmp = None
@@ -119,6 +122,8 @@ def main(argv=None):
              "|---|---|---|---|---|---|---|---|---|"]
     for n in args.sizes:
         for name, path in trees:
+            if path != ROOT and n > args.baseline_max:
+                continue
             r = run(n, path)
             roof = roofline(r)
             lines.append(f"| {n}^3 | {name} | {r['seconds']:.1f} | {r['peak'] / 2**30:.2f} | "
