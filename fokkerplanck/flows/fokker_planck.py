@@ -270,7 +270,7 @@ class FokkerPlanck:
         2000 cells) or Chebyshev sweeps of the symmetric stencil."""
         vol = self.grid.cell_volume
         log_pi = self.grid.log_density_from_logpdf(-self.U / self.temperature).ravel()   # finite where pi underflows
-        return ReversiblePropagator(self.generator_stencil, lambda: self.symmetric, self._sqrt_pi, log_pi,
+        return ReversiblePropagator(lambda: self.generator_stencil, lambda: self.symmetric, self._sqrt_pi, log_pi,
                                     lam_max=self.lam_max, spectral_gap=self.spectral_gap,
                                     sym_operator=self.stencil, weight=vol, eigh_max=EIGH_MAX_CELLS)
 
