@@ -29,16 +29,6 @@ def _default_jobs() -> int:
     return max(1, min(2, cores))
 
 
-def _jobs(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--jobs must be a whole number >= 1, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"--jobs must be >= 1, got {n}")
-    return n
-
-
 def _verify(args) -> int:
     names = args.only or list(CHECKS)
     unknown = set(names) - set(CHECKS)
@@ -202,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--report", default="fpk-verify-report", metavar="DIR",
                    help="folder for the report: summary.md, checks.json, figures, HDF5 files (default: %(default)s)")
     v.add_argument("--no-report", action="store_true", help="print the table only")
-    v.add_argument("--jobs", type=_jobs, default=_default_jobs(), metavar="N",
+    v.add_argument("--jobs", type=_count, default=_default_jobs(), metavar="N",
                    help="groups run in N processes, the cores shared among them (default: %(default)s, the cores "
                         "this process may use, at most 2; a first run compiles kernels on one core per process)")
     v.set_defaults(func=_verify)
