@@ -4,6 +4,7 @@ one left (second process).  Each case runs in its own ``python -c`` with
 ``XDG_CACHE_HOME`` pointed at a fresh folder.
 
     python benchmarks/bench_coldstart.py [--quick]
+    python benchmarks/bench_coldstart.py --verify 2      # the first fpk verify --quick of a fresh tree
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 
 from _results import write_table
 
@@ -45,10 +47,48 @@ def run(body: str, cache: str) -> tuple[float, float]:
     return float(out[0]), float(out[1])
 
 
+def verify_row(jobs: int) -> str:
+    """``fpk verify --quick`` as a new user first meets it: the committed tree in a fresh
+    folder (no ``__pycache__``, so numba's own caches are empty too), an empty kernel
+    cache, ``--jobs`` as given; then the same again with the caches the first run left."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with tempfile.TemporaryDirectory() as tmp:
+        src, cache = os.path.join(tmp, "src"), os.path.join(tmp, "cache")
+        os.makedirs(src)
+        os.makedirs(cache, mode=0o700)
+        tree = subprocess.run(["git", "archive", "HEAD"], cwd=root, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", src], input=tree, check=True)
+        env = dict(os.environ, XDG_CACHE_HOME=cache, PYTHONPATH=src)
+        times = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            res = subprocess.run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--no-report",
+                                  "--jobs", str(jobs)], cwd=src, env=env, capture_output=True, text=True)
+            times.append(time.perf_counter() - t0)
+            if res.returncode != 0:
+                raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])
+        tally = res.stdout.strip().splitlines()[-1]
+    return f"| fpk verify --quick --jobs {jobs} ({tally}) | | {times[0]:.0f} | {times[1]:.0f} | {times[0] / times[1]:.1f}x |"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="one repetition of the warm process instead of three")
+    ap.add_argument("--verify", type=int, nargs="*", metavar="JOBS",
+                    help="only the first fpk verify --quick of a fresh copy of the tree, with these --jobs "
+                         "(results/coldstart_verify.md; minutes)")
     args = ap.parse_args(argv)
+    if args.verify is not None:
+        lines = ["# First fpk verify --quick on a new machine", "",
+                 f"`python benchmarks/bench_coldstart.py --verify {' '.join(map(str, args.verify or [2]))}`: the "
+                 "committed tree in a fresh folder (numba's __pycache__ empty too) with an empty kernel cache, then "
+                 "again with the caches it left. Seconds of wall time, whole command.", "",
+                 "| command | | first run | second run | ratio |", "|---|---|---|---|---|"]
+        for jobs in args.verify or [2]:
+            lines.append(verify_row(jobs))
+            print(lines[-1], file=sys.stderr)
+        write_table("coldstart_verify", lines, False)
+        return
     lines = ["# Cold start (seconds after imports; imports separately)", "",
              "`python benchmarks/bench_coldstart.py`: each case in a new process with an empty kernel cache,",
              "then in new processes that find the cache the first one left (best of the repeats).", "",
