@@ -107,7 +107,7 @@ class ReversiblePropagator:
         ``(len(times), n)`` and a dict of what was done."""
         out = np.empty((times.size, self.n))
         p = np.array(p0, dtype=float).ravel()
-        p, t, j, products = self._uniformise(p, times, out, tol, bar)
+        p, t, j, products, log_chi = self._uniformise(p, times, out, tol, bar)
         while j < times.size and times[j] <= t:
             out[j] = p
             j += 1
@@ -124,17 +124,18 @@ class ReversiblePropagator:
                 def progress(k, K, _bar=bar, _j=j):  # progress through the Chebyshev sweep
                     _bar.n = _j + int((times.size - _j) * k / K)
                     _bar.refresh()
-                seg_info = self._chebyshev(w0, rest, tol / self._chi(p), progress if bar is not None else None, W)
+                seg_info = self._chebyshev(w0, rest, tol / self._chi(log_chi), progress if bar is not None else None, W)
                 info.update(exact="chebyshev", lam_max=self.lam_max, **seg_info)
             np.multiply(W, self.sqrt_pi, out=W)
             info["negatives_zeroed"] = self._zero_round_off(W, np.linalg.norm(w0), tol)
         return out, info
 
-    def _chi(self, p) -> float:
-        """``sqrt(1 + chi^2(p || pi))`` (at most :func:`chi_max` where the symmetric form takes
-        over), the factor by which its error relative to ``||w||`` exceeds one relative to
-        the density: the Chebyshev tolerance is divided by it (a few % more terms)."""
-        return max(1.0, math.exp(min(self.log_chi(p), 50.0)))
+    @staticmethod
+    def _chi(log_chi: float) -> float:
+        """``sqrt(1 + chi^2(p || pi))`` from its log (at most :func:`chi_max` where the symmetric
+        form takes over), the factor by which its error relative to ``||w||`` exceeds one
+        relative to the density: the Chebyshev tolerance is divided by it (a few % more terms)."""
+        return max(1.0, math.exp(min(log_chi, 50.0)))
 
     def _max_log_u(self, p) -> float:
         """``log max (p / pi)`` over the states where ``p > 0`` (``pi`` as ``sqrt_pi^2``)."""
@@ -159,7 +160,7 @@ class ReversiblePropagator:
 
     def _uniformise(self, p, times, out, tol, bar):
         """Uniformisation on growing segments while ``sqrt(1 + chi^2) > chi_max(tol)``;
-        returns ``(p, t, j, products)``."""
+        returns ``(p, t, j, products, log chi of p)``."""
         rate = self.rate
         S = self._sym_operator
         # On w = p / sqrt(pi), with the symmetric stencil, when one is given: the same series
@@ -205,7 +206,7 @@ class ReversiblePropagator:
             if bar is not None:
                 bar.n = j
                 bar.refresh()
-        return p, t, j, products
+        return p, t, j, products, log_chi
 
     def _chebyshev(self, w0, rest, tol, callback, out):
         """``exp(rest S) w0`` into ``out`` (rest.size, n); returns the info dict."""
