@@ -71,6 +71,37 @@ def call_compiled(fn, *args):
         raise
 
 
+# ---------------------------------------------------------------------------------------
+# Compiled functions as arguments.  An integrator that inlines an energy's kernels is a new
+# function for every energy: seconds of compilation each, at the first run of every energy
+# and again for every array flag it meets.  ``call_with`` passes the kernels instead by
+# address (numba's first-class function type): the integrator is a module-level kernel
+# compiled once per argument types and cached with the package, whatever the energy; each
+# energy's own small kernels compile for the one signature the integrator calls.  The call
+# through a pointer costs nothing measurable where the callee works on a block of points.
+
+_ENTRIES: dict = {}
+
+
+def function_type(restype, *argtypes):
+    """numba's first-class function type ``restype(*argtypes)``."""
+    return numba.types.FunctionType(restype(*argtypes))
+
+
+def call_with(kernel, fns, fntypes, *args):
+    """``kernel(*fns, *args)`` with the compiled functions ``fns`` passed by address as
+    ``fntypes`` (:func:`function_type`), compiling ``kernel`` once per argument types.
+    A read-only array argument is passed as a copy (the kernel cannot write it anyway), so
+    that read-only and writable parameters share one compiled kernel; a Ctrl-C during the
+    call is raised as the KeyboardInterrupt it is."""
+    args = tuple(a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a for a in args)
+    key = (kernel, *fntypes, *(numba.typeof(a) for a in args))
+    entry = _ENTRIES.get(key)
+    if entry is None:
+        entry = _ENTRIES[key] = kernel.compile(key[1:])
+    return call_compiled(entry, *fns, *args)
+
+
 def one_blas_thread():
     """A context in which BLAS (OpenBLAS, MKL) runs on one thread.  Loops that alternate
     numba ``prange`` sweeps with BLAS calls (the Chebyshev sweep and its block products)

@@ -28,18 +28,19 @@ output time has its own integration (``u = (t - s) / duration``).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 
+import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 
-from fokkerplanck._core.jit import call_compiled, closure_jit
+from fokkerplanck._core.jit import call_compiled, call_with, function_type, jit
 from fokkerplanck.energies.base import Sum
 from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
 __all__ = ["CharacteristicsError", "integrate_characteristics"]
 
-_BUILT: dict = {}
 
 # Dormand-Prince 5(4) tableau
 _C = np.array([0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0])
@@ -129,109 +130,114 @@ class CharacteristicsError(RuntimeError):
 def _build(kernels):
     """The compiled integration around path kernels ``grad(x, u, q, out)``, ``lap(x, u, q)``
     (:class:`~fokkerplanck.energies.paths.PathKernels`; a static energy's through
-    :class:`~fokkerplanck.energies.paths.ConstantPath`)."""
-    key = (id(kernels.grad), id(kernels.lap))
-    if key in _BUILT:
-        return _BUILT[key][1]
-    grad, lap = kernels.grad, kernels.lap
-    A, Ecoef, C = _A, _E, _C
+    :class:`~fokkerplanck.energies.paths.ConstantPath`): one compiled kernel
+    (:func:`_characteristics`) for every energy, the kernels passed to it by address."""
+    return functools.partial(_run_characteristics, kernels.grad, kernels.lap)
 
-    @closure_jit(parallel=True)
-    def run(X0, times, sign, p, rtol, atol, centre, r_escape, h0, ua, ub):
-        n, d = X0.shape
-        nt = times.shape[0]
-        Z = np.empty((nt, n, d))
-        Lg = np.empty((nt, n))
-        status = np.zeros(n, dtype=np.int64)
-        fail_t = np.zeros(n)
-        first_escaped = np.full(n, nt, dtype=np.int64)
-        for i in prange(n):
-            y = np.empty(d + 1)
-            y[:d] = X0[i]
-            y[d] = 0.0
-            K = np.empty((7, d + 1))
-            ytmp = np.empty(d + 1)
-            ynew = np.empty(d + 1)
-            g = np.empty(d)
-            t = 0.0
-            h = h0
-            j = 0
-            # outputs at t = 0
-            while j < nt and times[j] <= 0.0:
-                Z[j, i] = y[:d]
-                Lg[j, i] = 0.0
-                j += 1
-            # first stage
-            u = min(1.0, max(0.0, ua))
-            grad(y[:d], u, p, g)
+
+def _run_characteristics(grad, lap, X0, times, sign, q, *rest):
+    x = types.Array(types.float64, 1, "C")
+    qt = types.Array(numba.from_dtype(q.dtype), 1, "C")
+    fntypes = (function_type(types.void, x, types.float64, qt, x), function_type(types.float64, x, types.float64, qt))
+    return call_with(_characteristics, (grad, lap), fntypes, X0, times, sign, q, *rest)
+
+
+@jit(cache=True, parallel=True)
+def _characteristics(grad, lap, X0, times, sign, p, rtol, atol, centre, r_escape, h0, ua, ub):
+    """Dormand-Prince 5(4) along every characteristic, with a path's one-point kernels
+    ``grad(x, u, q, out)``, ``lap(x, u, q)`` at ``u = ua + ub t`` clipped to [0, 1]; see
+    :func:`integrate_characteristics`."""
+    n, d = X0.shape
+    nt = times.shape[0]
+    Z = np.empty((nt, n, d))
+    Lg = np.empty((nt, n))
+    status = np.zeros(n, dtype=np.int64)
+    fail_t = np.zeros(n)
+    first_escaped = np.full(n, nt, dtype=np.int64)
+    for i in prange(n):
+        y = np.empty(d + 1)
+        y[:d] = X0[i]
+        y[d] = 0.0
+        K = np.empty((7, d + 1))
+        ytmp = np.empty(d + 1)
+        ynew = np.empty(d + 1)
+        g = np.empty(d)
+        t = 0.0
+        h = h0
+        j = 0
+        # outputs at t = 0
+        while j < nt and times[j] <= 0.0:
+            Z[j, i] = y[:d]
+            Lg[j, i] = 0.0
+            j += 1
+        # first stage
+        u = min(1.0, max(0.0, ua))
+        grad(y[:d], u, p, g)
+        for a in range(d):
+            K[0, a] = sign * g[a]
+        K[0, d] = lap(y[:d], u, p)
+        while j < nt:
+            # escape: beyond r_escape from the centre the caller knows the answer
+            r2 = 0.0
             for a in range(d):
-                K[0, a] = sign * g[a]
-            K[0, d] = lap(y[:d], u, p)
-            while j < nt:
-                # escape: beyond r_escape from the centre the caller knows the answer
-                r2 = 0.0
-                for a in range(d):
-                    r2 += (y[a] - centre[a]) ** 2
-                if r2 > r_escape * r_escape:
-                    status[i] = 1
-                    first_escaped[i] = j
-                    for jj in range(j, nt):
-                        Z[jj, i] = y[:d]
-                        Lg[jj, i] = y[d]
-                    break
-                hs = min(h, times[j] - t)
-                for s in range(1, 7):
-                    for a in range(d + 1):
-                        acc = y[a]
-                        for q in range(s):
-                            acc += hs * A[s, q] * K[q, a]
-                        ytmp[a] = acc
-                    u = min(1.0, max(0.0, ua + ub * (t + C[s] * hs)))
-                    grad(ytmp[:d], u, p, g)
-                    for a in range(d):
-                        K[s, a] = sign * g[a]
-                    K[s, d] = lap(ytmp[:d], u, p)
-                # ytmp now holds the 5th-order solution (FSAL: K[6] is f(ytmp))
-                err = 0.0
-                finite = True
+                r2 += (y[a] - centre[a]) ** 2
+            if r2 > r_escape * r_escape:
+                status[i] = 1
+                first_escaped[i] = j
+                for jj in range(j, nt):
+                    Z[jj, i] = y[:d]
+                    Lg[jj, i] = y[d]
+                break
+            hs = min(h, times[j] - t)
+            for s in range(1, 7):
                 for a in range(d + 1):
-                    ynew[a] = ytmp[a]
-                    e = 0.0
-                    for q in range(7):
-                        e += hs * Ecoef[q] * K[q, a]
-                    sc = atol + rtol * max(abs(y[a]), abs(ynew[a]))
-                    err = max(err, abs(e) / sc)
-                    if not np.isfinite(ynew[a]):
-                        finite = False
-                if not finite:
-                    err = 1e10
-                if err <= 1.0:
-                    t += hs
-                    for a in range(d + 1):
-                        y[a] = ynew[a]
-                        K[0, a] = K[6, a]
-                    while j < nt and times[j] - t <= 1e-13 * max(1.0, times[j]):
-                        Z[j, i] = y[:d]
-                        Lg[j, i] = y[d]
-                        j += 1
-                    fac = 5.0 if err == 0.0 else min(5.0, 0.9 * err ** -0.2)
-                    if hs == h:
-                        h = h * fac
-                    else:
-                        h = max(h, hs * fac)
+                    acc = y[a]
+                    for q in range(s):
+                        acc += hs * _A[s, q] * K[q, a]
+                    ytmp[a] = acc
+                u = min(1.0, max(0.0, ua + ub * (t + _C[s] * hs)))
+                grad(ytmp[:d], u, p, g)
+                for a in range(d):
+                    K[s, a] = sign * g[a]
+                K[s, d] = lap(ytmp[:d], u, p)
+            # ytmp now holds the 5th-order solution (FSAL: K[6] is f(ytmp))
+            err = 0.0
+            finite = True
+            for a in range(d + 1):
+                ynew[a] = ytmp[a]
+                e = 0.0
+                for q in range(7):
+                    e += hs * _E[q] * K[q, a]
+                sc = atol + rtol * max(abs(y[a]), abs(ynew[a]))
+                err = max(err, abs(e) / sc)
+                if not np.isfinite(ynew[a]):
+                    finite = False
+            if not finite:
+                err = 1e10
+            if err <= 1.0:
+                t += hs
+                for a in range(d + 1):
+                    y[a] = ynew[a]
+                    K[0, a] = K[6, a]
+                while j < nt and times[j] - t <= 1e-13 * max(1.0, times[j]):
+                    Z[j, i] = y[:d]
+                    Lg[j, i] = y[d]
+                    j += 1
+                fac = 5.0 if err == 0.0 else min(5.0, 0.9 * err ** -0.2)
+                if hs == h:
+                    h = h * fac
                 else:
-                    h = hs * max(0.1, 0.9 * err ** -0.2)
-                    if h < 1e-13 * max(1.0, t):
-                        status[i] = 2
-                        fail_t[i] = t
-                        for jj in range(j, nt):
-                            Z[jj, i] = np.nan
-                            Lg[jj, i] = np.nan
-                        break
-        return Z, Lg, status, fail_t, first_escaped
-
-    _BUILT[key] = (kernels, run)
-    return run
+                    h = max(h, hs * fac)
+            else:
+                h = hs * max(0.1, 0.9 * err ** -0.2)
+                if h < 1e-13 * max(1.0, t):
+                    status[i] = 2
+                    fail_t[i] = t
+                    for jj in range(j, nt):
+                        Z[jj, i] = np.nan
+                        Lg[jj, i] = np.nan
+                    break
+    return Z, Lg, status, fail_t, first_escaped
 
 
 def integrate_characteristics(energy, X0, times, *, direction: str = "backward", rtol: float = 1e-10,
