@@ -32,10 +32,10 @@ import warnings
 from typing import Callable, NamedTuple
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 from scipy.special import logsumexp
 
-from fokkerplanck._core.jit import closure_jit, jit
+from fokkerplanck._core.jit import call_with, closure_jit, function_type, jit
 from fokkerplanck._core.validate import (
     check_keys,
     finite_array,
@@ -266,91 +266,89 @@ class Energy:
 
 
 # ---------------------------------------------------------------------------
-# A compiled loop over points for any kernel set (memoised per kernel set)
-_LOOPS: dict = {}
+# Compiled loops over points for any kernel set: one compiled loop each, the energy's
+# kernels passed to it by address (fokkerplanck._core.jit.call_with)
+_X1 = types.Array(types.float64, 1, "C")
+_VALUE = function_type(types.float64, _X1, _X1)          # value(x, p), lap(x, p)
+_GRAD = function_type(types.void, _X1, _X1, _X1)         # grad(x, p, out)
+_HESS = function_type(types.void, _X1, _X1, types.Array(types.float64, 2, "C"))  # hess(x, p, out)
+
+
+@jit(cache=True, parallel=True)
+def _all_at(value, grad, lap, hess, with_hess, X, p):
+    n, d = X.shape
+    v = np.empty(n)
+    g = np.empty((n, d))
+    lp = np.empty(n)
+    h = np.zeros((n, d, d))
+    for i in prange(n):
+        x = X[i]
+        v[i] = value(x, p)
+        grad(x, p, g[i])
+        lp[i] = lap(x, p)
+        if with_hess:
+            hess(x, p, h[i])
+    return v, g, lp, h
+
+
+@jit(cache=True, parallel=True)
+def _value_at(value, X, p):
+    v = np.empty(X.shape[0])
+    for i in prange(X.shape[0]):
+        v[i] = value(X[i], p)
+    return v
+
+
+@jit(cache=True, parallel=True)
+def _grad_at(grad, X, p):
+    g = np.empty(X.shape)
+    for i in prange(X.shape[0]):
+        grad(X[i], p, g[i])
+    return g
+
+
+@jit(cache=True, parallel=True)
+def _lap_grad2_at(grad, lap, X, p):
+    n, d = X.shape
+    lp = np.empty(n)
+    g2 = np.empty(n)
+    for i in prange(n):
+        g = np.empty(d)
+        grad(X[i], p, g)
+        lp[i] = lap(X[i], p)
+        s = 0.0
+        for j in range(d):
+            s += g[j] * g[j]
+        g2[i] = s
+    return lp, g2
+
+
+def _points(loop, fns, fntypes, *consts):
+    """``run(X, p)``: the compiled ``loop`` over the rows of ``X`` with the kernels ``fns``."""
+    def run(X, p):
+        return call_with(loop, fns, fntypes, *consts, np.ascontiguousarray(X, dtype=np.float64),
+                         np.ascontiguousarray(p, dtype=np.float64))
+    return run
 
 
 def _kernel_loop(k: Kernels, with_hess: bool = True):
-    key = (tuple(id(f) for f in k), with_hess)
-    if key not in _LOOPS:
-        value, grad, lap, hess = k
-
-        @closure_jit(parallel=True)
-        def loop(X, p):
-            n, d = X.shape
-            v = np.empty(n)
-            g = np.empty((n, d))
-            lp = np.empty(n)
-            h = np.zeros((n, d, d))
-            for i in prange(n):
-                x = X[i]
-                v[i] = value(x, p)
-                grad(x, p, g[i])
-                lp[i] = lap(x, p)
-                if with_hess:
-                    hess(x, p, h[i])
-            return v, g, lp, h
-
-        _LOOPS[key] = (k, loop)  # keep k alive so ids stay unique
-    return _LOOPS[key][1]
+    """Value, gradient, Laplacian and (``with_hess``) Hessian at points (N, d), in parallel."""
+    return _points(_all_at, tuple(k), (_VALUE, _GRAD, _VALUE, _HESS), bool(with_hess))
 
 
 def _value_loop(k: Kernels):
     """``U`` at points (N, d) by the compiled one-point kernel, in parallel."""
-    key = (tuple(id(f) for f in k), "value")
-    if key not in _LOOPS:
-        value = k.value
-
-        @closure_jit(parallel=True)
-        def loop(X, p):
-            v = np.empty(X.shape[0])
-            for i in prange(X.shape[0]):
-                v[i] = value(X[i], p)
-            return v
-
-        _LOOPS[key] = (k, loop)
-    return _LOOPS[key][1]
+    return _points(_value_at, (k.value,), (_VALUE,))
 
 
 def _grad_loop(k: Kernels):
     """``grad U`` at points (N, d) by the compiled one-point kernel, in parallel."""
-    key = (tuple(id(f) for f in k), "grad")
-    if key not in _LOOPS:
-        grad = k.grad
-
-        @closure_jit(parallel=True)
-        def loop(X, p):
-            g = np.empty(X.shape)
-            for i in prange(X.shape[0]):
-                grad(X[i], p, g[i])
-            return g
-
-        _LOOPS[key] = (k, loop)
-    return _LOOPS[key][1]
+    return _points(_grad_at, (k.grad,), (_GRAD,))
 
 
 def _lap_grad2_loop(k: Kernels):
-    key = (tuple(id(f) for f in k), "lap_grad2")
-    if key not in _LOOPS:
-        _, grad, lap, _ = k
-
-        @closure_jit(parallel=True)
-        def loop(X, p):
-            n, d = X.shape
-            lp = np.empty(n)
-            g2 = np.empty(n)
-            for i in prange(n):
-                g = np.empty(d)
-                grad(X[i], p, g)
-                lp[i] = lap(X[i], p)
-                s = 0.0
-                for j in range(d):
-                    s += g[j] * g[j]
-                g2[i] = s
-            return lp, g2
-
-        _LOOPS[key] = (k, loop)
-    return _LOOPS[key][1]
+    """``lap U`` and ``|grad U|^2`` at points (N, d), in parallel."""
+    return _points(_lap_grad2_at, (k.grad, k.lap), (_GRAD, _VALUE))
 
 
 # ---------------------------------------------------------------------------
