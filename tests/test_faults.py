@@ -110,7 +110,10 @@ def test_sigkill_during_fpk_sweep_then_rerun(tmp_path):
 
 
 _CTRL_C_CHILD = textwrap.dedent("""
-    import json, os, sys
+    import json, os, signal, sys
+    # Ctrl-C raises KeyboardInterrupt, as in an interactive session, even when this test
+    # runs in the background (where the shell starts it with SIGINT ignored, inherited here)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     import numpy as np
     import particles.ensemble as Ens
     from particles import annealed as An, jumps as Jp

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import textwrap
 import warnings
@@ -399,8 +400,14 @@ def test_ctrl_c_stops_a_particle_run_at_the_next_bounded_call_and_keeps_the_save
             _thread.interrupt_main()
 
     monkeypatch.setattr(particles.ensemble, "chunk_done", press)
-    with pytest.raises(particles.ensemble.EnsembleInterrupted) as info:
-        particles.langevin(U, X, 1e-3, 100_000, save_every=50_000, seed=0, summaries=False)
+    # interrupt_main does nothing while SIGINT is ignored (a test run started in the
+    # background inherits that from the shell): Ctrl-C as in an interactive session
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(particles.ensemble.EnsembleInterrupted) as info:
+            particles.langevin(U, X, 1e-3, 100_000, save_every=50_000, seed=0, summaries=False)
+    finally:
+        signal.signal(signal.SIGINT, old)
     part = info.value.partial
     assert isinstance(info.value, KeyboardInterrupt)
     assert len(calls) == 1 and 0 < calls[0] < 50_000   # stopped at the first call's end, mid-save
