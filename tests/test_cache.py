@@ -133,3 +133,34 @@ def test_a_cache_folder_writable_by_others_is_not_used(tmp_path):
     os.chmod(folder.parent, 0o777)   # whoever can write the folder above can swap the cache
     run = _run(env)
     assert "writable by group or others" in run.stderr and str(folder.parent) in run.stderr
+
+
+def test_one_compiled_integrator_serves_every_energy():
+    """The integrators and the loops over points take an energy's kernels by address: a
+    second energy (another family, read-only or writable parameters, another scheme) adds
+    no compiled integrator, and the results are those of the energy's own kernels."""
+    import particles
+    from particles.integrators import _flow, _langevin
+    from fokkerplanck.energies.base import _all_at
+
+    X0 = np.random.default_rng(1).normal(size=(300, 2))
+    A = E.GaussianMixture.ring()
+    B = E.softmin(E.GaussianMixture.paper_B(), E.Quadratic(np.eye(2))) + E.Quadratic(0.5 * np.eye(2))
+    particles.langevin(A, X0, 1e-3, 3, seed=0, summaries=False)
+    particles.gradient_flow(A, X0, 1e-3, 3, method="rk4", track_logdensity=True)
+    A.eval_kernels(X0)
+    counts = len(_langevin.overloads), len(_flow.overloads), len(_all_at.overloads)
+    assert min(counts) >= 1
+    for U in (A, B):
+        for method in ("euler-maruyama", "leimkuhler-matthews", "mala"):
+            particles.langevin(U, X0, 1e-3, 3, seed=0, method=method, summaries=False)
+        for method in ("euler", "heun", "rk4"):
+            ens = particles.gradient_flow(U, X0, 1e-3, 1, method=method, track_logdensity=True)
+        k = U.eval_kernels(X0)
+        assert (len(_langevin.overloads), len(_flow.overloads), len(_all_at.overloads)) == counts
+        # one Euler step of the flow is x - dt grad U(x), with log|det(I - dt H)| subtracted
+        ens = particles.gradient_flow(U, X0, 1e-3, 1, method="euler", track_logdensity=True)
+        np.testing.assert_allclose(ens.positions[-1], X0 - 1e-3 * U.grad(X0), rtol=1e-13, atol=1e-15)
+        want = -np.linalg.slogdet(np.eye(2)[None] - 1e-3 * U.hessian(X0))[1]
+        np.testing.assert_allclose(ens.logdensity[-1], want, rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(k["lap"], U.laplacian(X0), rtol=1e-12, atol=1e-12)
