@@ -47,28 +47,43 @@ def run(body: str, cache: str) -> tuple[float, float]:
     return float(out[0]), float(out[1])
 
 
-def verify_row(jobs: int) -> str:
-    """``fpk verify --quick`` as a new user first meets it: the committed tree in a fresh
-    folder (no ``__pycache__``, so numba's own caches are empty too), an empty kernel
-    cache, ``--jobs`` as given; then the same again with the caches the first run left."""
+def verify_row(jobs: int, rev: str = "HEAD", install: bool = False) -> str:
+    """``fpk verify --quick`` as a new user first meets it: the tree of commit ``rev`` in a
+    fresh folder (no ``__pycache__``, so numba's own caches are empty too), an empty kernel
+    cache, ``--jobs`` as given; then the same again with the caches the first run left.
+    With ``install`` the first run is the README's whole first command, ``pip install -e .
+    && python -m fokkerplanck``, into a new virtual environment that sees this Python's
+    packages (the dependencies are present: their download is not timed)."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     with tempfile.TemporaryDirectory() as tmp:
         src, cache = os.path.join(tmp, "src"), os.path.join(tmp, "cache")
         os.makedirs(src)
         os.makedirs(cache, mode=0o700)
-        tree = subprocess.run(["git", "archive", "HEAD"], cwd=root, check=True, capture_output=True).stdout
+        tree = subprocess.run(["git", "archive", rev], cwd=root, check=True, capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", src], input=tree, check=True)
         env = dict(os.environ, XDG_CACHE_HOME=cache, PYTHONPATH=src)
+        python, pip_s = sys.executable, 0.0
+        if install:
+            venv = os.path.join(tmp, "venv")
+            subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", venv], check=True)
+            python = os.path.join(venv, "bin", "python")
+            t0 = time.perf_counter()
+            subprocess.run([python, "-m", "pip", "install", "-q", "-e", "."], cwd=src, env=env, check=True,
+                           capture_output=True)
+            pip_s = time.perf_counter() - t0
         times = []
         for _ in range(2):
             t0 = time.perf_counter()
-            res = subprocess.run([sys.executable, "-m", "fokkerplanck", "verify", "--quick", "--no-report",
+            res = subprocess.run([python, "-m", "fokkerplanck", "verify", "--quick", "--no-report",
                                   "--jobs", str(jobs)], cwd=src, env=env, capture_output=True, text=True)
             times.append(time.perf_counter() - t0)
             if res.returncode != 0:
                 raise RuntimeError(res.stdout[-2000:] + res.stderr[-2000:])
         tally = res.stdout.strip().splitlines()[-1]
-    return f"| fpk verify --quick --jobs {jobs} ({tally}) | | {times[0]:.0f} | {times[1]:.0f} | {times[0] / times[1]:.1f}x |"
+    name = "HEAD" if rev == "HEAD" else f"commit {rev}"
+    first = f"{pip_s:.0f} + {times[0]:.0f} = **{pip_s + times[0]:.0f}**" if install else f"{times[0]:.0f}"
+    return (f"| {name}: fpk verify --quick --jobs {jobs} ({tally}) | {'pip install -e . + ' if install else ''}"
+            f"first run | {first} | {times[1]:.0f} |")
 
 
 def main(argv=None):
@@ -77,16 +92,24 @@ def main(argv=None):
     ap.add_argument("--verify", type=int, nargs="*", metavar="JOBS",
                     help="only the first fpk verify --quick of a fresh copy of the tree, with these --jobs "
                          "(results/coldstart_verify.md; minutes)")
+    ap.add_argument("--install", action="store_true",
+                    help="with --verify: time pip install -e . into a new virtual environment first")
+    ap.add_argument("--baseline-rev", metavar="REV",
+                    help="with --verify: the same rows for an older commit too, in the same run")
     args = ap.parse_args(argv)
     if args.verify is not None:
+        cmd = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
         lines = ["# First fpk verify --quick on a new machine", "",
-                 f"`python benchmarks/bench_coldstart.py --verify {' '.join(map(str, args.verify or [2]))}`: the "
-                 "committed tree in a fresh folder (numba's __pycache__ empty too) with an empty kernel cache, then "
-                 "again with the caches it left. Seconds of wall time, whole command.", "",
-                 "| command | | first run | second run | ratio |", "|---|---|---|---|---|"]
+                 f"`python benchmarks/bench_coldstart.py {cmd}`: the committed tree in a fresh folder (numba's "
+                 "__pycache__ empty too) with an empty kernel cache, then again with the caches it left. Seconds of "
+                 "wall time, whole command; with --install the first run includes `pip install -e .` into a new "
+                 "virtual environment that sees this Python's packages (dependencies present, not downloaded).", "",
+                 "| tree and command | first run is | first run (s) | second run (s) |", "|---|---|---|---|"]
+        revs = ["HEAD"] + ([args.baseline_rev] if args.baseline_rev else [])
         for jobs in args.verify or [2]:
-            lines.append(verify_row(jobs))
-            print(lines[-1], file=sys.stderr)
+            for rev in revs:
+                lines.append(verify_row(jobs, rev, args.install))
+                print(lines[-1], file=sys.stderr)
         write_table("coldstart_verify", lines, False)
         return
     lines = ["# Cold start (seconds after imports; imports separately)", "",
