@@ -1,4 +1,5 @@
-"""numba kernels: one compiled loop per scheme, specialised to an energy's kernels.
+"""numba kernels: one compiled loop for the Langevin schemes and one for the deterministic
+flow, for every energy (its kernels are passed to the loop by address).
 
 Every kernel advances its particles through ``nsteps`` steps on their own
 (``prange`` outside, steps inside: no per-step thread barrier, particles do not
@@ -33,10 +34,9 @@ import math
 import numpy as np
 from numba import prange
 
-import numba
 from numba import types
 
-from fokkerplanck._core.jit import call_with, closure_jit, function_type, jit
+from fokkerplanck._core.jit import array_type, call_with, closure_jit, function_type, jit, readonly_view, writable
 
 from fokkerplanck._core.vmath import cast_like, vlog
 from fokkerplanck.energies.blocks import BLOCK, work_rows
@@ -92,16 +92,13 @@ def _logabsdet_i_minus(H, dt):
     return s
 
 
-def _array(dtype, ndim):
-    return types.Array(numba.from_dtype(dtype), ndim, "C")
-
-
 class _Bound:
     """A compiled integrator with an energy's kernels bound to it (passed by address,
-    :func:`fokkerplanck._core.jit.call_with`), called with the integrator's own arguments."""
+    :func:`fokkerplanck._core.jit.call_with`), called with the integrator's own arguments:
+    ``bind(*args)`` gives the function types and the arguments as the kernel takes them."""
 
-    def __init__(self, kernel, fns, consts, fntypes):
-        self.kernel, self.fns, self.consts, self.fntypes = kernel, tuple(fns), tuple(consts), fntypes
+    def __init__(self, kernel, fns, consts, bind):
+        self.kernel, self.fns, self.consts, self.bind = kernel, tuple(fns), tuple(consts), bind
 
     @property
     def stats(self):
@@ -109,13 +106,17 @@ class _Bound:
         return self.kernel.stats
 
     def __call__(self, *args):
-        return call_with(self.kernel, self.fns, self.fntypes(*args), *self.consts, *args)
+        fntypes, args = self.bind(*args)
+        return call_with(self.kernel, self.fns, fntypes, *self.consts, *args)
 
 
-def _langevin_types(X, step0, nsteps, dt, T, P, *rest):
-    """The block kernels' function types for blocks of ``X``'s dtype and parameters of ``P``'s."""
-    Xb, p, V = _array(X.dtype, 2), _array(P.dtype, 1), _array(X.dtype, 1)
-    return function_type(types.void, Xb, p, Xb, Xb), function_type(types.void, Xb, p, V, Xb, Xb)
+def _langevin_bind(X, step0, nsteps, dt, T, P, k0, k1, lo, hi, status, accepted, offset):
+    """The block kernels' function types (blocks of ``X``'s dtype, read-only parameter rows
+    of ``P``'s) and the arguments: inputs read-only, outputs checked writable."""
+    Xb, V, p = array_type(X.dtype, 2), array_type(X.dtype, 1), array_type(P.dtype, 1, readonly=True)
+    fntypes = function_type(types.void, Xb, p, Xb, Xb), function_type(types.void, Xb, p, V, Xb, Xb)
+    return fntypes, (writable(X, "X"), step0, nsteps, dt, T, readonly_view(P), k0, k1, readonly_view(lo),
+                     readonly_view(hi), writable(status, "status"), writable(accepted, "accepted"), offset)
 
 
 def langevin_kernel(blocks, scheme: str):
@@ -136,21 +137,24 @@ def langevin_kernel(blocks, scheme: str):
     count, chunking or split of the particles.  ``X`` may be float64 or float32 (then ``p``,
     ``lo``, ``hi`` too): the arithmetic, and the noise
     (:func:`fokkerplanck._core.rng.block_normals`), follow its precision."""
-    return _Bound(_langevin, (blocks.grad, blocks.value_grad), (LANGEVIN_SCHEMES[scheme],), _langevin_types)
+    return _Bound(_langevin, (blocks.grad, blocks.value_grad), (LANGEVIN_SCHEMES[scheme],), _langevin_bind)
 
 
-def _flow_types(X, LOG, nsteps, dt, p, *rest):
-    """The one-point kernels' function types for points of ``X``'s dtype and parameters of ``p``'s."""
-    x, q, H = _array(X.dtype, 1), _array(p.dtype, 1), _array(X.dtype, 2)
-    return (function_type(types.void, x, q, x), function_type(types.float64, x, q),
-            function_type(types.void, x, q, H))
+def _flow_bind(X, LOG, nsteps, dt, p, lo, hi, status):
+    """The one-point kernels' function types (points of ``X``'s dtype, read-only parameters)
+    and the arguments: inputs read-only, outputs checked writable."""
+    x, q, H = array_type(X.dtype, 1), array_type(p.dtype, 1, readonly=True), array_type(X.dtype, 2)
+    fntypes = (function_type(types.void, x, q, x), function_type(types.float64, x, q),
+               function_type(types.void, x, q, H))
+    return fntypes, (writable(X, "X"), writable(LOG, "LOG"), nsteps, dt, readonly_view(p), readonly_view(lo),
+                     readonly_view(hi), writable(status, "status"))
 
 
 def flow_kernel(kernels, scheme: str, track: bool):
     """``run(X, LOG, nsteps, dt, p, lo, hi, status)``: deterministic flow in place; with
     ``track`` the log-density ``LOG`` follows the particles.  The energy's one-point
     ``kernels`` are passed to one compiled kernel for every energy and scheme (:func:`_flow`)."""
-    return _Bound(_flow, (kernels.grad, kernels.lap, kernels.hess), (FLOW_SCHEMES[scheme], bool(track)), _flow_types)
+    return _Bound(_flow, (kernels.grad, kernels.lap, kernels.hess), (FLOW_SCHEMES[scheme], bool(track)), _flow_bind)
 
 
 @jit(cache=True, parallel=True)

@@ -164,3 +164,49 @@ def test_one_compiled_integrator_serves_every_energy():
         want = -np.linalg.slogdet(np.eye(2)[None] - 1e-3 * U.hessian(X0))[1]
         np.testing.assert_allclose(ens.logdensity[-1], want, rtol=1e-10, atol=1e-14)
         np.testing.assert_allclose(k["lap"], U.laplacian(X0), rtol=1e-12, atol=1e-12)
+
+
+@numba.njit
+def _half_sq(x, p):
+    return 0.5 * (x[0] * x[0] + x[1] * x[1])
+
+
+@numba.njit
+def _grad_returning_out(x, p, out):   # returns ``out``: a common way to write it
+    out[0] = x[0]
+    out[1] = x[1]
+    return out
+
+
+@numba.njit
+def _lap_int(x, p):                    # an integer: lap |x|^2 / 2 = d
+    return x.shape[0]
+
+
+@numba.njit
+def _hess_returning_out(x, p, out):
+    out[0, 0], out[0, 1], out[1, 0], out[1, 1] = 1.0, 0.0, 0.0, 1.0
+    return out
+
+
+def test_a_users_kernels_may_return_out_or_an_integer_in_any_order_of_use():
+    """The compiled loops take kernels by address with fixed signatures; a user's kernel
+    that returns ``out`` (grad, hess) or an integer (lap) works as written, whichever path
+    compiles it first (here the characteristics, which call it inside their own loop)."""
+    import particles
+    from fokkerplanck.flows.lagrangian import integrate_characteristics
+
+    U = E.Custom(2, _half_sq, _grad_returning_out, _lap_int, _hess_returning_out)
+    X0 = np.random.default_rng(2).normal(size=(64, 2))
+    Z, L, _ = integrate_characteristics(U, X0, [0.0, 0.5], direction="forward")
+    np.testing.assert_allclose(Z[-1], X0 * np.exp(-0.5), rtol=1e-9)     # dz/ds = -z
+    np.testing.assert_allclose(L[-1], 2 * 0.5, rtol=1e-12)                # int_0^s lap U = 2 s
+    k = U.eval_kernels(X0)
+    np.testing.assert_array_equal(k["lap"], 2.0)
+    np.testing.assert_array_equal(k["grad"], X0)
+    np.testing.assert_allclose(k["value"], 0.5 * (X0 ** 2).sum(1), rtol=1e-15)
+    ens = particles.gradient_flow(U, X0, 1e-2, 1, method="euler", track_logdensity=True)
+    np.testing.assert_allclose(ens.positions[-1], 0.99 * X0, rtol=1e-15)
+    np.testing.assert_allclose(ens.logdensity[-1], -2 * np.log(0.99), rtol=1e-14)
+    ens = particles.langevin(U, X0, 1e-2, 2, seed=0, method="mala", summaries=False)
+    assert np.isfinite(ens.positions).all() and 0 < ens.acceptance.mean() <= 1

@@ -91,13 +91,34 @@ def function_type(restype, *argtypes):
     return numba.types.FunctionType(restype(*argtypes))
 
 
+def array_type(dtype, ndim: int, readonly: bool = False):
+    """numba's type of a C-contiguous array (what ``readonly_view`` gives when ``readonly``)."""
+    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C", readonly=readonly)
+
+
+def readonly_view(a) -> np.ndarray:
+    """``a`` as a C-contiguous read-only view (a copy only when ``a`` is not C-contiguous).
+    Kernels take their inputs (parameters, points) this way, so that read-only and writable
+    inputs share one compiled kernel, and the energy's kernels one signature."""
+    v = np.ascontiguousarray(a).view()
+    v.flags.writeable = False
+    return v
+
+
+def writable(a, name: str) -> np.ndarray:
+    """``a`` itself, refused when a kernel could not write its results into it."""
+    if not (isinstance(a, np.ndarray) and a.flags.writeable and a.flags.c_contiguous):
+        raise ValueError(f"{name} must be a writable C-contiguous array (the kernel writes its results into it)")
+    return a
+
+
 def call_with(kernel, fns, fntypes, *args):
     """``kernel(*fns, *args)`` with the compiled functions ``fns`` passed by address as
-    ``fntypes`` (:func:`function_type`), compiling ``kernel`` once per argument types.
-    A read-only array argument is passed as a copy (the kernel cannot write it anyway), so
-    that read-only and writable parameters share one compiled kernel; a Ctrl-C during the
-    call is raised as the KeyboardInterrupt it is."""
-    args = tuple(a.copy() if isinstance(a, np.ndarray) and not a.flags.writeable else a for a in args)
+    ``fntypes`` (:func:`function_type`), compiling ``kernel`` once per argument types
+    (pass inputs as :func:`readonly_view`); a Ctrl-C during the call is raised as the
+    KeyboardInterrupt it is.  The energy's kernels are compiled for exactly ``fntypes``
+    (wrap a user's kernels so that they return exactly that type: see
+    :func:`fokkerplanck.energies.custom.fixed_signatures`)."""
     key = (kernel, *fntypes, *(numba.typeof(a) for a in args))
     entry = _ENTRIES.get(key)
     if entry is None:

@@ -14,7 +14,7 @@ import importlib
 
 import numpy as np
 
-from fokkerplanck._core.jit import jit
+from fokkerplanck._core.jit import closure_jit, jit
 from fokkerplanck._core.validate import check_keys, finite_array
 from fokkerplanck.energies.base import Energy, Kernels, UnresolvedEnergyError, register
 
@@ -40,7 +40,7 @@ class Custom(Energy):
         self.params = finite_array(np.atleast_1d(np.asarray(params, dtype=float)) if len(params) else np.zeros(0), "params")
         self._fns = (value, grad, lap, hess)
         self._logz = log_partition
-        self._kernels = Kernels(value, grad, lap, hess if hess is not None else _missing_hess)
+        self._kernels = fixed_signatures(Kernels(value, grad, lap, hess if hess is not None else _missing_hess))
 
     def _build_kernels(self):
         return self._kernels
@@ -114,6 +114,38 @@ class Custom(Energy):
 @jit(cache=True)
 def _missing_hess(x, p, out):
     raise ValueError("this Custom energy was given no Hessian kernel")
+
+
+_FIXED: dict = {}
+
+
+def fixed_signatures(k: Kernels) -> Kernels:
+    """A user's one-point kernels behind thin wrappers of fixed signatures: ``value`` and
+    ``lap`` return a float64, ``grad`` and ``hess`` nothing.  The toolkit's compiled loops take
+    kernels by address with exactly these signatures, so a kernel that returns ``out``, an
+    integer or a float32 works as written (the call inside the wrapper converts)."""
+    key = tuple(id(f) for f in k)
+    if key not in _FIXED:
+        v, g, lp, h = k
+
+        @closure_jit
+        def value(x, p):
+            return float(v(x, p))
+
+        @closure_jit
+        def grad(x, p, out):
+            g(x, p, out)
+
+        @closure_jit
+        def lap(x, p):
+            return float(lp(x, p))
+
+        @closure_jit
+        def hess(x, p, out):
+            h(x, p, out)
+
+        _FIXED[key] = (k, Kernels(value, grad, lap, hess))   # keep k alive: its ids are the key
+    return _FIXED[key][1]
 
 
 register(Custom)

@@ -443,6 +443,36 @@ def _missing_path_hess(x, t, q, out):
     raise ValueError("this KernelPath was given no Hessian kernel")
 
 
+_FIXED_PATH: dict = {}
+
+
+def _fixed_path_signatures(k: PathKernels) -> PathKernels:
+    """A user's path kernels behind wrappers of fixed signatures (``value``, ``lap`` return a
+    float64; ``grad``, ``hess`` nothing), as :func:`~fokkerplanck.energies.custom.fixed_signatures`."""
+    key = tuple(id(f) for f in k)
+    if key not in _FIXED_PATH:
+        v, g, lp, h = k
+
+        @closure_jit
+        def value(x, t, q):
+            return float(v(x, t, q))
+
+        @closure_jit
+        def grad(x, t, q, out):
+            g(x, t, q, out)
+
+        @closure_jit
+        def lap(x, t, q):
+            return float(lp(x, t, q))
+
+        @closure_jit
+        def hess(x, t, q, out):
+            h(x, t, q, out)
+
+        _FIXED_PATH[key] = (k, PathKernels(value, grad, lap, hess))
+    return _FIXED_PATH[key][1]
+
+
 class KernelPath(EnergyPath):
     """A user-written time-dependent energy: numba kernels ``value(x, t, q)``,
     ``grad(x, t, q, out)``, ``lap(x, t, q)`` and optionally ``hess(x, t, q, out)`` (module
@@ -459,7 +489,9 @@ class KernelPath(EnergyPath):
         self.path_params = finite_array(np.atleast_1d(np.asarray(params, dtype=float)) if len(params) else np.zeros(0),
                                         "params")
         self._has_hess = hess is not None
-        self._k = PathKernels(value, grad, lap, hess if hess is not None else _missing_path_hess)
+        self._value_fn = value
+        self._k = _fixed_path_signatures(PathKernels(value, grad, lap,
+                                                     hess if hess is not None else _missing_path_hess))
 
     @property
     def has_kernels(self) -> bool:
@@ -483,7 +515,7 @@ class KernelPath(EnergyPath):
                       params=np.append(self.path_params, check_time(t)))
 
     def __repr__(self):
-        return f"KernelPath(dim={self.dim}, {self._k.value.py_func.__qualname__})"
+        return f"KernelPath(dim={self.dim}, {self._value_fn.py_func.__qualname__})"
 
 
 class CallablePath(EnergyPath):

@@ -9,9 +9,9 @@ Along the forward flow ``dX/dt = -grad U(X)`` the continuity equation gives
 
 :func:`integrate_characteristics` integrates the augmented ODE
 ``(z, l)' = (sign * grad U(z), lap U(z))`` for many points at once with an
-adaptive Dormand-Prince 5(4) pair, compiled by numba around the energy's
-kernels and parallel over points, recording ``(z, l)`` at every requested
-time (steps are clipped to hit them).  A point whose step size underflows is
+adaptive Dormand-Prince 5(4) pair, compiled by numba once for every energy (the
+energy's kernels are passed to it) and parallel over points, recording
+``(z, l)`` at every requested time (steps are clipped to hit them).  A point whose step size underflows is
 an error naming the point and the time.
 
 An energy without numba kernels (Python callables: NumPy, torch, JAX; or a sum with such a
@@ -31,11 +31,10 @@ from __future__ import annotations
 import functools
 import warnings
 
-import numba
 import numpy as np
 from numba import prange, types
 
-from fokkerplanck._core.jit import call_compiled, call_with, function_type, jit
+from fokkerplanck._core.jit import array_type, call_compiled, call_with, function_type, jit, readonly_view
 from fokkerplanck.energies.base import Sum
 from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
@@ -135,11 +134,11 @@ def _build(kernels):
     return functools.partial(_run_characteristics, kernels.grad, kernels.lap)
 
 
-def _run_characteristics(grad, lap, X0, times, sign, q, *rest):
-    x = types.Array(types.float64, 1, "C")
-    qt = types.Array(numba.from_dtype(q.dtype), 1, "C")
+def _run_characteristics(grad, lap, X0, times, sign, q, rtol, atol, centre, r_escape, h0, ua, ub):
+    x, qt = array_type(np.float64, 1), array_type(q.dtype, 1, readonly=True)
     fntypes = (function_type(types.void, x, types.float64, qt, x), function_type(types.float64, x, types.float64, qt))
-    return call_with(_characteristics, (grad, lap), fntypes, X0, times, sign, q, *rest)
+    return call_with(_characteristics, (grad, lap), fntypes, readonly_view(X0), readonly_view(times), sign,
+                     readonly_view(q), rtol, atol, readonly_view(centre), r_escape, h0, ua, ub)
 
 
 @jit(cache=True, parallel=True)
