@@ -157,7 +157,9 @@ def flow_kernel(kernels, scheme: str, track: bool):
     return _Bound(_flow, (kernels.grad, kernels.lap, kernels.hess), (FLOW_SCHEMES[scheme], bool(track)), _flow_bind)
 
 
-@jit(cache=True, parallel=True)
+# closure_jit, not jit(cache=True): the generated module is keyed by the sources of the
+# random numbers and block helpers it inlines too (numba's own cache only by this file)
+@closure_jit(parallel=True)
 def _langevin(vgrad, vvalue_grad, code, X, step0, nsteps, dt, T, P, k0, k1, lo, hi, status, accepted,
               offset):
     """The Langevin schemes (``code``: :data:`LANGEVIN_SCHEMES`) with an energy's block kernels
