@@ -143,7 +143,7 @@ def langevin_kernel(blocks, scheme: str):
 def _flow_bind(X, LOG, nsteps, dt, p, lo, hi, status):
     """The one-point kernels' function types (points of ``X``'s dtype, read-only parameters)
     and the arguments: inputs read-only, outputs checked writable."""
-    x, q, H = array_type(X.dtype, 1), array_type(p.dtype, 1, readonly=True), array_type(X.dtype, 2)
+    x, q, H = array_type(X.dtype, 1), array_type(p.dtype, 1), array_type(X.dtype, 2)   # q: a copy per particle
     fntypes = (function_type(types.void, x, q, x), function_type(types.float64, x, q),
                function_type(types.void, x, q, H))
     return fntypes, (writable(X, "X"), writable(LOG, "LOG"), nsteps, dt, readonly_view(p), readonly_view(lo),
@@ -286,7 +286,7 @@ def _langevin(vgrad, vvalue_grad, code, X, step0, nsteps, dt, T, P, k0, k1, lo, 
 
 
 @jit(cache=True, parallel=True)
-def _flow(grad, lap, hess, code, track, X, LOG, nsteps, dt, p, lo, hi, status):
+def _flow(grad, lap, hess, code, track, X, LOG, nsteps, dt, p_in, lo, hi, status):
     """The flow schemes (``code``: :data:`FLOW_SCHEMES`) with an energy's one-point kernels; see
     :func:`flow_kernel`."""
     n, d = X.shape
@@ -294,6 +294,7 @@ def _flow(grad, lap, hess, code, track, X, LOG, nsteps, dt, p, lo, hi, status):
         if status[i] != 0:
             continue
         x = X[i].copy()
+        p = p_in.copy()   # this particle's own parameters: the calls by address count references to it
         ell = LOG[i]
         g = np.empty(d)
         H = np.empty((d, d))
