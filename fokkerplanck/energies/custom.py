@@ -119,6 +119,20 @@ def _missing_hess(x, p, out):
 _FIXED: dict = {}
 
 
+def _returning_float(f):
+    @closure_jit
+    def wrapped(x, p):
+        return float(f(x, p))
+    return wrapped
+
+
+def _returning_nothing(f):
+    @closure_jit
+    def wrapped(x, p, out):
+        f(x, p, out)
+    return wrapped
+
+
 def fixed_signatures(k: Kernels) -> Kernels:
     """A user's one-point kernels behind thin wrappers of fixed signatures: ``value`` and
     ``lap`` return a float64, ``grad`` and ``hess`` nothing.  The toolkit's compiled loops take
@@ -126,25 +140,9 @@ def fixed_signatures(k: Kernels) -> Kernels:
     integer or a float32 works as written (the call inside the wrapper converts)."""
     key = tuple(id(f) for f in k)
     if key not in _FIXED:
-        v, g, lp, h = k
-
-        @closure_jit
-        def value(x, p):
-            return float(v(x, p))
-
-        @closure_jit
-        def grad(x, p, out):
-            g(x, p, out)
-
-        @closure_jit
-        def lap(x, p):
-            return float(lp(x, p))
-
-        @closure_jit
-        def hess(x, p, out):
-            h(x, p, out)
-
-        _FIXED[key] = (k, Kernels(value, grad, lap, hess))   # keep k alive: its ids are the key
+        wrapped = Kernels(_returning_float(k.value), _returning_nothing(k.grad), _returning_float(k.lap),
+                          _returning_nothing(k.hess))
+        _FIXED[key] = (k, wrapped)   # keep k alive: its ids are the key
     return _FIXED[key][1]
 
 

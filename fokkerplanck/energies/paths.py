@@ -446,30 +446,28 @@ def _missing_path_hess(x, t, q, out):
 _FIXED_PATH: dict = {}
 
 
+def _path_returning_float(f):
+    @closure_jit
+    def wrapped(x, t, q):
+        return float(f(x, t, q))
+    return wrapped
+
+
+def _path_returning_nothing(f):
+    @closure_jit
+    def wrapped(x, t, q, out):
+        f(x, t, q, out)
+    return wrapped
+
+
 def _fixed_path_signatures(k: PathKernels) -> PathKernels:
     """A user's path kernels behind wrappers of fixed signatures (``value``, ``lap`` return a
     float64; ``grad``, ``hess`` nothing), as :func:`~fokkerplanck.energies.custom.fixed_signatures`."""
     key = tuple(id(f) for f in k)
     if key not in _FIXED_PATH:
-        v, g, lp, h = k
-
-        @closure_jit
-        def value(x, t, q):
-            return float(v(x, t, q))
-
-        @closure_jit
-        def grad(x, t, q, out):
-            g(x, t, q, out)
-
-        @closure_jit
-        def lap(x, t, q):
-            return float(lp(x, t, q))
-
-        @closure_jit
-        def hess(x, t, q, out):
-            h(x, t, q, out)
-
-        _FIXED_PATH[key] = (k, PathKernels(value, grad, lap, hess))
+        wrapped = PathKernels(_path_returning_float(k.value), _path_returning_nothing(k.grad),
+                              _path_returning_float(k.lap), _path_returning_nothing(k.hess))
+        _FIXED_PATH[key] = (k, wrapped)
     return _FIXED_PATH[key][1]
 
 
