@@ -36,7 +36,7 @@ from numba import prange
 
 from numba import types
 
-from fokkerplanck._core.jit import array_type, call_with, closure_jit, function_type, jit, readonly_view, writable
+from fokkerplanck._core.jit import array_type, call_with, closure_jit, function_type, jit, kernel_input, writable
 
 from fokkerplanck._core.vmath import cast_like, vlog
 from fokkerplanck.energies.blocks import BLOCK, work_rows
@@ -111,12 +111,13 @@ class _Bound:
 
 
 def _langevin_bind(X, step0, nsteps, dt, T, P, k0, k1, lo, hi, status, accepted, offset):
-    """The block kernels' function types (blocks of ``X``'s dtype, read-only parameter rows
-    of ``P``'s) and the arguments: inputs read-only, outputs checked writable."""
-    Xb, V, p = array_type(X.dtype, 2), array_type(X.dtype, 1), array_type(P.dtype, 1, readonly=True)
+    """The block kernels' function types (blocks of ``X``'s dtype, parameter rows of ``P``'s)
+    and the arguments: inputs as :func:`~fokkerplanck._core.jit.kernel_input`, outputs checked
+    writable."""
+    Xb, V, p = array_type(X.dtype, 2), array_type(X.dtype, 1), array_type(P.dtype, 1)
     fntypes = function_type(types.void, Xb, p, Xb, Xb), function_type(types.void, Xb, p, V, Xb, Xb)
-    return fntypes, (writable(X, "X"), step0, nsteps, dt, T, readonly_view(P), k0, k1, readonly_view(lo),
-                     readonly_view(hi), writable(status, "status"), writable(accepted, "accepted"), offset)
+    return fntypes, (writable(X, "X"), step0, nsteps, dt, T, kernel_input(P), k0, k1, kernel_input(lo),
+                     kernel_input(hi), writable(status, "status"), writable(accepted, "accepted"), offset)
 
 
 def langevin_kernel(blocks, scheme: str):
@@ -141,13 +142,13 @@ def langevin_kernel(blocks, scheme: str):
 
 
 def _flow_bind(X, LOG, nsteps, dt, p, lo, hi, status):
-    """The one-point kernels' function types (points of ``X``'s dtype, read-only parameters)
-    and the arguments: inputs read-only, outputs checked writable."""
+    """The one-point kernels' function types (points of ``X``'s dtype) and the arguments:
+    inputs as :func:`~fokkerplanck._core.jit.kernel_input`, outputs checked writable."""
     x, q, H = array_type(X.dtype, 1), array_type(p.dtype, 1), array_type(X.dtype, 2)   # q: a copy per particle
     fntypes = (function_type(types.void, x, q, x), function_type(types.float64, x, q),
                function_type(types.void, x, q, H))
-    return fntypes, (writable(X, "X"), writable(LOG, "LOG"), nsteps, dt, readonly_view(p), readonly_view(lo),
-                     readonly_view(hi), writable(status, "status"))
+    return fntypes, (writable(X, "X"), writable(LOG, "LOG"), nsteps, dt, kernel_input(p), kernel_input(lo),
+                     kernel_input(hi), writable(status, "status"))
 
 
 def flow_kernel(kernels, scheme: str, track: bool):

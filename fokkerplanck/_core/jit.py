@@ -91,18 +91,19 @@ def function_type(restype, *argtypes):
     return numba.types.FunctionType(restype(*argtypes))
 
 
-def array_type(dtype, ndim: int, readonly: bool = False):
-    """numba's type of a C-contiguous array (what ``readonly_view`` gives when ``readonly``)."""
-    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C", readonly=readonly)
+def array_type(dtype, ndim: int):
+    """numba's type of a writable C-contiguous array (as :func:`kernel_input` gives)."""
+    return numba.types.Array(numba.from_dtype(np.dtype(dtype)), ndim, "C")
 
 
-def readonly_view(a) -> np.ndarray:
-    """``a`` as a C-contiguous read-only view (a copy only when ``a`` is not C-contiguous).
-    Kernels take their inputs (parameters, points) this way, so that read-only and writable
-    inputs share one compiled kernel, and the energy's kernels one signature."""
-    v = np.ascontiguousarray(a).view()
-    v.flags.writeable = False
-    return v
+def kernel_input(a) -> np.ndarray:
+    """``a`` as the compiled loops take every array: C-contiguous and writable (a copy only
+    when ``a`` is read-only, as an energy's parameters and a grid's points are, or not
+    contiguous).  One kind of array everywhere gives each energy kernel one signature: the
+    read-only and writable flavours had compiled each kernel two or three times (25 of the
+    69 s a first ``fpk verify --quick`` spent compiling)."""
+    a = np.ascontiguousarray(a)
+    return a if a.flags.writeable else a.copy()
 
 
 def writable(a, name: str) -> np.ndarray:
@@ -115,7 +116,7 @@ def writable(a, name: str) -> np.ndarray:
 def call_with(kernel, fns, fntypes, *args):
     """``kernel(*fns, *args)`` with the compiled functions ``fns`` passed by address as
     ``fntypes`` (:func:`function_type`), compiling ``kernel`` once per argument types
-    (pass inputs as :func:`readonly_view`); a Ctrl-C during the call is raised as the
+    (pass inputs through :func:`kernel_input`); a Ctrl-C during the call is raised as the
     KeyboardInterrupt it is.  The energy's kernels are compiled for exactly ``fntypes``
     (wrap a user's kernels so that they return exactly that type: see
     :func:`fokkerplanck.energies.custom.fixed_signatures`)."""

@@ -35,7 +35,7 @@ import numpy as np
 from numba import prange, types
 from scipy.special import logsumexp
 
-from fokkerplanck._core.jit import array_type, call_with, closure_jit, function_type, jit, readonly_view
+from fokkerplanck._core.jit import array_type, call_with, closure_jit, function_type, jit, kernel_input
 from fokkerplanck._core.validate import (
     check_keys,
     finite_array,
@@ -269,10 +269,9 @@ class Energy:
 # Compiled loops over points for any kernel set: one compiled loop each, the energy's
 # kernels passed to it by address (fokkerplanck._core.jit.call_with)
 _X1 = array_type(np.float64, 1)
-_R1 = array_type(np.float64, 1, readonly=True)       # the points and parameters: read-only views
-_VALUE = function_type(types.float64, _R1, _R1)          # value(x, p), lap(x, p)
-_GRAD = function_type(types.void, _R1, _R1, _X1)         # grad(x, p, out)
-_HESS = function_type(types.void, _R1, _R1, array_type(np.float64, 2))  # hess(x, p, out)
+_VALUE = function_type(types.float64, _X1, _X1)          # value(x, p), lap(x, p)
+_GRAD = function_type(types.void, _X1, _X1, _X1)         # grad(x, p, out)
+_HESS = function_type(types.void, _X1, _X1, array_type(np.float64, 2))  # hess(x, p, out)
 
 
 @jit(cache=True, parallel=True)
@@ -327,8 +326,8 @@ def _lap_grad2_at(grad, lap, X, p):
 def _points(loop, fns, fntypes, *consts):
     """``run(X, p)``: the compiled ``loop`` over the rows of ``X`` with the kernels ``fns``."""
     def run(X, p):
-        return call_with(loop, fns, fntypes, *consts, readonly_view(np.asarray(X, dtype=np.float64)),
-                         readonly_view(np.asarray(p, dtype=np.float64)))
+        return call_with(loop, fns, fntypes, *consts, kernel_input(np.asarray(X, dtype=np.float64)),
+                         kernel_input(np.asarray(p, dtype=np.float64)))
     return run
 
 

@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 from numba import prange, types
 
-from fokkerplanck._core.jit import array_type, call_compiled, call_with, function_type, jit, readonly_view
+from fokkerplanck._core.jit import array_type, call_compiled, call_with, function_type, jit, kernel_input
 from fokkerplanck.energies.base import Sum
 from fokkerplanck.energies.paths import ConstantPath, EnergyPath
 
@@ -135,10 +135,10 @@ def _build(kernels):
 
 
 def _run_characteristics(grad, lap, X0, times, sign, q, rtol, atol, centre, r_escape, h0, ua, ub):
-    x, qt = array_type(np.float64, 1), array_type(q.dtype, 1, readonly=True)
+    x, qt = array_type(np.float64, 1), array_type(q.dtype, 1)
     fntypes = (function_type(types.void, x, types.float64, qt, x), function_type(types.float64, x, types.float64, qt))
-    return call_with(_characteristics, (grad, lap), fntypes, readonly_view(X0), readonly_view(times), sign,
-                     readonly_view(q), rtol, atol, readonly_view(centre), r_escape, h0, ua, ub)
+    return call_with(_characteristics, (grad, lap), fntypes, kernel_input(X0), kernel_input(times), sign,
+                     kernel_input(q), rtol, atol, kernel_input(centre), r_escape, h0, ua, ub)
 
 
 @jit(cache=True, parallel=True)
