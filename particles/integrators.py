@@ -32,9 +32,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import prange
-
-from numba import types
+from numba import prange, types
 
 from fokkerplanck._core.jit import array_type, call_with, closure_jit, function_type, jit, kernel_input, writable
 

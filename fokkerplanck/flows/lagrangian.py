@@ -11,8 +11,8 @@ Along the forward flow ``dX/dt = -grad U(X)`` the continuity equation gives
 ``(z, l)' = (sign * grad U(z), lap U(z))`` for many points at once with an
 adaptive Dormand-Prince 5(4) pair, compiled by numba once for every energy (the
 energy's kernels are passed to it) and parallel over points, recording
-``(z, l)`` at every requested time (steps are clipped to hit them).  A point whose step size underflows is
-an error naming the point and the time.
+``(z, l)`` at every requested time (steps are clipped to hit them).  A point
+whose step size underflows is an error naming the point and the time.
 
 An energy without numba kernels (Python callables: NumPy, torch, JAX; or a sum with such a
 term) takes the batched path :func:`_vectorised` instead: Dormand-Prince 8(5,3) with per-point
@@ -257,7 +257,7 @@ def integrate_characteristics(energy, X0, times, *, direction: str = "backward",
     physical times ``[0, duration]`` (module docstring); ``times`` must then lie there.
     """
 
-    X0 = np.ascontiguousarray(np.asarray(X0, dtype=float))
+    X0 = kernel_input(np.asarray(X0, dtype=float))   # once, not at every output time below
     times = np.asarray(times, dtype=float)
     sign = {"backward": 1.0, "forward": -1.0}.get(direction)
     if sign is None:
